@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - the ringstore binary: options, listening sockets, signals, and
+ * starting and joining the reactors. Nothing else lives here.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "net.h"
+#include "reactor.h"
+#include "stats.h"
+#include "store.h"
+
+#ifndef RS_VERSION
+#define RS_VERSION "0.0.0"
+#endif
+
+struct options {
+	const char *bind;
+	uint16_t port;
+	int listen_fd;
+	int backlog;
+	size_t initial_keys;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: ringstore [options]\n"
+"A wire-compatible replacement for PyTorch's c10d TCPStore server.\n"
+"Point torch.distributed.TCPStore(host, port, is_master=False) at it.\n"
+"\n"
+"Listening:\n"
+"  -p, --port N              TCP port (default 29500; 0 picks a free one)\n"
+"  -b, --bind ADDR           address to bind (default '::' dual-stack,\n"
+"                            falling back to 0.0.0.0)\n"
+"      --listen-fd N         serve an already listening socket N instead\n"
+"                            (like PyTorch's master_listen_fd); systemd\n"
+"                            socket activation (LISTEN_FDS) is automatic\n"
+"      --backlog N           listen backlog (default: the kernel maximum)\n"
+"Threads:\n"
+"  -t, --threads N           reactor threads, one io_uring each (default 1)\n"
+"Limits (a request over a limit closes its connection):\n"
+"      --max-key-bytes N     longest key (default 8192)\n"
+"      --max-value-bytes N   longest value (default 8388608)\n"
+"      --max-keys-per-request N  keys in CHECK/WAIT/MULTI_* (default 131072)\n"
+"      --max-request-bytes N whole request (default 67108864)\n"
+"Tuning:\n"
+"      --recv-buffers N      receive buffers per thread, a power of two\n"
+"                            (default 1024)\n"
+"      --recv-buffer-size N  bytes per receive buffer (default 16384)\n"
+"      --initial-keys N      table slots to start with (default 1024)\n"
+"Other:\n"
+"  -l, --log-level LEVEL     error, warn, info (default) or debug\n"
+"  -h, --help                this text\n"
+"  -V, --version             print the version\n"
+"\n"
+"The listening address is printed on stdout as 'ringstore listening on\n"
+"ADDR:PORT'; logs go to stderr. SIGINT or SIGTERM stops the server.\n");
+}
+
+/* Parse a decimal size in [lo, hi]; exits with a message on error. */
+static uint64_t parse_num(const char *opt, const char *s, uint64_t lo,
+			  uint64_t hi)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi) {
+		fprintf(stderr,
+			"ringstore: --%s wants a number from %" PRIu64
+			" to %" PRIu64 ", not '%s'\n",
+			opt, lo, hi, s);
+		exit(2);
+	}
+	return v;
+}
+
+enum {
+	OPT_LISTEN_FD = 256,
+	OPT_BACKLOG,
+	OPT_MAX_KEY,
+	OPT_MAX_VALUE,
+	OPT_MAX_KEYS,
+	OPT_MAX_REQUEST,
+	OPT_RECV_BUFFERS,
+	OPT_RECV_BUFFER_SIZE,
+	OPT_INITIAL_KEYS,
+};
+
+static void parse_args(int argc, char **argv, struct options *o,
+		       struct server_config *cfg)
+{
+	static const struct option longopts[] = {
+		{ "port", required_argument, NULL, 'p' },
+		{ "bind", required_argument, NULL, 'b' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "listen-fd", required_argument, NULL, OPT_LISTEN_FD },
+		{ "backlog", required_argument, NULL, OPT_BACKLOG },
+		{ "max-key-bytes", required_argument, NULL, OPT_MAX_KEY },
+		{ "max-value-bytes", required_argument, NULL, OPT_MAX_VALUE },
+		{ "max-keys-per-request", required_argument, NULL,
+		  OPT_MAX_KEYS },
+		{ "max-request-bytes", required_argument, NULL,
+		  OPT_MAX_REQUEST },
+		{ "recv-buffers", required_argument, NULL, OPT_RECV_BUFFERS },
+		{ "recv-buffer-size", required_argument, NULL,
+		  OPT_RECV_BUFFER_SIZE },
+		{ "initial-keys", required_argument, NULL, OPT_INITIAL_KEYS },
+		{ 0 }
+	};
+	int c, lvl;
+
+	while ((c = getopt_long(argc, argv, "p:b:t:l:hV", longopts, NULL)) !=
+	       -1) {
+		switch (c) {
+		case 'p':
+			o->port = (uint16_t)parse_num("port", optarg, 0, 65535);
+			break;
+		case 'b':
+			o->bind = optarg;
+			break;
+		case 't':
+			cfg->threads = (uint32_t)parse_num("threads", optarg, 1,
+							   256);
+			break;
+		case 'l':
+			lvl = log_parse_level(optarg);
+			if (lvl < 0) {
+				fprintf(stderr, "ringstore: unknown log level "
+						"'%s'\n", optarg);
+				exit(2);
+			}
+			log_set_level((enum log_level)lvl);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("ringstore %s\n", RS_VERSION);
+			exit(0);
+		case OPT_LISTEN_FD:
+			o->listen_fd = (int)parse_num("listen-fd", optarg, 0,
+						      INT_MAX);
+			break;
+		case OPT_BACKLOG:
+			o->backlog = (int)parse_num("backlog", optarg, 1,
+						    INT_MAX);
+			break;
+		case OPT_MAX_KEY:
+			cfg->limits.max_key = parse_num("max-key-bytes", optarg,
+							1, UINT32_MAX);
+			break;
+		case OPT_MAX_VALUE:
+			cfg->limits.max_value = parse_num(
+				"max-value-bytes", optarg, 0, UINT32_MAX);
+			break;
+		case OPT_MAX_KEYS:
+			cfg->limits.max_keys = parse_num(
+				"max-keys-per-request", optarg, 1, UINT32_MAX);
+			break;
+		case OPT_MAX_REQUEST:
+			cfg->limits.max_request = parse_num(
+				"max-request-bytes", optarg, 64, UINT64_MAX / 2);
+			break;
+		case OPT_RECV_BUFFERS:
+			cfg->buf_count = (uint32_t)parse_num(
+				"recv-buffers", optarg, 16, 32768);
+			if (cfg->buf_count & (cfg->buf_count - 1)) {
+				fprintf(stderr, "ringstore: --recv-buffers "
+						"must be a power of two\n");
+				exit(2);
+			}
+			break;
+		case OPT_RECV_BUFFER_SIZE:
+			cfg->buf_size = (uint32_t)parse_num(
+				"recv-buffer-size", optarg, 512, 1 << 20);
+			break;
+		case OPT_INITIAL_KEYS:
+			o->initial_keys = parse_num("initial-keys", optarg, 16,
+						    1u << 30);
+			break;
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ringstore: unexpected argument '%s'\n",
+			argv[optind]);
+		usage(stderr);
+		exit(2);
+	}
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			log_warn("cannot raise the open-file limit: %s",
+				 strerror(errno));
+	}
+	log_info("open-file limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
+/* systemd socket activation: LISTEN_PID is us and LISTEN_FDS >= 1. */
+static int systemd_fd(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+
+	if (!pid || !fds || strtol(pid, NULL, 10) != getpid() ||
+	    strtol(fds, NULL, 10) < 1)
+		return -1;
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return 3; /* SD_LISTEN_FDS_START */
+}
+
+/* Check that @fd is a listening stream socket. */
+static int check_listener(int fd)
+{
+	int v = 0;
+	socklen_t sl = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &sl))
+		return -errno;
+	return v ? 0 : -EINVAL;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = { .port = 29500, .listen_fd = -1, .backlog = -1,
+			     .initial_keys = 1024 };
+	struct server srv = { 0 };
+	int *fds = NULL, ret, exit_code = 1;
+	uint32_t nfds = 0;
+	char addr[NET_ADDRSTRLEN];
+	sigset_t sigs;
+
+	proto_limits_default(&srv.cfg.limits);
+	srv.cfg.threads = 1;
+	srv.cfg.buf_count = 1024;
+	srv.cfg.buf_size = 16384;
+	srv.cfg.ring_entries = 4096;
+	parse_args(argc, argv, &o, &srv.cfg);
+	if (o.backlog < 0)
+		o.backlog = SOMAXCONN > 4096 ? SOMAXCONN : 65535;
+
+	/* Signals are taken by sigwait below; reactors inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+
+	fds = calloc(srv.cfg.threads, sizeof(*fds));
+	if (!fds)
+		goto out;
+	if (o.listen_fd < 0)
+		o.listen_fd = systemd_fd();
+	if (o.listen_fd >= 0) {
+		ret = check_listener(o.listen_fd);
+		if (ret) {
+			log_error("--listen-fd %d is not a listening socket: %s",
+				  o.listen_fd, strerror(-ret));
+			goto out;
+		}
+		/* Every reactor accepts from the one inherited socket. */
+		for (uint32_t i = 0; i < srv.cfg.threads; i++)
+			fds[i] = o.listen_fd;
+		nfds = 1;
+	} else {
+		bool reuseport = srv.cfg.threads > 1;
+		for (uint32_t i = 0; i < srv.cfg.threads; i++) {
+			ret = net_listen(o.bind, o.port, o.backlog, reuseport);
+			if (ret < 0) {
+				log_error("cannot listen on %s port %u: %s",
+					  o.bind ? o.bind : "::", o.port,
+					  strerror(-ret));
+				goto out;
+			}
+			fds[nfds++] = ret;
+			if (i == 0 && o.port == 0)
+				o.port = (uint16_t)net_local_addr(
+					ret, addr, sizeof(addr));
+		}
+	}
+	ret = net_local_addr(fds[0], addr, sizeof(addr));
+	if (ret < 0) {
+		log_error("getsockname: %s", strerror(-ret));
+		goto out;
+	}
+
+	ret = store_init(&srv.store, o.initial_keys);
+	if (ret) {
+		log_error("cannot create the store: %s", strerror(-ret));
+		goto out;
+	}
+	srv.reactors = calloc(srv.cfg.threads, sizeof(*srv.reactors));
+	if (!srv.reactors)
+		goto out_store;
+	for (uint32_t i = 0; i < srv.cfg.threads; i++) {
+		srv.reactors[i] = reactor_create(&srv, i, fds[i]);
+		if (!srv.reactors[i]) {
+			log_error("cannot create reactor %u", i);
+			goto out_reactors;
+		}
+		srv.nreactors++;
+	}
+	for (uint32_t i = 0; i < srv.nreactors; i++) {
+		ret = reactor_start(srv.reactors[i]);
+		if (ret) {
+			log_error("reactor %u: cannot start: %s", i,
+				  strerror(-ret));
+			goto out_reactors;
+		}
+	}
+	printf("ringstore listening on %s\n", addr);
+	fflush(stdout);
+	log_info("ringstore %s: %u reactor thread%s, limits: key %" PRIu64
+		 " B, value %" PRIu64 " B, %" PRIu64 " keys/request",
+		 RS_VERSION, srv.nreactors, srv.nreactors == 1 ? "" : "s",
+		 srv.cfg.limits.max_key, srv.cfg.limits.max_value,
+		 srv.cfg.limits.max_keys);
+
+	for (;;) {
+		int sig;
+		if (sigwait(&sigs, &sig) == 0) {
+			log_info("received %s, shutting down", strsignal(sig));
+			break;
+		}
+	}
+	exit_code = 0;
+
+out_reactors:
+	atomic_store(&srv.stopping, true);
+	for (uint32_t i = 0; i < srv.nreactors; i++)
+		reactor_stop(srv.reactors[i]);
+	struct stats total = { 0 };
+	char line[2048];
+	for (uint32_t i = 0; i < srv.nreactors; i++)
+		reactor_join(srv.reactors[i], &total);
+	stats_format(&total, line, sizeof(line));
+	log_info("%s", line);
+	free(srv.reactors);
+out_store:
+	store_destroy(&srv.store);
+out:
+	for (uint32_t i = 0; i < nfds; i++)
+		close(fds[i]);
+	free(fds);
+	return exit_code;
+}

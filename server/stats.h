@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stats.h - counters kept by each reactor, summed for logs, the shutdown
+ * summary and (later) the control plane.
+ *
+ * Each struct stats has one writer, its reactor; other threads read it.
+ * Counters are atomics written with relaxed load+store (a plain mov on x86,
+ * no locked instruction), which is exact because there is a single writer.
+ */
+#ifndef RS_SERVER_STATS_H
+#define RS_SERVER_STATS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "proto.h"
+
+/* Why connections closed, beyond the protocol errors of proto.h. */
+#define STATS_CLOSE_REASONS(X)                      \
+	X(EOF, "peer closed the connection")        \
+	X(IO, "socket error")                       \
+	X(PROTO, "protocol violation")              \
+	X(BAD_NUMBER, "ADD or BARRIER on a value that is not an integer") \
+	X(NOMEM, "out of memory")                   \
+	X(SHUTDOWN, "server shutting down")
+
+enum stats_close {
+#define STATS_X_ENUM(name, text) STATS_CLOSE_##name,
+	STATS_CLOSE_REASONS(STATS_X_ENUM)
+#undef STATS_X_ENUM
+	STATS_CLOSE__COUNT
+};
+
+typedef _Atomic uint64_t stat_t;
+
+struct stats {
+	stat_t accepted;
+	stat_t accept_errors;
+	stat_t active;                       /* open connections now */
+	stat_t closed[STATS_CLOSE__COUNT];
+	stat_t proto_errors[PROTO_E__COUNT];
+	stat_t requests[OP__COUNT];
+	stat_t bytes_in;
+	stat_t bytes_out;
+	stat_t loops;
+	stat_t cqes;
+	stat_t wakes_local;
+	stat_t wakes_remote_sent;
+	stat_t wakes_remote_recv;
+	stat_t stale_cqes;
+	stat_t enobufs;
+};
+
+static inline void stat_add(stat_t *s, uint64_t n)
+{
+	atomic_store_explicit(s, atomic_load_explicit(s, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static inline uint64_t stat_get(const stat_t *s)
+{
+	return atomic_load_explicit((stat_t *)s, memory_order_relaxed);
+}
+
+const char *stats_close_name(enum stats_close c);
+/* Add every counter of @src into @dst (dst is a private total). */
+void stats_sum(struct stats *dst, const struct stats *src);
+/* One line: the summary logged at shutdown. */
+void stats_format(const struct stats *s, char *out, size_t len);
+
+#endif

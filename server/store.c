@@ -1,0 +1,533 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store.c - see store.h. Semantics follow shared/PROTOCOL.md §5 (the libuv
+ * server's behaviour plus its recommendations):
+ *  - GET / MULTI_GET of a missing key reply an empty value;
+ *  - CHECK / WAIT count a non-empty queue of the same name as present;
+ *  - COMPARE_SET wakes waiters iff the key exists afterwards;
+ *  - QUEUE_PUSH completes exactly one waiting client;
+ *  - BARRIER is an ADD of 1 whose caller waits until the count reaches the
+ *    world size.
+ * Read-modify-write ops are CAS loops over table_cas, so they stay exact
+ * when several reactors hit one key. The key hash is computed once per key
+ * and passed down.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "hash.h"
+#include "outq.h"
+#include "qsbr.h"
+#include "queues.h"
+#include "table.h"
+
+int store_init(struct store *st, size_t initial_keys)
+{
+	memset(st, 0, sizeof(*st));
+	st->qsbr = qsbr_create();
+	if (!st->qsbr)
+		goto fail;
+	st->table = table_create(st->qsbr, initial_keys);
+	st->waiters = waiters_create();
+	st->queues = queues_create();
+	if (!st->table || !st->waiters || !st->queues)
+		goto fail;
+	return 0;
+fail:
+	store_destroy(st);
+	return -ENOMEM;
+}
+
+void store_destroy(struct store *st)
+{
+	if (st->table)
+		table_destroy(st->table);
+	queues_destroy(st->queues);
+	waiters_destroy(st->waiters);
+	if (st->qsbr)
+		qsbr_destroy(st->qsbr);
+	memset(st, 0, sizeof(*st));
+}
+
+int store_thread_init(struct store_thread *th, struct store *st,
+		      waiters_deliver_fn deliver, void *darg)
+{
+	memset(th, 0, sizeof(*th));
+	th->st = st;
+	th->deliver = deliver;
+	th->darg = darg;
+	th->qt = qsbr_register(st->qsbr);
+	return th->qt ? 0 : -ENOMEM;
+}
+
+void store_thread_destroy(struct store_thread *th)
+{
+	if (th->qt)
+		qsbr_unregister(th->qt);
+	buf_free(&th->scratch);
+	th->qt = NULL;
+}
+
+int store_parse_i64(const uint8_t *p, size_t len, int64_t *out)
+{
+	size_t i = 0;
+	bool neg = false;
+	uint64_t v = 0, lim;
+
+	while (i < len && (p[i] == ' ' || (p[i] >= '\t' && p[i] <= '\r')))
+		i++;
+	if (i < len && (p[i] == '+' || p[i] == '-'))
+		neg = p[i++] == '-';
+	if (i == len || p[i] < '0' || p[i] > '9')
+		return -EINVAL;
+	lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; i < len && p[i] >= '0' && p[i] <= '9'; i++) {
+		unsigned d = p[i] - '0';
+		if (v > (lim - d) / 10)
+			return -EINVAL; /* std::stoll throws out_of_range */
+		v = v * 10 + d;
+	}
+	*out = neg ? (int64_t)(0 - v) : (int64_t)v;
+	return 0;
+}
+
+/* Helpers that append reply fields to an outq. */
+static int put_u8(struct outq *out, uint8_t v)
+{
+	return outq_put(out, &v, 1);
+}
+
+static int put_i64(struct outq *out, int64_t v)
+{
+	return outq_put(out, &v, sizeof(v));
+}
+
+static int put_bytes(struct outq *out, const void *p, uint64_t len)
+{
+	int ret = outq_put(out, &len, sizeof(len));
+	return ret ? ret : outq_put(out, p, len);
+}
+
+static int put_value(struct outq *out, struct table_entry *e)
+{
+	uint64_t len = e->vlen;
+	int ret = outq_put(out, &len, sizeof(len));
+	return ret ? ret : outq_put_entry(out, e, table_entry_val(e), len);
+}
+
+static void wake_all(struct store_thread *th, uint64_t h,
+		     const struct proto_slice *k)
+{
+	waiters_wake(th->st->waiters, h, k->p, k->len, UINT64_MAX,
+		     th->deliver, th->darg);
+}
+
+static struct table_entry *get(struct store_thread *th, uint64_t h,
+			       const struct proto_slice *k)
+{
+	return table_get(th->st->table, th->qt, h, k->p, k->len);
+}
+
+/* Present for CHECK/WAIT: in the table, or a non-empty queue. */
+static bool ready(void *arg, uint64_t h, const uint8_t *key, size_t klen)
+{
+	struct store_thread *th = arg;
+
+	return table_get(th->st->table, th->qt, h, key, klen) ||
+	       queues_len(th->st->queues, h, key, klen) > 0;
+}
+
+/* Replace the value of @k by @v (SET and each MULTI_SET pair). */
+static int do_set(struct store_thread *th, const struct proto_slice *k,
+		  const struct proto_slice *v)
+{
+	uint64_t h = hash_key(k->p, k->len);
+	struct table_entry *e, *cur;
+	int ret;
+
+	e = table_entry_new(h, k->p, k->len, v->p, v->len, NULL, 0);
+	if (!e)
+		return -ENOMEM;
+	do {
+		cur = get(th, h, k);
+		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
+	} while (ret == -EAGAIN);
+	if (ret) {
+		table_entry_unref(e);
+		return ret;
+	}
+	wake_all(th, h, k);
+	return 0;
+}
+
+/*
+ * Add @delta to the counter at @k (created as @delta when missing); the new
+ * value is stored as decimal text and returned in *res.
+ */
+static int do_add(struct store_thread *th, const struct proto_slice *k,
+		  uint64_t h, int64_t delta, int64_t *res)
+{
+	struct table_entry *cur, *e;
+	char text[24];
+	int ret;
+
+	for (;;) {
+		int64_t v = 0;
+		cur = get(th, h, k);
+		if (cur && store_parse_i64(table_entry_val(cur), cur->vlen, &v))
+			return -EINVAL;
+		/* Two's-complement wrap, as upstream's signed overflow does. */
+		v = (int64_t)((uint64_t)v + (uint64_t)delta);
+		int n = snprintf(text, sizeof(text), "%" PRId64, v);
+		e = table_entry_new(h, k->p, k->len, text, (size_t)n, NULL, 0);
+		if (!e)
+			return -ENOMEM;
+		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
+		if (!ret) {
+			*res = v;
+			return 0;
+		}
+		table_entry_unref(e);
+		if (ret != -EAGAIN)
+			return ret;
+	}
+}
+
+static int op_add(struct store_thread *th, const struct proto_req *r,
+		  struct outq *out)
+{
+	uint64_t h = hash_key(r->key.p, r->key.len);
+	int64_t v;
+	int ret = do_add(th, &r->key, h, r->num, &v);
+
+	if (ret)
+		return ret;
+	wake_all(th, h, &r->key);
+	return put_i64(out, v);
+}
+
+static int op_compare_set(struct store_thread *th, const struct proto_req *r,
+			  struct outq *out)
+{
+	const struct proto_slice *k = &r->key, *exp = &r->val[0],
+				 *des = &r->val[1];
+	uint64_t h = hash_key(k->p, k->len);
+	struct table_entry *cur, *e;
+	int ret;
+
+	for (;;) {
+		cur = get(th, h, k);
+		if (!cur && exp->len) /* missing: reply expected, store nothing */
+			return put_bytes(out, exp->p, exp->len);
+		if (cur && (cur->vlen != exp->len ||
+			    memcmp(table_entry_val(cur), exp->p, exp->len)))
+			return put_value(out, cur);
+		e = table_entry_new(h, k->p, k->len, des->p, des->len, NULL, 0);
+		if (!e)
+			return -ENOMEM;
+		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
+		if (!ret)
+			break;
+		table_entry_unref(e);
+		if (ret != -EAGAIN)
+			return ret;
+	}
+	wake_all(th, h, k);
+	return put_bytes(out, des->p, des->len);
+}
+
+static int op_get(struct store_thread *th, const struct proto_slice *k,
+		  struct outq *out)
+{
+	struct table_entry *e = get(th, hash_key(k->p, k->len), k);
+
+	return e ? put_value(out, e) : put_bytes(out, NULL, 0);
+}
+
+static int op_delete(struct store_thread *th, const struct proto_req *r,
+		     struct outq *out)
+{
+	uint64_t h = hash_key(r->key.p, r->key.len);
+	struct table_entry *cur;
+	int ret;
+
+	do {
+		cur = get(th, h, &r->key);
+		if (!cur)
+			return put_i64(out, 0);
+		ret = table_cas(th->st->table, th->qt, h, r->key.p, r->key.len,
+				cur, NULL);
+	} while (ret == -EAGAIN);
+	return ret ? ret : put_i64(out, 1);
+}
+
+static int op_append(struct store_thread *th, const struct proto_req *r)
+{
+	const struct proto_slice *k = &r->key, *v = &r->val[0];
+	uint64_t h = hash_key(k->p, k->len);
+	struct table_entry *cur, *e;
+	int ret;
+
+	for (;;) {
+		cur = get(th, h, k);
+		if (cur)
+			e = table_entry_new(h, k->p, k->len,
+					    table_entry_val(cur), cur->vlen,
+					    v->p, v->len);
+		else
+			e = table_entry_new(h, k->p, k->len, v->p, v->len,
+					    NULL, 0);
+		if (!e)
+			return -ENOMEM;
+		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
+		if (!ret)
+			break;
+		table_entry_unref(e);
+		if (ret != -EAGAIN)
+			return ret;
+	}
+	wake_all(th, h, k);
+	return 0;
+}
+
+static int op_check(struct store_thread *th, const struct proto_req *r,
+		    struct outq *out)
+{
+	const uint8_t *cur = r->list;
+	struct proto_slice k;
+
+	for (uint64_t i = 0; i < r->count; i++) {
+		proto_next_str(&cur, &k);
+		if (!ready(th, hash_key(k.p, k.len), k.p, k.len))
+			return put_u8(out, PROTO_CHECK_NOT_READY);
+	}
+	return put_u8(out, PROTO_CHECK_READY);
+}
+
+/*
+ * A client that starts a new wait while one is pending breaks the protocol's
+ * one-request-at-a-time rule; withdraw the old wait, answering it if it had
+ * already completed, so that replies stay one per request.
+ */
+static int drop_stale_wait(struct store_thread *th, struct wait_state *ws,
+			   struct outq *out)
+{
+	if (ws->active && waiters_cancel(th->st->waiters, ws))
+		return put_u8(out, PROTO_WAIT_STOP);
+	return 0;
+}
+
+static int op_wait(struct store_thread *th, struct wait_state *ws,
+		   const struct proto_req *r, struct outq *out)
+{
+	int ret = drop_stale_wait(th, ws, out);
+
+	if (ret)
+		return ret;
+	ret = waiters_wait(th->st->waiters, ws, r->list, r->count, ready, th);
+	if (ret == 1)
+		return put_u8(out, PROTO_WAIT_STOP);
+	return ret;
+}
+
+static int op_multi_get(struct store_thread *th, const struct proto_req *r,
+			struct outq *out)
+{
+	const uint8_t *cur = r->list;
+	struct proto_slice k;
+	int ret = 0;
+
+	for (uint64_t i = 0; i < r->count && !ret; i++) {
+		proto_next_str(&cur, &k);
+		ret = op_get(th, &k, out);
+	}
+	return ret;
+}
+
+static int op_multi_set(struct store_thread *th, const struct proto_req *r)
+{
+	const uint8_t *cur = r->list;
+	struct proto_slice k, v;
+	int ret = 0;
+
+	for (uint64_t i = 0; i < r->count && !ret; i++) {
+		proto_next_str(&cur, &k);
+		proto_next_str(&cur, &v);
+		ret = do_set(th, &k, &v);
+	}
+	return ret;
+}
+
+static int op_cancel_wait(struct store_thread *th, struct wait_state *ws,
+			  struct outq *out)
+{
+	int ret = drop_stale_wait(th, ws, out);
+
+	return ret ? ret : put_u8(out, PROTO_WAIT_CANCELED);
+}
+
+static int op_queue_push(struct store_thread *th, const struct proto_req *r)
+{
+	uint64_t h = hash_key(r->key.p, r->key.len);
+	int ret = queues_push(th->st->queues, h, r->key.p, r->key.len,
+			      r->val[0].p, r->val[0].len);
+
+	if (ret)
+		return ret;
+	waiters_wake(th->st->waiters, h, r->key.p, r->key.len, 1, th->deliver,
+		     th->darg);
+	return 0;
+}
+
+static int op_queue_pop(struct store_thread *th, const struct proto_req *r,
+			struct outq *out)
+{
+	uint64_t h = hash_key(r->key.p, r->key.len);
+	struct table_entry *e = NULL;
+	int64_t len = queues_pop(th->st->queues, h, r->key.p, r->key.len, &e);
+	int ret = put_i64(out, len);
+
+	if (e) {
+		if (!ret)
+			ret = put_value(out, e);
+		table_entry_unref(e);
+	}
+	return ret;
+}
+
+static int list_one(struct table_entry *e, void *arg)
+{
+	struct buf *b = arg;
+	uint64_t len = e->klen;
+	int ret = buf_append(b, &len, sizeof(len));
+
+	return ret ? ret : buf_append(b, table_entry_key(e), len);
+}
+
+struct list_ctx {
+	struct buf *b;
+	int64_t n;
+};
+
+static int list_count(struct table_entry *e, void *arg)
+{
+	struct list_ctx *lc = arg;
+	int ret = list_one(e, lc->b);
+
+	if (!ret)
+		lc->n++;
+	return ret;
+}
+
+static int op_list_keys(struct store_thread *th, struct outq *out)
+{
+	struct list_ctx lc = { .b = &th->scratch };
+	int ret;
+
+	buf_reset(&th->scratch);
+	ret = table_foreach(th->st->table, th->qt, list_count, &lc);
+	if (!ret)
+		ret = put_i64(out, lc.n);
+	if (!ret)
+		ret = outq_put(out, buf_head(&th->scratch),
+			       buf_used(&th->scratch));
+	buf_shrink(&th->scratch, 1 << 20);
+	return ret;
+}
+
+static int op_barrier(struct store_thread *th, struct wait_state *ws,
+		      const struct proto_req *r, struct outq *out)
+{
+	uint64_t h = hash_key(r->key.p, r->key.len);
+	int64_t count;
+	int ret = drop_stale_wait(th, ws, out);
+
+	if (ret)
+		return ret;
+	/* Enlist before arriving, so the final arrival cannot miss us. */
+	ret = waiters_enlist(th->st->waiters, ws, h, r->key.p, r->key.len);
+	if (ret)
+		return ret;
+	ret = do_add(th, &r->key, h, 1, &count);
+	if (ret) {
+		waiters_cancel(th->st->waiters, ws);
+		return ret;
+	}
+	if (count < r->num)
+		return 0; /* answered by the final arrival (or any write) */
+	/* Final arrival: one 00 for us, whether or not a waker beat us. */
+	waiters_cancel(th->st->waiters, ws);
+	wake_all(th, h, &r->key);
+	return put_u8(out, PROTO_WAIT_STOP);
+}
+
+int store_exec(struct store_thread *th, struct wait_state *ws,
+	       const struct proto_req *r, struct outq *out)
+{
+	switch (r->op) {
+	case OP_VALIDATE:
+		return 0; /* checked by the decoder; never answered */
+	case OP_SET:
+		return do_set(th, &r->key, &r->val[0]);
+	case OP_COMPARE_SET:
+		return op_compare_set(th, r, out);
+	case OP_GET:
+		return op_get(th, &r->key, out);
+	case OP_ADD:
+		return op_add(th, r, out);
+	case OP_CHECK:
+		return op_check(th, r, out);
+	case OP_WAIT:
+		return op_wait(th, ws, r, out);
+	case OP_GETNUMKEYS:
+		return put_i64(out, (int64_t)table_count(th->st->table));
+	case OP_DELETE_KEY:
+		return op_delete(th, r, out);
+	case OP_APPEND:
+		return op_append(th, r);
+	case OP_MULTI_GET:
+		return op_multi_get(th, r, out);
+	case OP_MULTI_SET:
+		return op_multi_set(th, r);
+	case OP_CANCEL_WAIT:
+		return op_cancel_wait(th, ws, out);
+	case OP_PING:
+		return outq_put(out, &r->u32, sizeof(r->u32));
+	case OP_QUEUE_PUSH:
+		return op_queue_push(th, r);
+	case OP_QUEUE_POP:
+		return op_queue_pop(th, r, out);
+	case OP_QUEUE_LEN:
+		return put_i64(out, queues_len(th->st->queues,
+					       hash_key(r->key.p, r->key.len),
+					       r->key.p, r->key.len));
+	case OP_LIST_KEYS:
+		return op_list_keys(th, out);
+	case OP_BARRIER:
+		return op_barrier(th, ws, r, out);
+	case OP__COUNT:
+		break;
+	}
+	return -EPROTO;
+}
+
+int store_wake_arrived(struct wait_state *ws, uint32_t seq, struct outq *out)
+{
+	if (!ws->active || ws->seq != seq)
+		return 0;
+	ws->active = false;
+	ws->nnodes = 0;
+	int ret = put_u8(out, PROTO_WAIT_STOP);
+	return ret ? ret : 1;
+}
+
+void store_client_gone(struct store_thread *th, struct wait_state *ws)
+{
+	if (ws->active)
+		waiters_cancel(th->st->waiters, ws);
+	wait_state_free(ws);
+}

@@ -1,0 +1,770 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * table.c - the lock-free open-addressing hash table (see table.h).
+ *
+ * Layout. A table is a chain of slot arrays, oldest first: t->cur is the
+ * oldest array still in use and each array's `next` is its successor while
+ * it is being migrated. Only the newest array (next == NULL) receives new
+ * keys. A slot is two words:
+ *   hw   0 (empty), 1 (DEAD: an empty slot closed by migration), or the tag
+ *        of the key hash (the hash, moved off 0 and 1). Set once, by CAS.
+ *   ptr  0, or an entry pointer with three low flag bits: TOMB (the entry is
+ *        a tombstone: it only carries the key), MOVED (frozen by migration:
+ *        no writer may change it in this array) and COPIED (the frozen
+ *        entry has reached the next array).
+ * The first entry installed in a slot fixes the slot's key ("identity") for
+ * the life of the array: later values and tombstones of that key replace
+ * the pointer, never a different key. A delete installs a key-only
+ * tombstone entry (or, if that allocation fails, keeps the old entry as the
+ * tombstone), so identity survives deletion and a re-insert reuses the slot.
+ *
+ * The terminal slot of key K in an array is the first slot on K's probe
+ * sequence that is empty, DEAD, or has K's tag and either no identity or
+ * identity K. Because hw and identity are set once, every thread finds the
+ * same terminal, so K has at most one slot per array. Two first inserts of K
+ * race on the terminal: both claim hw (one CAS wins, the other sees the same
+ * tag), then CAS ptr 0 -> entry; the loser re-probes and finds identity K.
+ * A different key with the same 64-bit hash that loses that CAS just probes
+ * on.
+ *
+ * Reads: probe t->cur for K's terminal. Empty, no identity or a tombstone
+ * means absent; a live entry is the answer; DEAD, a frozen slot with no
+ * identity or a frozen COPIED slot send the reader to the next array; a
+ * frozen but not yet COPIED entry is still the current value (a writer must
+ * set COPIED before it may write K in the next array). Readers only load.
+ *
+ * Writes (table_cas): find K's terminal; if frozen, migrate that slot (copy
+ * its entry into the next array if absent there, then set COPIED) and retry
+ * in the next array; otherwise compare with @expected and CAS the pointer.
+ * Any slot may be frozen at any time, so a writer's CAS either lands before
+ * the freeze (and is copied) or fails and moves on. Invariant: K is written
+ * in an array only after K's terminal in every older array is frozen and
+ * copied, so the newest value is always found by following the chain.
+ *
+ * Growth: an insert that would push an array's claimed slots (live keys,
+ * tombstones and pending claims) past 70% allocates the next array, twice
+ * the size, or the same size when fewer than a quarter of the slots are
+ * live (so tombstones are dropped, not copied). Every table_cas first
+ * migrates one chunk of CHUNK slots of the oldest array with work left;
+ * migrating a slot is idempotent and any thread may do it. The thread that
+ * marks the last slot COPIED moves t->cur forward and retires the old array
+ * through QSBR (which also drops its tombstones). A copy is a put-if-absent
+ * that stops at the first array holding identity K, so a slow copier can
+ * never resurrect a key that was copied, then deleted, then migrated.
+ *
+ * Memory orders: every CAS that publishes (ptr, hw, next, cur) is seq_cst or
+ * release and every load that dereferences the result is acquire; the pairs
+ * are named at each site. Counters (count, bytes, used, copy_idx) are
+ * relaxed hints, except `done` and `cur`, which are seq_cst so that the two
+ * threads finishing adjacent arrays cannot both miss each other.
+ *
+ * Threads: every function may run on any number of threads at once, each
+ * with its own struct qsbr_thread; table_destroy runs alone.
+ */
+#include "table.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compiler.h"
+#include "qsbr.h"
+
+#define SLOT_TOMB ((uintptr_t)1)
+#define SLOT_MOVED ((uintptr_t)2)
+#define SLOT_COPIED ((uintptr_t)4)
+#define SLOT_FLAGS ((uintptr_t)7)
+
+#define HW_EMPTY ((uint64_t)0)
+#define HW_DEAD ((uint64_t)1)
+
+#define TABLE_MIN_CAP 16
+#define CHUNK 64
+
+struct table_slot {
+	_Atomic uint64_t hw;
+	_Atomic uintptr_t ptr;
+};
+
+_Static_assert(sizeof(struct table_slot) == 16, "a slot is two words");
+_Static_assert(_Alignof(struct table_entry) >= 8, "three flag bits");
+
+struct table_array {
+	size_t cap;   /* power of two */
+	size_t limit; /* claimed slots beyond which an insert grows */
+	_Atomic(struct table_array *) next; /* owned by the chain */
+	_Atomic size_t used;     /* slots with a tag in hw */
+	_Atomic size_t copy_idx; /* next chunk to migrate */
+	_Atomic size_t done;     /* slots frozen and COPIED */
+	struct table_slot slots[];
+};
+
+struct table {
+	struct qsbr *q;                    /* borrowed */
+	_Atomic(struct table_array *) cur; /* oldest array in use; owned */
+	_Atomic int64_t count RS_ALIGNED_CACHELINE;
+	_Atomic int64_t bytes;
+};
+
+enum probe_result {
+	PROBE_FOUND,  /* *idx is K's terminal with K's tag */
+	PROBE_ABSENT, /* reached an empty slot (lookups only) */
+	PROBE_NEXT,   /* K lives in a->next */
+	PROBE_FULL,   /* no terminal and no next array */
+};
+
+static uint64_t tag_of(uint64_t hash)
+{
+	return hash < 2 ? hash + 2 : hash;
+}
+
+static struct table_entry *entry_of(uintptr_t w)
+{
+	return (struct table_entry *)(w & ~SLOT_FLAGS);
+}
+
+static bool key_eq(const struct table_entry *e, uint64_t hash,
+		   const void *key, size_t klen)
+{
+	return e->hash == hash && e->klen == klen &&
+	       memcmp(e->data, key, klen) == 0;
+}
+
+static struct table_array *next_of(struct table_array *a)
+{
+	/* Acquire: pairs with the release CAS in grow(), so the zeroed
+	 * slots of the new array are visible. */
+	return atomic_load_explicit(&a->next, memory_order_acquire);
+}
+
+static size_t entry_bytes(const struct table_entry *e)
+{
+	return (size_t)e->klen + (size_t)e->vlen;
+}
+
+/*
+ * Allocate one block holding the key and v1 || v2; refs starts at 1 (the
+ * caller's). Returns NULL on ENOMEM or if the sizes overflow.
+ */
+struct table_entry *table_entry_new(uint64_t hash, const void *key,
+				    size_t klen, const void *v1, size_t l1,
+				    const void *v2, size_t l2)
+{
+	struct table_entry *e;
+	size_t total = sizeof(*e);
+
+	if (klen > UINT32_MAX || l1 > SIZE_MAX - total - klen)
+		return NULL;
+	total += klen + l1;
+	if (l2 > SIZE_MAX - total)
+		return NULL;
+	total += l2;
+	e = malloc(total);
+	if (!e)
+		return NULL;
+	atomic_init(&e->refs, 1);
+	e->klen = (uint32_t)klen;
+	e->hash = hash;
+	e->vlen = l1 + l2;
+	if (klen)
+		memcpy(e->data, key, klen);
+	if (l1)
+		memcpy(e->data + klen, v1, l1);
+	if (l2)
+		memcpy(e->data + klen + l1, v2, l2);
+	return e;
+}
+
+/* Take a reference; the caller must already hold one or be in a QSBR
+ * read-side section that borrowed @e. */
+void table_entry_ref(struct table_entry *e)
+{
+	atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+}
+
+/* Drop a reference; the last one frees @e. */
+void table_entry_unref(struct table_entry *e)
+{
+	/* Release: our reads of @e happen before the free; the acquire
+	 * fence pairs with the other holders' release decrements. */
+	if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_release) == 1) {
+		atomic_thread_fence(memory_order_acquire);
+		free(e);
+	}
+}
+
+static void entry_retired(void *p)
+{
+	table_entry_unref(p);
+}
+
+static struct table_array *array_new(size_t cap)
+{
+	struct table_array *a;
+
+	if (cap > (SIZE_MAX - sizeof(*a)) / sizeof(struct table_slot))
+		return NULL;
+	a = calloc(1, sizeof(*a) + cap * sizeof(struct table_slot));
+	if (!a)
+		return NULL;
+	a->cap = cap;
+	a->limit = cap / 10 * 7 + (cap % 10) * 7 / 10;
+	return a;
+}
+
+/*
+ * QSBR callback for an array that migration has emptied: its live entries
+ * now belong to the next array, its tombstones only to it.
+ */
+static void array_retired(void *p)
+{
+	struct table_array *a = p;
+
+	for (size_t i = 0; i < a->cap; i++) {
+		uintptr_t w = atomic_load_explicit(&a->slots[i].ptr,
+						   memory_order_relaxed);
+
+		if (w & SLOT_TOMB)
+			table_entry_unref(entry_of(w));
+	}
+	free(a);
+}
+
+/* Make sure @a has a next array. Returns 0 or -ENOMEM. */
+static int grow(struct table *t, struct table_array *a)
+{
+	struct table_array *b, *expected = NULL;
+	int64_t live;
+	size_t cap;
+
+	if (next_of(a))
+		return 0;
+	live = atomic_load_explicit(&t->count, memory_order_relaxed);
+	if (live < 0)
+		live = 0;
+	cap = (size_t)live * 4 >= a->cap ? a->cap * 2 : a->cap;
+	if (cap < a->cap)
+		return -ENOMEM;
+	b = array_new(cap);
+	if (!b)
+		return -ENOMEM;
+	/* Release: pairs with next_of(); publishes the zeroed array. */
+	if (!atomic_compare_exchange_strong_explicit(&a->next, &expected, b,
+						     memory_order_release,
+						     memory_order_acquire))
+		free(b);
+	return 0;
+}
+
+/*
+ * Move t->cur past every array that is fully migrated, retiring each. Run
+ * by whoever marks an array's last slot COPIED.
+ */
+static void advance_cur(struct table *t, struct qsbr_thread *qt)
+{
+	for (;;) {
+		/* seq_cst with the fetch_add on done in slot_migrate(): of two
+		 * threads finishing adjacent arrays, one sees the other. */
+		struct table_array *c =
+			atomic_load_explicit(&t->cur, memory_order_seq_cst);
+		struct table_array *n = next_of(c);
+
+		if (!n || atomic_load_explicit(&c->done, memory_order_seq_cst) !=
+				  c->cap)
+			return;
+		if (atomic_compare_exchange_strong_explicit(
+			    &t->cur, &c, n, memory_order_seq_cst,
+			    memory_order_seq_cst))
+			qsbr_retire(qt, c, array_retired);
+	}
+}
+
+static int slot_migrate(struct table *t, struct qsbr_thread *qt,
+			struct table_array *a, size_t i);
+
+/*
+ * Find K's terminal in @a. With @claim (an insert or a copy), an empty
+ * terminal is claimed with K's tag first, or, when @a already has a next
+ * array or must grow, closed by migrating it. Returns a probe_result or
+ * -ENOMEM (from migrating a slot).
+ */
+static int probe(struct table *t, struct qsbr_thread *qt,
+		 struct table_array *a, uint64_t hash, const void *key,
+		 size_t klen, bool claim, size_t *idx, uintptr_t *wp)
+{
+	uint64_t tag = tag_of(hash);
+	size_t mask = a->cap - 1;
+	size_t i = hash & mask;
+
+	for (size_t n = 0; n < a->cap; n++, i = (i + 1) & mask) {
+		struct table_slot *s = &a->slots[i];
+
+		for (;;) {
+			/* Acquire: pairs with the CAS that set hw (claim or
+			 * DEAD, the latter published after `next`). */
+			uint64_t hw = atomic_load_explicit(
+				&s->hw, memory_order_acquire);
+			uint64_t zero = HW_EMPTY;
+			struct table_array *nx;
+			struct table_entry *e;
+			uintptr_t w;
+
+			if (hw == HW_DEAD)
+				return PROBE_NEXT;
+			if (hw != HW_EMPTY && hw != tag)
+				break; /* another hash: probe on */
+			if (hw == tag) {
+				/* Acquire: pairs with the release CAS that
+				 * installed the entry (its bytes). */
+				w = atomic_load_explicit(&s->ptr,
+							 memory_order_acquire);
+				e = entry_of(w);
+				if (e && !key_eq(e, hash, key, klen))
+					break; /* same hash, other key */
+				*idx = i;
+				*wp = w;
+				return PROBE_FOUND;
+			}
+			if (!claim)
+				return PROBE_ABSENT;
+			nx = next_of(a);
+			if (!nx && atomic_load_explicit(&a->used,
+							memory_order_relaxed) >=
+					   a->limit) {
+				(void)grow(t, a); /* on ENOMEM, use the room left */
+				nx = next_of(a);
+			}
+			if (nx) {
+				/* Close this terminal so that no insert of K
+				 * can land here once K may be in nx. */
+				int r = slot_migrate(t, qt, a, i);
+
+				if (r < 0)
+					return r;
+				continue;
+			}
+			/* Release: pairs with the acquire load of hw above. */
+			if (atomic_compare_exchange_strong_explicit(
+				    &s->hw, &zero, tag, memory_order_release,
+				    memory_order_relaxed))
+				atomic_fetch_add_explicit(&a->used, 1,
+							  memory_order_relaxed);
+		}
+	}
+	return next_of(a) ? PROBE_NEXT : PROBE_FULL;
+}
+
+/*
+ * Put-if-absent of entry @e, frozen in an older array, into @b or the
+ * array it leads to: stop at the first array where K has an identity (live
+ * or tombstone, frozen or not), which means the copy already happened.
+ * The table reference of @e moves with it. Returns 0 or -ENOMEM.
+ */
+static int copy_entry(struct table *t, struct qsbr_thread *qt,
+		      struct table_array *b, struct table_entry *e)
+{
+	for (;;) {
+		size_t j;
+		uintptr_t w;
+		int r = probe(t, qt, b, e->hash, e->data, e->klen, true, &j,
+			      &w);
+
+		if (r < 0)
+			return r;
+		if (r == PROBE_FULL) {
+			r = grow(t, b);
+			if (r < 0)
+				return r;
+			r = PROBE_NEXT;
+		}
+		if (r == PROBE_NEXT) {
+			b = next_of(b);
+			continue;
+		}
+		assert(r == PROBE_FOUND);
+		if (entry_of(w))
+			return 0;
+		if ((w & SLOT_MOVED) || next_of(b)) {
+			r = slot_migrate(t, qt, b, j);
+			if (r < 0)
+				return r;
+			if (w & SLOT_MOVED)
+				b = next_of(b);
+			continue; /* else re-probe: now frozen or taken */
+		}
+		/* Release: pairs with the acquire loads of ptr (readers,
+		 * probe()); the entry's bytes were published to us by the
+		 * acquire load of the old slot. */
+		if (atomic_compare_exchange_strong_explicit(
+			    &b->slots[j].ptr, &w, (uintptr_t)e,
+			    memory_order_release, memory_order_relaxed))
+			return 0;
+	}
+}
+
+/*
+ * Freeze slot @i of @a (closing it with DEAD if empty), copy its live entry
+ * into the next array and mark it COPIED. Idempotent; any thread may call
+ * it once a->next exists. Returns 0 or -ENOMEM (the slot then stays frozen
+ * and uncopied; readers still see its entry, writers of that key retry).
+ */
+static int slot_migrate(struct table *t, struct qsbr_thread *qt,
+			struct table_array *a, size_t i)
+{
+	struct table_slot *s = &a->slots[i];
+	uint64_t zero = HW_EMPTY;
+	struct table_entry *e;
+	uintptr_t w;
+
+	/* Release: the DEAD mark is published after a->next (which we
+	 * loaded with acquire), pairing with probe()'s acquire load. */
+	atomic_compare_exchange_strong_explicit(&s->hw, &zero, HW_DEAD,
+						memory_order_release,
+						memory_order_relaxed);
+	w = atomic_load_explicit(&s->ptr, memory_order_acquire);
+	/* acq_rel: acquire the entry we freeze (we may copy it), release
+	 * so that a reader seeing MOVED also sees a->next. */
+	while (!(w & SLOT_MOVED) &&
+	       !atomic_compare_exchange_weak_explicit(&s->ptr, &w,
+						      w | SLOT_MOVED,
+						      memory_order_acq_rel,
+						      memory_order_acquire))
+		;
+	w |= SLOT_MOVED;
+	if (w & SLOT_COPIED)
+		return 0;
+	e = entry_of(w);
+	if (e && !(w & SLOT_TOMB)) {
+		int r = copy_entry(t, qt, next_of(a), e);
+
+		if (r < 0)
+			return r;
+	}
+	/* Release: a reader that sees COPIED and goes to the next array
+	 * must see our copy there (pairs with its acquire load of ptr). */
+	if (atomic_compare_exchange_strong_explicit(&s->ptr, &w,
+						    w | SLOT_COPIED,
+						    memory_order_release,
+						    memory_order_relaxed) &&
+	    atomic_fetch_add_explicit(&a->done, 1, memory_order_seq_cst) + 1 ==
+		    a->cap)
+		advance_cur(t, qt);
+	return 0;
+}
+
+/* Migrate one chunk of the oldest array that still has unclaimed chunks. */
+static void help_migrate(struct table *t, struct qsbr_thread *qt)
+{
+	struct table_array *a, *nx;
+
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	a = atomic_load_explicit(&t->cur, memory_order_acquire);
+	for (; (nx = next_of(a)) != NULL; a = nx) {
+		size_t start, end;
+
+		if (atomic_load_explicit(&a->copy_idx, memory_order_relaxed) >=
+		    a->cap)
+			continue;
+		start = atomic_fetch_add_explicit(&a->copy_idx, CHUNK,
+						  memory_order_relaxed);
+		if (start >= a->cap)
+			continue;
+		end = start + CHUNK < a->cap ? start + CHUNK : a->cap;
+		for (size_t i = start; i < end; i++)
+			if (slot_migrate(t, qt, a, i) < 0)
+				break;
+		return;
+	}
+}
+
+/* The current entry for K starting at array @a, or NULL. Loads only. */
+static struct table_entry *lookup(struct table_array *a, uint64_t hash,
+				  const void *key, size_t klen)
+{
+	for (;;) {
+		size_t i;
+		uintptr_t w;
+		struct table_entry *e;
+		int r = probe(NULL, NULL, a, hash, key, klen, false, &i, &w);
+
+		if (r == PROBE_ABSENT || r == PROBE_FULL)
+			return NULL;
+		if (r == PROBE_NEXT) {
+			a = next_of(a);
+			continue;
+		}
+		e = entry_of(w);
+		if (!(w & SLOT_MOVED))
+			return e && !(w & SLOT_TOMB) ? e : NULL;
+		/* Frozen: uncopied means still current (a writer sets COPIED
+		 * before writing K in the next array). */
+		if (e && !(w & SLOT_COPIED))
+			return (w & SLOT_TOMB) ? NULL : e;
+		a = next_of(a);
+	}
+}
+
+/*
+ * Create a table of at least @initial slots (rounded to a power of two, at
+ * least TABLE_MIN_CAP). Returns NULL on ENOMEM.
+ */
+struct table *table_create(struct qsbr *q, size_t initial)
+{
+	struct table *t;
+	struct table_array *a;
+	size_t cap = TABLE_MIN_CAP;
+
+	while (cap < initial && cap <= SIZE_MAX / 2)
+		cap *= 2;
+	if (posix_memalign((void **)&t, RS_CACHELINE, sizeof(*t)) != 0)
+		return NULL;
+	a = array_new(cap);
+	if (!a) {
+		free(t);
+		return NULL;
+	}
+	t->q = q;
+	atomic_init(&t->cur, a);
+	atomic_init(&t->count, 0);
+	atomic_init(&t->bytes, 0);
+	return t;
+}
+
+/*
+ * Free every array of the chain and the entries the table still owns. An
+ * entry is owned by exactly one slot: a live one not frozen, a frozen one
+ * not COPIED (its copy never happened: with no thread running, a copy that
+ * landed was always followed by COPIED), and every tombstone.
+ */
+void table_destroy(struct table *t)
+{
+	struct table_array *a, *nx;
+
+	if (!t)
+		return;
+	for (a = atomic_load_explicit(&t->cur, memory_order_relaxed); a;
+	     a = nx) {
+		nx = atomic_load_explicit(&a->next, memory_order_relaxed);
+		for (size_t i = 0; i < a->cap; i++) {
+			uintptr_t w = atomic_load_explicit(
+				&a->slots[i].ptr, memory_order_relaxed);
+			struct table_entry *e = entry_of(w);
+
+			if (e && ((w & SLOT_TOMB) || !(w & SLOT_COPIED)))
+				table_entry_unref(e);
+		}
+		free(a);
+	}
+	free(t);
+}
+
+/* Lock-free lookup; the result is borrowed until the next quiescent point. */
+struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
+			      uint64_t hash, const void *key, size_t klen)
+{
+	(void)qt;
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	return lookup(atomic_load_explicit(&t->cur, memory_order_acquire),
+		      hash, key, klen);
+}
+
+static void account(struct table *t, const struct table_entry *gone,
+		    const struct table_entry *added)
+{
+	int64_t dc = 0, db = 0;
+
+	if (gone) {
+		dc--;
+		db -= (int64_t)entry_bytes(gone);
+	}
+	if (added) {
+		dc++;
+		db += (int64_t)entry_bytes(added);
+	}
+	if (dc)
+		atomic_fetch_add_explicit(&t->count, dc, memory_order_relaxed);
+	if (db)
+		atomic_fetch_add_explicit(&t->bytes, db, memory_order_relaxed);
+}
+
+/*
+ * Compare-and-swap the live entry of K (see table.h). On success the table
+ * takes the caller's reference to @desired, and @expected (and any
+ * tombstone replaced) is retired through @qt. A delete allocates a
+ * key-only tombstone; if that fails the old entry itself becomes the
+ * tombstone, so a delete never fails for lack of memory.
+ */
+int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+	      const void *key, size_t klen, struct table_entry *expected,
+	      struct table_entry *desired)
+{
+	bool claim = !expected && desired;
+	struct table_entry *tomb = NULL; /* owned while not installed */
+	struct table_array *a;
+	int ret;
+
+	assert(!desired || (desired->hash == hash && desired->klen == klen));
+	help_migrate(t, qt);
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	a = atomic_load_explicit(&t->cur, memory_order_acquire);
+	for (;;) {
+		struct table_entry *e, *cur;
+		struct table_slot *s;
+		uintptr_t w, nw;
+		size_t i;
+		int r = probe(t, qt, a, hash, key, klen, claim, &i, &w);
+
+		if (r < 0) {
+			ret = r;
+			break;
+		}
+		if (r == PROBE_FULL && claim) {
+			ret = grow(t, a);
+			if (ret < 0)
+				break;
+			r = PROBE_NEXT;
+		}
+		if (r == PROBE_NEXT) {
+			a = next_of(a);
+			continue;
+		}
+		if (r != PROBE_FOUND) {
+			/* K is absent everywhere. */
+			ret = expected ? -EAGAIN : 0;
+			break;
+		}
+		s = &a->slots[i];
+		e = entry_of(w);
+		if (w & SLOT_MOVED) {
+			ret = slot_migrate(t, qt, a, i);
+			if (ret < 0)
+				break;
+			a = next_of(a);
+			continue;
+		}
+		cur = e && !(w & SLOT_TOMB) ? e : NULL;
+		if (cur != expected) {
+			ret = -EAGAIN;
+			break;
+		}
+		if (!cur && !desired) {
+			ret = 0;
+			break;
+		}
+		if (!e) {
+			/* An insert into a slot without identity. Only the
+			 * newest array takes new keys. */
+			if (next_of(a)) {
+				ret = slot_migrate(t, qt, a, i);
+				if (ret < 0)
+					break;
+				continue;
+			}
+			/* Release: pairs with the acquire loads of ptr. */
+			if (atomic_compare_exchange_strong_explicit(
+				    &s->ptr, &w, (uintptr_t)desired,
+				    memory_order_release,
+				    memory_order_relaxed)) {
+				account(t, NULL, desired);
+				ret = 0;
+				break;
+			}
+			continue;
+		}
+		if (desired) {
+			nw = (uintptr_t)desired;
+		} else {
+			if (!tomb)
+				tomb = table_entry_new(hash, key, klen, NULL, 0,
+						       NULL, 0);
+			nw = (uintptr_t)(tomb ? tomb : cur) | SLOT_TOMB;
+		}
+		/* Release: pairs with the acquire loads of ptr (the new
+		 * entry's bytes); a failure means a writer or a freeze got
+		 * there first, so re-probe. */
+		if (atomic_compare_exchange_strong_explicit(
+			    &s->ptr, &w, nw, memory_order_release,
+			    memory_order_relaxed)) {
+			if (w & SLOT_TOMB)
+				qsbr_retire(qt, e, entry_retired);
+			if (cur && (desired || tomb))
+				qsbr_retire(qt, cur, entry_retired);
+			tomb = NULL;
+			account(t, cur, desired);
+			ret = 0;
+			break;
+		}
+	}
+	if (tomb)
+		table_entry_unref(tomb);
+	return ret;
+}
+
+/* Live keys (relaxed; may lag concurrent writers). */
+size_t table_count(struct table *t)
+{
+	int64_t n = atomic_load_explicit(&t->count, memory_order_relaxed);
+
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* Bytes of live keys and values (relaxed; may lag concurrent writers). */
+size_t table_bytes(struct table *t)
+{
+	int64_t n = atomic_load_explicit(&t->bytes, memory_order_relaxed);
+
+	return n > 0 ? (size_t)n : 0;
+}
+
+/*
+ * Walk every live entry. Older arrays are first migrated to completion, so
+ * every key present when the walk starts has its one identity slot in the
+ * newest array; each identity slot is reported once, with the key's current
+ * entry (looked up further down the chain if that array froze meanwhile).
+ * Returns 0, @cb's first non-zero value, or -ENOMEM if a migration could
+ * not finish.
+ */
+int table_foreach(struct table *t, struct qsbr_thread *qt,
+		  int (*cb)(struct table_entry *e, void *arg), void *arg)
+{
+	struct table_array *a, *nx;
+
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	a = atomic_load_explicit(&t->cur, memory_order_acquire);
+	for (; (nx = next_of(a)) != NULL; a = nx) {
+		for (size_t i = 0; i < a->cap; i++) {
+			int r = slot_migrate(t, qt, a, i);
+
+			if (r < 0)
+				return r;
+		}
+	}
+	for (size_t i = 0; i < a->cap; i++) {
+		struct table_slot *s = &a->slots[i];
+		struct table_entry *e, *cur;
+		uintptr_t w;
+		int r;
+
+		if (atomic_load_explicit(&s->hw, memory_order_acquire) <=
+		    HW_DEAD)
+			continue;
+		/* Acquire: pairs with the release CAS that installed it. */
+		w = atomic_load_explicit(&s->ptr, memory_order_acquire);
+		e = entry_of(w);
+		if (!e)
+			continue;
+		if (!(w & SLOT_MOVED) || !(w & SLOT_COPIED))
+			cur = (w & SLOT_TOMB) ? NULL : e;
+		else
+			cur = lookup(next_of(a), e->hash, e->data, e->klen);
+		if (cur) {
+			r = cb(cur, arg);
+			if (r)
+				return r;
+		}
+	}
+	return 0;
+}

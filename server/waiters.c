@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * waiters.c - see waiters.h.
+ *
+ * Layout: WAITERS_STRIPES stripes, each a mutex, an atomic node count and a
+ * singly linked list of wait_key records (one per waited-on key, holding a
+ * copy of the key and a doubly linked list of nodes in arrival order). Keys
+ * are placed by the low bits of their hash; stripes are padded to a cache
+ * line so unrelated keys do not contend.
+ *
+ * The no-lost-wake-up argument (Dekker): a writer publishes its change with a
+ * table CAS, issues a seq_cst fence (waiters_wake), then loads the stripe
+ * count. A waiter increments the count (seq_cst, under the lock), then
+ * re-checks readiness. Of two such sequences at least one sees the other:
+ * either the writer sees count > 0 and takes the lock (and so sees the node,
+ * enlisted before the count was raised), or the waiter's re-check sees the
+ * published value and completes itself.
+ */
+#include "waiters.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "compiler.h"
+#include "hash.h"
+#include "proto.h"
+
+#define WAITERS_STRIPES 4096
+
+struct wait_key {
+	struct wait_key *next;          /* in the stripe */
+	struct wait_node *head, *tail;  /* nodes in arrival order */
+	uint64_t hash;
+	uint64_t nodes;
+	size_t klen;
+	uint8_t key[];
+};
+
+struct stripe {
+	pthread_mutex_t lock;
+	atomic_uint_fast64_t count; /* nodes in this stripe */
+	struct wait_key *keys;      /* owned */
+} RS_ALIGNED_CACHELINE;
+
+struct waiters {
+	struct stripe stripes[WAITERS_STRIPES];
+};
+
+static struct stripe *stripe_of(struct waiters *w, uint64_t hash)
+{
+	return &w->stripes[hash & (WAITERS_STRIPES - 1)];
+}
+
+struct waiters *waiters_create(void)
+{
+	struct waiters *w = aligned_alloc(RS_CACHELINE, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	memset(w, 0, sizeof(*w));
+	for (size_t i = 0; i < WAITERS_STRIPES; i++)
+		pthread_mutex_init(&w->stripes[i].lock, NULL);
+	return w;
+}
+
+void waiters_destroy(struct waiters *w)
+{
+	if (!w)
+		return;
+	for (size_t i = 0; i < WAITERS_STRIPES; i++) {
+		struct wait_key *wk = w->stripes[i].keys, *next;
+		for (; wk; wk = next) {
+			next = wk->next;
+			free(wk);
+		}
+		pthread_mutex_destroy(&w->stripes[i].lock);
+	}
+	free(w);
+}
+
+void wait_state_init(struct wait_state *ws, struct waiter_ref who)
+{
+	memset(ws, 0, sizeof(*ws));
+	atomic_init(&ws->pending, 0);
+	ws->who = who;
+	ws->nodes = &ws->node0;
+	ws->cap = 1;
+}
+
+void wait_state_free(struct wait_state *ws)
+{
+	if (ws->nodes != &ws->node0)
+		free(ws->nodes);
+	ws->nodes = &ws->node0;
+	ws->cap = 1;
+}
+
+static int reserve_nodes(struct wait_state *ws, uint64_t n)
+{
+	if (n <= ws->cap)
+		return 0;
+	if (n > UINT32_MAX)
+		return -ENOMEM;
+	struct wait_node *nodes = calloc(n, sizeof(*nodes));
+	if (!nodes)
+		return -ENOMEM;
+	wait_state_free(ws);
+	ws->nodes = nodes;
+	ws->cap = (uint32_t)n;
+	return 0;
+}
+
+static struct wait_key *find_key(struct stripe *s, uint64_t hash,
+				 const uint8_t *key, size_t klen)
+{
+	for (struct wait_key *wk = s->keys; wk; wk = wk->next)
+		if (wk->hash == hash && wk->klen == klen &&
+		    !memcmp(wk->key, key, klen))
+			return wk;
+	return NULL;
+}
+
+static void unlink_key(struct stripe *s, struct wait_key *wk)
+{
+	struct wait_key **pp = &s->keys;
+
+	while (*pp != wk)
+		pp = &(*pp)->next;
+	*pp = wk->next;
+	free(wk);
+}
+
+/* Under s->lock: take @node off its key's list; frees an empty key record. */
+static void unlink_node(struct stripe *s, struct wait_node *node)
+{
+	struct wait_key *wk = node->wk;
+
+	if (node->prev)
+		node->prev->next = node->next;
+	else
+		wk->head = node->next;
+	if (node->next)
+		node->next->prev = node->prev;
+	else
+		wk->tail = node->prev;
+	node->wk = NULL;
+	node->next = node->prev = NULL;
+	atomic_fetch_sub_explicit(&s->count, 1, memory_order_relaxed);
+	if (--wk->nodes == 0)
+		unlink_key(s, wk);
+}
+
+static int enlist(struct waiters *w, struct wait_node *node, uint64_t hash,
+		  const uint8_t *key, size_t klen)
+{
+	struct stripe *s = stripe_of(w, hash);
+	struct wait_key *wk;
+
+	pthread_mutex_lock(&s->lock);
+	wk = find_key(s, hash, key, klen);
+	if (!wk) {
+		wk = malloc(sizeof(*wk) + klen);
+		if (!wk) {
+			pthread_mutex_unlock(&s->lock);
+			return -ENOMEM;
+		}
+		memset(wk, 0, sizeof(*wk));
+		wk->hash = hash;
+		wk->klen = klen;
+		memcpy(wk->key, key, klen);
+		wk->next = s->keys;
+		s->keys = wk;
+	}
+	node->wk = wk;
+	node->next = NULL;
+	node->prev = wk->tail;
+	if (wk->tail)
+		wk->tail->next = node;
+	else
+		wk->head = node;
+	wk->tail = node;
+	wk->nodes++;
+	/* seq_cst: pairs with the fence + count load in waiters_wake. */
+	atomic_fetch_add(&s->count, 1);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+/*
+ * Withdraw @node if no waker took it yet. Returns true if this call unlinked
+ * it and that brought the wait's count to zero.
+ */
+static bool withdraw(struct waiters *w, struct wait_node *node)
+{
+	struct stripe *s = stripe_of(w, node->hash);
+	bool done = false;
+
+	pthread_mutex_lock(&s->lock);
+	if (node->wk) {
+		unlink_node(s, node);
+		done = atomic_fetch_sub(&node->ws->pending, 1) == 1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return done;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void begin(struct wait_state *ws, uint64_t n)
+{
+	ws->seq++;
+	ws->active = true;
+	ws->nnodes = (uint32_t)n;
+	ws->since_ns = now_ns();
+	/* Relaxed: published to wakers by the stripe unlock in enlist. */
+	atomic_store_explicit(&ws->pending, n, memory_order_relaxed);
+}
+
+int waiters_wait(struct waiters *w, struct wait_state *ws, const uint8_t *list,
+		 uint64_t n, waiters_ready_fn ready, void *rarg)
+{
+	const uint8_t *cur = list;
+	struct proto_slice k;
+	uint64_t missing = 0, used = 0, i;
+	int ret;
+
+	for (i = 0; i < n; i++) {
+		proto_next_str(&cur, &k);
+		if (!ready(rarg, hash_key(k.p, k.len), k.p, k.len))
+			missing++;
+	}
+	if (!missing)
+		return 1;
+	ret = reserve_nodes(ws, missing);
+	if (ret)
+		return ret;
+	/* Second pass: a key may have become ready meanwhile. */
+	cur = list;
+	for (i = 0; i < n && used < missing; i++) {
+		proto_next_str(&cur, &k);
+		uint64_t h = hash_key(k.p, k.len);
+		if (ready(rarg, h, k.p, k.len))
+			continue;
+		ws->nodes[used++] = (struct wait_node){
+			.ws = ws, .hash = h, .key = k.p, .klen = k.len };
+	}
+	if (!used)
+		return 1;
+	begin(ws, used);
+	for (i = 0; i < used; i++) {
+		struct wait_node *node = &ws->nodes[i];
+		ret = enlist(w, node, node->hash, node->key, node->klen);
+		if (ret) {
+			/* Forget the nodes never enlisted, then back out. */
+			atomic_fetch_sub(&ws->pending, used - i);
+			ws->nnodes = (uint32_t)i;
+			waiters_cancel(w, ws);
+			return ret;
+		}
+	}
+	/* Re-check after enlisting (see the file header). */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (i = 0; i < used; i++) {
+		struct wait_node *node = &ws->nodes[i];
+		if (ready(rarg, node->hash, node->key, node->klen) &&
+		    withdraw(w, node)) {
+			ws->active = false;
+			ws->nnodes = 0;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int waiters_enlist(struct waiters *w, struct wait_state *ws, uint64_t hash,
+		   const uint8_t *key, size_t klen)
+{
+	begin(ws, 1);
+	ws->nodes[0] = (struct wait_node){ .ws = ws, .hash = hash };
+	int ret = enlist(w, &ws->nodes[0], hash, key, klen);
+	if (ret) {
+		atomic_store(&ws->pending, 0);
+		ws->active = false;
+		ws->nnodes = 0;
+	}
+	return ret;
+}
+
+bool waiters_cancel(struct waiters *w, struct wait_state *ws)
+{
+	bool mine = false;
+
+	for (uint32_t i = 0; i < ws->nnodes; i++) {
+		struct wait_node *node = &ws->nodes[i];
+		struct stripe *s = stripe_of(w, node->hash);
+
+		/* node->wk changes only under this stripe's lock. */
+		pthread_mutex_lock(&s->lock);
+		if (node->wk) {
+			unlink_node(s, node);
+			if (atomic_fetch_sub(&ws->pending, 1) == 1)
+				mine = true;
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	/*
+	 * Each node is unlinked exactly once with exactly one decrement, so
+	 * pending is 0 now. If our unlinks did not make the final decrement, a
+	 * waker did, and that waker delivers (or delivered) the wake-up.
+	 */
+	bool completed = ws->active && ws->nnodes && !mine;
+	ws->active = false;
+	ws->nnodes = 0;
+	return completed;
+}
+
+uint64_t waiters_wake(struct waiters *w, uint64_t hash, const uint8_t *key,
+		      size_t klen, uint64_t max, waiters_deliver_fn deliver,
+		      void *darg)
+{
+	struct stripe *s = stripe_of(w, hash);
+	struct wait_key *wk;
+	uint64_t woken = 0;
+
+	/* Pairs with the seq_cst increment in enlist (see file header). */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&s->count, memory_order_relaxed) == 0)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	wk = find_key(s, hash, key, klen);
+	while (wk && woken < max) {
+		struct wait_node *node = wk->head;
+		struct wait_state *ws = node->ws;
+		bool last = wk->nodes == 1;
+
+		unlink_node(s, node);
+		if (atomic_fetch_sub(&ws->pending, 1) == 1) {
+			deliver(darg, &ws->who, ws->seq);
+			woken++;
+		}
+		if (last)
+			break; /* wk was freed with its last node */
+	}
+	pthread_mutex_unlock(&s->lock);
+	return woken;
+}
+
+uint64_t waiters_count(struct waiters *w)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < WAITERS_STRIPES; i++)
+		n += atomic_load_explicit(&w->stripes[i].count,
+					  memory_order_relaxed);
+	return n;
+}
+
+void waiters_foreach(struct waiters *w, waiters_visit_fn cb, void *arg)
+{
+	for (size_t i = 0; i < WAITERS_STRIPES; i++) {
+		struct stripe *s = &w->stripes[i];
+		if (!atomic_load_explicit(&s->count, memory_order_relaxed))
+			continue;
+		pthread_mutex_lock(&s->lock);
+		for (struct wait_key *wk = s->keys; wk; wk = wk->next)
+			cb(arg, wk->key, wk->klen, wk->head);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
