@@ -1,0 +1,185 @@
+"""The ringstore binary's command line: --help/--version, flag errors, --port 0,
+--listen-fd (PyTorch's master_listen_fd idea), systemd socket activation
+(LISTEN_FDS), the open-file limit, and clean exits on SIGINT and SIGTERM.
+Every store check goes through a real torch client."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import TARGET, reap, ringstore_bin, spawn
+
+pytestmark = pytest.mark.skipif(TARGET != "ringstore", reason="ringstore binary only")
+
+T = datetime.timedelta(seconds=10)
+
+
+def run(*args, **kw):
+    return subprocess.run([str(ringstore_bin()), *args], capture_output=True, text=True,
+                          timeout=10, **kw)
+
+
+def torch_roundtrip(port: int, host="127.0.0.1"):
+    import torch.distributed as dist
+
+    s = dist.TCPStore(host, port, is_master=False, wait_for_workers=False, timeout=T)
+    s.set(f"cli-{host}", "works")
+    assert s.get(f"cli-{host}") == b"works"
+    assert s.add(f"n-{host}", 3) == 3
+
+
+def test_help_and_version():
+    r = run("--help")
+    assert r.returncode == 0
+    for flag in ("--port", "--bind", "--threads", "--listen-fd", "--max-key-bytes",
+                 "--max-value-bytes", "--max-keys-per-request", "--log-level"):
+        assert flag in r.stdout, flag
+    r = run("--version")
+    assert r.returncode == 0
+    assert re.match(r"^ringstore \d+\.\d+\.\d+$", r.stdout.strip())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--port", "70000"], "--port"),
+    (["--threads", "0"], "--threads"),
+    (["--max-key-bytes", "x"], "--max-key-bytes"),
+    (["--log-level", "loud"], "log level"),
+    (["--no-such-flag"], "Usage"),
+    (["extra"], "unexpected argument"),
+])
+def test_bad_flags_exit_2_with_a_message(args, needle):
+    r = run(*args)
+    assert r.returncode == 2
+    assert needle in r.stderr
+
+
+def test_busy_port_is_a_clear_error():
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        r = run("--port", str(port), "--bind", "127.0.0.1")
+    assert r.returncode == 1
+    assert "cannot listen" in r.stderr and "in use" in r.stderr
+
+
+def start(args, tmp_path, **kw):
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        p = spawn([str(ringstore_bin()), *args], stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
+                  **kw)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = out.read_text()
+        if text.endswith("\n"):
+            m = re.match(r"^ringstore listening on (\S+):(\d+)$", text.splitlines()[0])
+            assert m, text
+            return p, int(m.group(2)), err
+        assert p.poll() is None, err.read_text()
+        time.sleep(0.01)
+    raise AssertionError("no listening line")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_clean_exit_on_signal_with_clients_connected(tmp_path, sig):
+    import torch.distributed as dist
+
+    p, port, err = start(["--port", "0", "--bind", "127.0.0.1"], tmp_path)
+    s = dist.TCPStore("127.0.0.1", port, is_master=False, wait_for_workers=False, timeout=T)
+    s.set("k", "v")
+    p.send_signal(sig)
+    assert reap(p, 10) == 0
+    log = err.read_text()
+    assert "shutting down" in log
+    assert re.search(r"stats: .*accepted=1 .*shutdown=1", log), log
+
+
+def test_dual_stack_default_bind(tmp_path):
+    p, port, _ = start(["--port", "0"], tmp_path)
+    torch_roundtrip(port, "127.0.0.1")
+    if socket.has_ipv6:
+        torch_roundtrip(port, "::1")
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
+
+
+def test_listen_fd(tmp_path):
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(128)
+    port = lsock.getsockname()[1]
+    fd = lsock.fileno()
+    p, shown, _ = start(["--listen-fd", str(fd)], tmp_path, pass_fds=[fd])
+    lsock.close()  # the server holds its own copy now
+    assert shown == port
+    torch_roundtrip(port)
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
+
+
+def test_listen_fd_that_is_not_a_listener(tmp_path):
+    with socket.socket() as s:
+        r = subprocess.run([str(ringstore_bin()), "--listen-fd", str(s.fileno())],
+                           pass_fds=[s.fileno()], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "not a listening socket" in r.stderr
+
+
+def test_systemd_socket_activation(tmp_path):
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(128)
+    port = lsock.getsockname()[1]
+    fd = lsock.fileno()
+    # As systemd does: the socket as fd 3, our pid in LISTEN_PID. The shell
+    # moves the socket to fd 3, names its own pid and execs (pid kept). The
+    # --port given is ignored in favour of the inherited socket.
+    script = f'exec 3<&{fd} {fd}<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --port 1'
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        p = spawn(["bash", "-c", script, str(ringstore_bin())], stdout=fo, stderr=fe,
+                  stdin=subprocess.DEVNULL, pass_fds=[fd])
+    lsock.close()
+    deadline = time.monotonic() + 10
+    while not out.read_text().endswith("\n"):
+        assert p.poll() is None, err.read_text()
+        assert time.monotonic() < deadline, "no listening line"
+        time.sleep(0.01)
+    m = re.match(r"^ringstore listening on (\S+):(\d+)$", out.read_text().splitlines()[0])
+    assert m and int(m.group(2)) == port
+    torch_roundtrip(port)
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
+
+
+def test_raises_open_file_limit(tmp_path):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.skip("no finite hard limit above 256 to raise to")
+
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    out, err = tmp_path / "out", tmp_path / "err"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        p = spawn([str(ringstore_bin()), "--port", "0", "--bind", "127.0.0.1"], stdout=fo,
+                  stderr=fe, preexec_fn=lower)
+    deadline = time.monotonic() + 10
+    while not out.read_text().endswith("\n") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(f"/proc/{p.pid}/limits") as f:
+        line = next(l for l in f if l.startswith("Max open files"))
+    assert int(line.split()[3]) == hard
+    assert f"open-file limit: {hard}" in err.read_text()
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
