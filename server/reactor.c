@@ -233,6 +233,27 @@ static void arm_recv(struct reactor *r, struct conn *c)
 	c->inflight++;
 }
 
+/* The peer as an IPv6 address (IPv4 v4-mapped), kept for diagnostics. */
+static void peer_addr(int fd, struct sockaddr_in6 *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	memset(out, 0, sizeof(*out));
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
+		return;
+	if (ss.ss_family == AF_INET6) {
+		memcpy(out, &ss, sizeof(*out));
+	} else if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a4 = (const void *)&ss;
+		out->sin6_family = AF_INET6;
+		out->sin6_port = a4->sin_port;
+		out->sin6_addr.s6_addr[10] = 0xff;
+		out->sin6_addr.s6_addr[11] = 0xff;
+		memcpy(&out->sin6_addr.s6_addr[12], &a4->sin_addr, 4);
+	}
+}
+
 static struct conn *conn_open(struct reactor *r, int fd)
 {
 	struct conn *c;
@@ -251,6 +272,7 @@ static struct conn *conn_open(struct reactor *r, int fd)
 						     .slot = c->slot,
 						     .gen = c->gen });
 	memset(&c->msg, 0, sizeof(c->msg));
+	peer_addr(fd, &c->ws.peer);
 	r->open++;
 	stat_add(&r->stats.accepted, 1);
 	stat_add(&r->stats.active, 1);
@@ -276,15 +298,12 @@ static void conn_release(struct reactor *r, struct conn *c)
 	r->open--;
 }
 
-static void peer_name(int fd, char *out, size_t len)
+static void peer_name(const struct conn *c, char *out, size_t len)
 {
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
-		snprintf(out, len, "fd %d", fd);
+	if (c->ws.peer.sin6_family)
+		net_format_addr((const struct sockaddr *)&c->ws.peer, out, len);
 	else
-		net_format_addr((struct sockaddr *)&ss, out, len);
+		snprintf(out, len, "fd %d", c->fd);
 }
 
 /*
@@ -304,21 +323,21 @@ static void conn_close(struct reactor *r, struct conn *c, enum stats_close why,
 	if (why == STATS_CLOSE_PROTO) {
 		enum proto_err pe = c->dec.err;
 		stat_add(&r->stats.proto_errors[pe], 1);
-		peer_name(c->fd, peer, sizeof(peer));
+		peer_name(c, peer, sizeof(peer));
 		log_warn("closing %s: %s (%s)", peer, proto_err_text(pe),
 			 proto_err_name(pe));
 	} else if (why == STATS_CLOSE_BAD_NUMBER) {
-		peer_name(c->fd, peer, sizeof(peer));
+		peer_name(c, peer, sizeof(peer));
 		log_warn("closing %s: ADD or BARRIER on a value that is not "
 			 "an integer (bad_number)", peer);
 	} else if (why == STATS_CLOSE_NOMEM || why == STATS_CLOSE_IO) {
-		peer_name(c->fd, peer, sizeof(peer));
+		peer_name(c, peer, sizeof(peer));
 		log_warn("closing %s: %s (%s)", peer,
 			 why == STATS_CLOSE_IO ? "socket error"
 					       : "out of memory",
 			 strerror(-err));
 	} else if (log_enabled(LOG_LVL_DEBUG)) {
-		peer_name(c->fd, peer, sizeof(peer));
+		peer_name(c, peer, sizeof(peer));
 		log_debug("closing %s: %s", peer, stats_close_name(why));
 	}
 	c->state = CONN_CLOSING;

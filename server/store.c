@@ -328,6 +328,7 @@ static int op_wait(struct store_thread *th, struct wait_state *ws,
 
 	if (ret)
 		return ret;
+	ws->barrier_ws = 0;
 	ret = waiters_wait(th->st->waiters, ws, r->list, r->count, ready, th);
 	if (ret == 1)
 		return put_u8(out, PROTO_WAIT_STOP);
@@ -452,6 +453,7 @@ static int op_barrier(struct store_thread *th, struct wait_state *ws,
 	ret = waiters_enlist(th->st->waiters, ws, h, r->key.p, r->key.len);
 	if (ret)
 		return ret;
+	ws->barrier_ws = r->num;
 	ret = do_add(th, &r->key, h, 1, &count);
 	if (ret) {
 		waiters_cancel(th->st->waiters, ws);

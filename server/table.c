@@ -48,9 +48,16 @@
  * migrates one chunk of CHUNK slots of the oldest array with work left;
  * migrating a slot is idempotent and any thread may do it. The thread that
  * marks the last slot COPIED moves t->cur forward and retires the old array
- * through QSBR (which also drops its tombstones). A copy is a put-if-absent
+ * through QSBR. A copy is a put-if-absent
  * that stops at the first array holding identity K, so a slow copier can
  * never resurrect a key that was copied, then deleted, then migrated.
+ *
+ * Ownership: every slot that holds an entry pointer (live or tombstone,
+ * frozen or not) owns one reference to it. A copy takes a reference for the
+ * new slot, so a frozen slot's entry, which readers of the old array may
+ * still compare keys against, lives until the old array is retired, even
+ * if the key was replaced in the new array meanwhile. Replacing a pointer
+ * retires the old one; retiring an array drops all of its slots' references.
  *
  * Memory orders: every CAS that publishes (ptr, hw, next, cur) is seq_cst or
  * release and every load that dereferences the result is acquire; the pairs
@@ -215,22 +222,23 @@ static struct table_array *array_new(size_t cap)
 	return a;
 }
 
-/*
- * QSBR callback for an array that migration has emptied: its live entries
- * now belong to the next array, its tombstones only to it.
- */
-static void array_retired(void *p)
+/* Drop the reference each slot of @a holds, and free @a. */
+static void array_free(struct table_array *a)
 {
-	struct table_array *a = p;
-
 	for (size_t i = 0; i < a->cap; i++) {
 		uintptr_t w = atomic_load_explicit(&a->slots[i].ptr,
 						   memory_order_relaxed);
 
-		if (w & SLOT_TOMB)
+		if (entry_of(w))
 			table_entry_unref(entry_of(w));
 	}
 	free(a);
+}
+
+/* QSBR callback for an array that migration has emptied. */
+static void array_retired(void *p)
+{
+	array_free(p);
 }
 
 /* Make sure @a has a next array. Returns 0 or -ENOMEM. */
@@ -361,7 +369,8 @@ static int probe(struct table *t, struct qsbr_thread *qt,
  * Put-if-absent of entry @e, frozen in an older array, into @b or the
  * array it leads to: stop at the first array where K has an identity (live
  * or tombstone, frozen or not), which means the copy already happened.
- * The table reference of @e moves with it. Returns 0 or -ENOMEM.
+ * The slot that receives @e takes a reference of its own. Returns 0 or
+ * -ENOMEM.
  */
 static int copy_entry(struct table *t, struct qsbr_thread *qt,
 		      struct table_array *b, struct table_entry *e)
@@ -400,8 +409,12 @@ static int copy_entry(struct table *t, struct qsbr_thread *qt,
 		 * acquire load of the old slot. */
 		if (atomic_compare_exchange_strong_explicit(
 			    &b->slots[j].ptr, &w, (uintptr_t)e,
-			    memory_order_release, memory_order_relaxed))
+			    memory_order_release, memory_order_relaxed)) {
+			/* The new slot's reference. @e cannot be freed yet:
+			 * the old slot holds one until its array is retired. */
+			table_entry_ref(e);
 			return 0;
+		}
 	}
 }
 
@@ -534,10 +547,8 @@ struct table *table_create(struct qsbr *q, size_t initial)
 }
 
 /*
- * Free every array of the chain and the entries the table still owns. An
- * entry is owned by exactly one slot: a live one not frozen, a frozen one
- * not COPIED (its copy never happened: with no thread running, a copy that
- * landed was always followed by COPIED), and every tombstone.
+ * Free every array of the chain, dropping each slot's reference. Arrays
+ * already retired are freed by QSBR.
  */
 void table_destroy(struct table *t)
 {
@@ -548,15 +559,7 @@ void table_destroy(struct table *t)
 	for (a = atomic_load_explicit(&t->cur, memory_order_relaxed); a;
 	     a = nx) {
 		nx = atomic_load_explicit(&a->next, memory_order_relaxed);
-		for (size_t i = 0; i < a->cap; i++) {
-			uintptr_t w = atomic_load_explicit(
-				&a->slots[i].ptr, memory_order_relaxed);
-			struct table_entry *e = entry_of(w);
-
-			if (e && ((w & SLOT_TOMB) || !(w & SLOT_COPIED)))
-				table_entry_unref(e);
-		}
-		free(a);
+		array_free(a);
 	}
 	free(t);
 }
