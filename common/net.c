@@ -247,3 +247,53 @@ int net_set_nodelay(int fd)
 		return -errno;
 	return 0;
 }
+
+int net_parse_cidr(const char *s, struct net_cidr *out)
+{
+	char host[INET6_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	size_t hlen = slash ? (size_t)(slash - s) : strlen(s);
+	struct in_addr a4;
+	unsigned long prefix;
+	char *end;
+	bool v4;
+
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, host, &a4) == 1) {
+		v4 = true;
+		out->addr[10] = out->addr[11] = 0xff;
+		memcpy(&out->addr[12], &a4, 4);
+	} else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+		v4 = false;
+	} else {
+		return -EINVAL;
+	}
+	prefix = v4 ? 32 : 128;
+	if (slash) {
+		errno = 0;
+		prefix = strtoul(slash + 1, &end, 10);
+		if (errno || end == slash + 1 || *end || prefix > (v4 ? 32u : 128u))
+			return -EINVAL;
+	}
+	out->prefix = (uint8_t)(v4 ? prefix + 96 : prefix);
+	return 0;
+}
+
+bool net_cidr_match(const struct net_cidr *c, const struct sockaddr_in6 *a)
+{
+	const uint8_t *x = a->sin6_addr.s6_addr;
+	unsigned full = c->prefix / 8, rest = c->prefix % 8;
+
+	if (memcmp(x, c->addr, full))
+		return false;
+	if (rest) {
+		uint8_t mask = (uint8_t)(0xff << (8 - rest));
+		if ((x[full] & mask) != (c->addr[full] & mask))
+			return false;
+	}
+	return true;
+}

@@ -47,4 +47,17 @@ int net_local_addr(int fd, char *out, size_t len);
 
 int net_set_nodelay(int fd);
 
+/* An address block, kept as IPv6 (IPv4 blocks as v4-mapped, prefix + 96). */
+struct net_cidr {
+	uint8_t addr[16];
+	uint8_t prefix; /* 0..128 */
+};
+
+struct sockaddr_in6;
+
+/* "10.0.0.0/8", "::1", "fd00::/8" -> @out. Returns 0 or -EINVAL. */
+int net_parse_cidr(const char *s, struct net_cidr *out);
+/* Is @a (IPv6 or v4-mapped) inside @c? */
+bool net_cidr_match(const struct net_cidr *c, const struct sockaddr_in6 *a);
+
 #endif

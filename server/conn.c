@@ -30,6 +30,8 @@ static int run(struct conn *c, struct store_thread *th, const uint8_t *p,
 	ret = store_exec(th, &c->ws, &req, conn_out(c));
 	if (ret == -EINVAL)
 		*why = STATS_CLOSE_BAD_NUMBER;
+	else if (ret == -ENOSPC)
+		*why = STATS_CLOSE_MEMORY_LIMIT;
 	else if (ret)
 		*why = STATS_CLOSE_NOMEM;
 	return ret;

@@ -46,8 +46,11 @@ struct conn {
 	bool sending;              /* a SEND is in flight */
 	bool dirty;                /* on the reactor's dirty list */
 	bool rearm;                /* RECV must be re-armed after the batch */
+	bool in_hs;                /* on the reactor's handshake list */
 	uint32_t inflight;         /* SQEs in flight that name this conn */
 	struct conn *next_dirty;   /* borrowed link */
+	struct conn *hs_next, *hs_prev; /* handshake list while validating */
+	uint64_t opened_ms;        /* CLOCK_MONOTONIC at accept */
 	struct proto_decoder dec;
 	struct buf spill;          /* owned: a request split across reads */
 	struct outq oq[2];         /* owned */

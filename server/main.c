@@ -31,6 +31,7 @@ struct options {
 	int listen_fd;
 	int backlog;
 	size_t initial_keys;
+	uint64_t max_memory;
 };
 
 static void usage(FILE *f)
@@ -50,11 +51,22 @@ static void usage(FILE *f)
 "      --backlog N           listen backlog (default: the kernel maximum)\n"
 "Threads:\n"
 "  -t, --threads N           reactor threads, one io_uring each (default 1)\n"
-"Limits (a request over a limit closes its connection):\n"
+"Limits (a request over a limit closes its connection; sizes take K/M/G):\n"
 "      --max-key-bytes N     longest key (default 8192)\n"
-"      --max-value-bytes N   longest value (default 8388608)\n"
+"      --max-value-bytes N   longest value (default 8M)\n"
 "      --max-keys-per-request N  keys in CHECK/WAIT/MULTI_* (default 131072)\n"
-"      --max-request-bytes N whole request (default 67108864)\n"
+"      --max-request-bytes N whole request, also the cap on the bytes of a\n"
+"                            request still arriving (default 64M)\n"
+"      --max-memory N        stored keys, values and queue items; a write\n"
+"                            past it closes its connection (default: none)\n"
+"      --max-output-bytes N  replies waiting for one client before it is\n"
+"                            closed as too slow a reader (default 256M)\n"
+"      --max-connections N   open client connections; more are closed at\n"
+"                            accept (default: none beyond the fd limit)\n"
+"      --handshake-timeout S seconds a new connection has to send VALIDATE\n"
+"                            (default 10; 0: no limit)\n"
+"      --allow CIDR          accept clients only from these networks\n"
+"                            (repeatable; default: everyone)\n"
 "Tuning:\n"
 "      --recv-buffers N      receive buffers per thread, a power of two\n"
 "                            (default 1024)\n"
@@ -69,14 +81,29 @@ static void usage(FILE *f)
 "ADDR:PORT'; logs go to stderr. SIGINT or SIGTERM stops the server.\n");
 }
 
-/* Parse a decimal size in [lo, hi]; exits with a message on error. */
-static uint64_t parse_num(const char *opt, const char *s, uint64_t lo,
-			  uint64_t hi)
+/*
+ * Parse a decimal number in [lo, hi], with an optional K, M or G suffix
+ * (powers of 1024) where @suffixes; exits with a message on error.
+ */
+static uint64_t parse_numx(const char *opt, const char *s, uint64_t lo,
+			   uint64_t hi, bool suffixes)
 {
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
 
+	if (suffixes && end != s && end[0] && !end[1]) {
+		const char *units = "KMG";
+		const char *u = strchr(units, end[0] & ~0x20);
+		if (u) {
+			shift = 10 * (unsigned)(u - units + 1);
+			end++;
+		}
+	}
+	if (shift && v > (UINT64_MAX >> shift))
+		errno = ERANGE;
+	v <<= shift;
 	if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi) {
 		fprintf(stderr,
 			"ringstore: --%s wants a number from %" PRIu64
@@ -85,6 +112,36 @@ static uint64_t parse_num(const char *opt, const char *s, uint64_t lo,
 		exit(2);
 	}
 	return v;
+}
+
+static uint64_t parse_num(const char *opt, const char *s, uint64_t lo,
+			  uint64_t hi)
+{
+	return parse_numx(opt, s, lo, hi, false);
+}
+
+static uint64_t parse_size(const char *opt, const char *s, uint64_t lo,
+			   uint64_t hi)
+{
+	return parse_numx(opt, s, lo, hi, true);
+}
+
+static void add_allow(struct server_config *cfg, const char *s)
+{
+	struct net_cidr *a = realloc(cfg->allow,
+				     (cfg->nallow + 1) * sizeof(*a));
+
+	if (!a) {
+		fprintf(stderr, "ringstore: out of memory\n");
+		exit(1);
+	}
+	cfg->allow = a;
+	if (net_parse_cidr(s, &a[cfg->nallow])) {
+		fprintf(stderr, "ringstore: --allow wants an address or "
+				"ADDR/PREFIX, not '%s'\n", s);
+		exit(2);
+	}
+	cfg->nallow++;
 }
 
 enum {
@@ -97,6 +154,11 @@ enum {
 	OPT_RECV_BUFFERS,
 	OPT_RECV_BUFFER_SIZE,
 	OPT_INITIAL_KEYS,
+	OPT_MAX_CONNS,
+	OPT_MAX_MEMORY,
+	OPT_MAX_OUTPUT,
+	OPT_HANDSHAKE_TIMEOUT,
+	OPT_ALLOW,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -121,6 +183,12 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "recv-buffer-size", required_argument, NULL,
 		  OPT_RECV_BUFFER_SIZE },
 		{ "initial-keys", required_argument, NULL, OPT_INITIAL_KEYS },
+		{ "max-connections", required_argument, NULL, OPT_MAX_CONNS },
+		{ "max-memory", required_argument, NULL, OPT_MAX_MEMORY },
+		{ "max-output-bytes", required_argument, NULL, OPT_MAX_OUTPUT },
+		{ "handshake-timeout", required_argument, NULL,
+		  OPT_HANDSHAKE_TIMEOUT },
+		{ "allow", required_argument, NULL, OPT_ALLOW },
 		{ 0 }
 	};
 	int c, lvl;
@@ -166,7 +234,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 							1, UINT32_MAX);
 			break;
 		case OPT_MAX_VALUE:
-			cfg->limits.max_value = parse_num(
+			cfg->limits.max_value = parse_size(
 				"max-value-bytes", optarg, 0, UINT32_MAX);
 			break;
 		case OPT_MAX_KEYS:
@@ -174,7 +242,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 				"max-keys-per-request", optarg, 1, UINT32_MAX);
 			break;
 		case OPT_MAX_REQUEST:
-			cfg->limits.max_request = parse_num(
+			cfg->limits.max_request = parse_size(
 				"max-request-bytes", optarg, 64, UINT64_MAX / 2);
 			break;
 		case OPT_RECV_BUFFERS:
@@ -193,6 +261,25 @@ static void parse_args(int argc, char **argv, struct options *o,
 		case OPT_INITIAL_KEYS:
 			o->initial_keys = parse_num("initial-keys", optarg, 16,
 						    1u << 30);
+			break;
+		case OPT_MAX_CONNS:
+			cfg->max_conns = parse_num("max-connections", optarg, 0,
+						   UINT32_MAX);
+			break;
+		case OPT_MAX_MEMORY:
+			o->max_memory = parse_size("max-memory", optarg, 0,
+						   UINT64_MAX);
+			break;
+		case OPT_MAX_OUTPUT:
+			cfg->max_output = parse_size("max-output-bytes", optarg,
+						     4096, UINT64_MAX);
+			break;
+		case OPT_HANDSHAKE_TIMEOUT:
+			cfg->handshake_ms = 1000 * (uint32_t)parse_num(
+				"handshake-timeout", optarg, 0, 86400);
+			break;
+		case OPT_ALLOW:
+			add_allow(cfg, optarg);
 			break;
 		default:
 			usage(stderr);
@@ -262,6 +349,8 @@ int main(int argc, char **argv)
 	srv.cfg.buf_count = 1024;
 	srv.cfg.buf_size = 16384;
 	srv.cfg.ring_entries = 4096;
+	srv.cfg.max_output = 256u << 20;
+	srv.cfg.handshake_ms = 10000;
 	parse_args(argc, argv, &o, &srv.cfg);
 	if (o.backlog < 0)
 		o.backlog = SOMAXCONN > 4096 ? SOMAXCONN : 65535;
@@ -317,6 +406,7 @@ int main(int argc, char **argv)
 		log_error("cannot create the store: %s", strerror(-ret));
 		goto out;
 	}
+	srv.store.max_memory = o.max_memory;
 	srv.reactors = calloc(srv.cfg.threads, sizeof(*srv.reactors));
 	if (!srv.reactors)
 		goto out_store;
@@ -370,5 +460,6 @@ out:
 	for (uint32_t i = 0; i < nfds; i++)
 		close(fds[i]);
 	free(fds);
+	free(srv.cfg.allow);
 	return exit_code;
 }

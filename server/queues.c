@@ -40,6 +40,7 @@ struct queues {
 	struct qstripe stripes[QUEUES_STRIPES];
 	atomic_uint_fast64_t nonempty;
 	atomic_uint_fast64_t items;
+	atomic_uint_fast64_t bytes; /* value bytes of all items */
 };
 
 static struct qstripe *qstripe_of(struct queues *qs, uint64_t hash)
@@ -131,6 +132,7 @@ int queues_push(struct queues *qs, uint64_t hash, const uint8_t *key,
 	q->tail = it;
 	q->len++;
 	atomic_fetch_add_explicit(&qs->items, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&qs->bytes, vlen, memory_order_relaxed);
 	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
@@ -161,6 +163,7 @@ int64_t queues_pop(struct queues *qs, uint64_t hash, const uint8_t *key,
 		atomic_fetch_sub(&qs->nonempty, 1);
 	}
 	atomic_fetch_sub_explicit(&qs->items, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&qs->bytes, it->e->vlen, memory_order_relaxed);
 	pthread_mutex_unlock(&s->lock);
 	*out = it->e;
 	free(it);
@@ -191,4 +194,9 @@ uint64_t queues_nonempty(struct queues *qs)
 uint64_t queues_items(struct queues *qs)
 {
 	return atomic_load_explicit(&qs->items, memory_order_relaxed);
+}
+
+uint64_t queues_bytes(struct queues *qs)
+{
+	return atomic_load_explicit(&qs->bytes, memory_order_relaxed);
 }

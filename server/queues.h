@@ -37,5 +37,7 @@ int64_t queues_len(struct queues *qs, uint64_t hash, const uint8_t *key,
 /* Queues that hold at least one item, and items in all queues. */
 uint64_t queues_nonempty(struct queues *qs);
 uint64_t queues_items(struct queues *qs);
+/* Value bytes held by all queues. */
+uint64_t queues_bytes(struct queues *qs);
 
 #endif

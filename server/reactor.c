@@ -109,6 +109,9 @@ struct reactor {
 	uint32_t nfree;
 	uint32_t open;                /* conns not yet released */
 	struct conn *dirty;
+	struct conn *hs_head, *hs_tail; /* awaiting VALIDATE, oldest first */
+	uint64_t reject_log_ms;       /* last accept-rejection log line */
+	uint64_t rejects_unlogged;
 
 	struct rmsg *msgs;            /* owned */
 	uint32_t nmsgs;
@@ -125,6 +128,14 @@ struct reactor {
 	sem_t ready;
 	int start_err;
 };
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static struct conn *conn_at(struct reactor *r, uint32_t slot)
 {
@@ -233,6 +244,33 @@ static void arm_recv(struct reactor *r, struct conn *c)
 	c->inflight++;
 }
 
+static void hs_link(struct reactor *r, struct conn *c)
+{
+	c->hs_next = NULL;
+	c->hs_prev = r->hs_tail;
+	if (r->hs_tail)
+		r->hs_tail->hs_next = c;
+	else
+		r->hs_head = c;
+	r->hs_tail = c;
+	c->in_hs = true;
+}
+
+static void hs_unlink(struct reactor *r, struct conn *c)
+{
+	if (!c->in_hs)
+		return;
+	if (c->hs_prev)
+		c->hs_prev->hs_next = c->hs_next;
+	else
+		r->hs_head = c->hs_next;
+	if (c->hs_next)
+		c->hs_next->hs_prev = c->hs_prev;
+	else
+		r->hs_tail = c->hs_prev;
+	c->in_hs = false;
+}
+
 /* The peer as an IPv6 address (IPv4 v4-mapped), kept for diagnostics. */
 static void peer_addr(int fd, struct sockaddr_in6 *out)
 {
@@ -254,7 +292,8 @@ static void peer_addr(int fd, struct sockaddr_in6 *out)
 	}
 }
 
-static struct conn *conn_open(struct reactor *r, int fd)
+static struct conn *conn_open(struct reactor *r, int fd,
+			      const struct sockaddr_in6 *peer)
 {
 	struct conn *c;
 
@@ -272,7 +311,10 @@ static struct conn *conn_open(struct reactor *r, int fd)
 						     .slot = c->slot,
 						     .gen = c->gen });
 	memset(&c->msg, 0, sizeof(c->msg));
-	peer_addr(fd, &c->ws.peer);
+	c->ws.peer = *peer;
+	c->opened_ms = now_ms();
+	if (r->srv->cfg.handshake_ms)
+		hs_link(r, c);
 	r->open++;
 	stat_add(&r->stats.accepted, 1);
 	stat_add(&r->stats.active, 1);
@@ -330,6 +372,11 @@ static void conn_close(struct reactor *r, struct conn *c, enum stats_close why,
 		peer_name(c, peer, sizeof(peer));
 		log_warn("closing %s: ADD or BARRIER on a value that is not "
 			 "an integer (bad_number)", peer);
+	} else if (why >= STATS_CLOSE_MEMORY_LIMIT &&
+		   why <= STATS_CLOSE_HANDSHAKE_TIMEOUT) {
+		peer_name(c, peer, sizeof(peer));
+		log_warn("closing %s: %s (%s)", peer, stats_close_text(why),
+			 stats_close_id(why));
 	} else if (why == STATS_CLOSE_NOMEM || why == STATS_CLOSE_IO) {
 		peer_name(c, peer, sizeof(peer));
 		log_warn("closing %s: %s (%s)", peer,
@@ -341,6 +388,8 @@ static void conn_close(struct reactor *r, struct conn *c, enum stats_close why,
 		log_debug("closing %s: %s", peer, stats_close_name(why));
 	}
 	c->state = CONN_CLOSING;
+	hs_unlink(r, c);
+	atomic_fetch_sub_explicit(&r->srv->conns, 1, memory_order_relaxed);
 	store_client_gone(&r->th, &c->ws);
 	shutdown(c->fd, SHUT_RDWR);
 	conn_release(r, c);
@@ -392,6 +441,12 @@ static void flush(struct reactor *r)
 		r->dirty = c->next_dirty;
 		c->dirty = false;
 		if (c->state != CONN_OPEN) {
+			conn_release(r, c);
+			continue;
+		}
+		if (outq_len(&c->oq[0]) + outq_len(&c->oq[1]) >
+		    r->srv->cfg.max_output) {
+			conn_close(r, c, STATS_CLOSE_SLOW_READER, 0);
 			conn_release(r, c);
 			continue;
 		}
@@ -497,6 +552,72 @@ static void arm_accept(struct reactor *r)
 	r->accept_armed = true;
 }
 
+/* Log a refused connection, at most one line a second per reactor. */
+static void log_reject(struct reactor *r, const struct sockaddr_in6 *peer,
+		       enum stats_close why)
+{
+	uint64_t now = now_ms();
+	char name[NET_ADDRSTRLEN];
+
+	stat_add(&r->stats.rejected, 1);
+	stat_add(&r->stats.closed[why], 1);
+	if (now - r->reject_log_ms < 1000) {
+		r->rejects_unlogged++;
+		return;
+	}
+	net_format_addr((const struct sockaddr *)peer, name, sizeof(name));
+	log_warn("refusing %s: %s (%s); %llu more refused since the last "
+		 "such line", name, stats_close_text(why), stats_close_id(why),
+		 (unsigned long long)r->rejects_unlogged);
+	r->reject_log_ms = now;
+	r->rejects_unlogged = 0;
+}
+
+static bool allowed(const struct server_config *cfg,
+		    const struct sockaddr_in6 *peer)
+{
+	if (!cfg->nallow)
+		return true;
+	for (uint32_t i = 0; i < cfg->nallow; i++)
+		if (net_cidr_match(&cfg->allow[i], peer))
+			return true;
+	return false;
+}
+
+/* A new socket from accept: check it against the limits, then serve it. */
+static void admit(struct reactor *r, int fd)
+{
+	const struct server_config *cfg = &r->srv->cfg;
+	struct sockaddr_in6 peer;
+	uint64_t n;
+
+	if (r->stopping) {
+		close(fd);
+		return;
+	}
+	peer_addr(fd, &peer);
+	if (!allowed(cfg, &peer)) {
+		log_reject(r, &peer, STATS_CLOSE_NOT_ALLOWED);
+		close(fd);
+		return;
+	}
+	n = atomic_fetch_add_explicit(&r->srv->conns, 1, memory_order_relaxed);
+	if (cfg->max_conns && n >= cfg->max_conns) {
+		atomic_fetch_sub_explicit(&r->srv->conns, 1,
+					  memory_order_relaxed);
+		log_reject(r, &peer, STATS_CLOSE_CONN_LIMIT);
+		close(fd);
+		return;
+	}
+	net_set_nodelay(fd);
+	if (!conn_open(r, fd, &peer)) {
+		atomic_fetch_sub_explicit(&r->srv->conns, 1,
+					  memory_order_relaxed);
+		log_error("out of memory accepting a connection");
+		close(fd);
+	}
+}
+
 static void on_accept(struct reactor *r, struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
@@ -505,13 +626,7 @@ static void on_accept(struct reactor *r, struct io_uring_cqe *cqe)
 	if (!more)
 		r->accept_armed = false;
 	if (res >= 0) {
-		net_set_nodelay(res);
-		if (r->stopping || !conn_open(r, res)) {
-			if (!r->stopping)
-				log_error("out of memory accepting a "
-					  "connection");
-			close(res);
-		}
+		admit(r, res);
 	} else {
 		stat_add(&r->stats.accept_errors, 1);
 		if (res == -EMFILE || res == -ENFILE || res == -ENOMEM ||
@@ -556,6 +671,8 @@ static void on_recv(struct reactor *r, struct conn *c, struct io_uring_cqe *cqe)
 				conn_close(r, c, why, ret);
 			else if (outq_len(conn_out(c)))
 				mark_dirty(r, c);
+			if (c->in_hs && !c->dec.handshake)
+				hs_unlink(r, c);
 		}
 		buf_give_back(r, bid);
 		if (!c->recv_armed && c->state == CONN_OPEN) {
@@ -681,6 +798,20 @@ static int ring_setup(struct reactor *r)
 	return bufs_setup(r);
 }
 
+/* Close connections that did not send VALIDATE in time (slowloris). */
+static void expire_handshakes(struct reactor *r)
+{
+	uint64_t limit = r->srv->cfg.handshake_ms, now;
+
+	if (!r->hs_head)
+		return;
+	now = now_ms();
+	while (r->hs_head && now - r->hs_head->opened_ms >= limit) {
+		struct conn *c = r->hs_head;
+		conn_close(r, c, STATS_CLOSE_HANDSHAKE_TIMEOUT, 0);
+	}
+}
+
 static void loop(struct reactor *r)
 {
 	struct __kernel_timespec ts = { .tv_sec = 1 };
@@ -722,6 +853,7 @@ static void loop(struct reactor *r)
 			io_uring_buf_ring_advance(r->br, r->returned);
 			r->returned = 0;
 		}
+		expire_handshakes(r);
 		flush(r);
 		stat_add(&r->stats.loops, 1);
 		stat_add(&r->stats.cqes, n);

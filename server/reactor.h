@@ -24,9 +24,16 @@
 
 struct reactor;
 
+struct net_cidr;
+
 struct server_config {
 	struct proto_limits limits;
 	uint32_t threads;
+	uint64_t max_conns;      /* open client connections; 0: no cap */
+	uint64_t max_output;     /* reply bytes queued for one client */
+	uint32_t handshake_ms;   /* time allowed before VALIDATE; 0: none */
+	struct net_cidr *allow;  /* owned; empty: every address allowed */
+	uint32_t nallow;
 	uint32_t buf_count;   /* provided receive buffers per reactor (2^n) */
 	uint32_t buf_size;    /* bytes per receive buffer */
 	uint32_t ring_entries;
@@ -38,6 +45,7 @@ struct server {
 	struct reactor **reactors; /* owned, cfg.threads of them */
 	uint32_t nreactors;
 	atomic_bool stopping;
+	atomic_uint_fast64_t conns; /* open client connections, all reactors */
 };
 
 /*

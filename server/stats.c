@@ -4,18 +4,39 @@
  */
 #include "stats.h"
 
-#include <ctype.h>
 #include <string.h>
 
 static const char *const close_names[] = {
-#define STATS_X_NAME(name, text) #name,
+#define STATS_X_NAME(name, id, text) #name,
 	STATS_CLOSE_REASONS(STATS_X_NAME)
 #undef STATS_X_NAME
+};
+
+static const char *const close_texts[] = {
+#define STATS_X_TEXT(name, id, text) text,
+	STATS_CLOSE_REASONS(STATS_X_TEXT)
+#undef STATS_X_TEXT
+};
+
+static const char *const close_ids[] = {
+#define STATS_X_ID(name, id, text) #id,
+	STATS_CLOSE_REASONS(STATS_X_ID)
+#undef STATS_X_ID
 };
 
 const char *stats_close_name(enum stats_close c)
 {
 	return c < STATS_CLOSE__COUNT ? close_names[c] : "?";
+}
+
+const char *stats_close_text(enum stats_close c)
+{
+	return c < STATS_CLOSE__COUNT ? close_texts[c] : "?";
+}
+
+const char *stats_close_id(enum stats_close c)
+{
+	return c < STATS_CLOSE__COUNT ? close_ids[c] : "?";
 }
 
 void stats_sum(struct stats *dst, const struct stats *src)
@@ -54,8 +75,8 @@ void stats_format(const struct stats *s, char *out, size_t len)
 		{ "loops", &s->loops },         { "cqes", &s->cqes },
 		{ "enobufs", &s->enobufs },
 		{ "accept_errors", &s->accept_errors },
+		{ "rejected", &s->rejected },
 	};
-	char lower[32];
 	uint64_t v;
 	size_t n = (size_t)snprintf(out, len, "stats:");
 
@@ -65,12 +86,8 @@ void stats_format(const struct stats *s, char *out, size_t len)
 	}
 	n = add(out, len, n, "closed:", NULL);
 	for (int i = 0; i < STATS_CLOSE__COUNT; i++) {
-		size_t j = 0;
-		for (const char *c = close_names[i]; *c && j < 31; c++)
-			lower[j++] = (char)tolower((unsigned char)*c);
-		lower[j] = '\0';
 		v = stat_get(&s->closed[i]);
-		n = add(out, len, n, lower, &v);
+		n = add(out, len, n, stats_close_id(i), &v);
 	}
 	n = add(out, len, n, "proto_errors:", NULL);
 	for (int i = 1; i < PROTO_E__COUNT; i++) {

@@ -17,16 +17,25 @@
 #include "proto.h"
 
 /* Why connections closed, beyond the protocol errors of proto.h. */
-#define STATS_CLOSE_REASONS(X)                      \
-	X(EOF, "peer closed the connection")        \
-	X(IO, "socket error")                       \
-	X(PROTO, "protocol violation")              \
-	X(BAD_NUMBER, "ADD or BARRIER on a value that is not an integer") \
-	X(NOMEM, "out of memory")                   \
-	X(SHUTDOWN, "server shutting down")
+/* X(NAME, id, sentence): why connections closed, beyond proto.h's errors. */
+#define STATS_CLOSE_REASONS(X)                                             \
+	X(EOF, eof, "peer closed the connection")                          \
+	X(IO, io, "socket error")                                          \
+	X(PROTO, proto, "protocol violation")                              \
+	X(BAD_NUMBER, bad_number,                                          \
+	  "ADD or BARRIER on a value that is not an integer")              \
+	X(NOMEM, nomem, "out of memory")                                   \
+	X(MEMORY_LIMIT, memory_limit, "the store's memory limit is reached") \
+	X(SLOW_READER, slow_reader,                                        \
+	  "too many reply bytes waiting for the client")                   \
+	X(HANDSHAKE_TIMEOUT, handshake_timeout,                            \
+	  "no VALIDATE within the handshake timeout")                      \
+	X(CONN_LIMIT, conn_limit, "connection limit reached")              \
+	X(NOT_ALLOWED, not_allowed, "address not in the allow list")       \
+	X(SHUTDOWN, shutdown, "server shutting down")
 
 enum stats_close {
-#define STATS_X_ENUM(name, text) STATS_CLOSE_##name,
+#define STATS_X_ENUM(name, id, text) STATS_CLOSE_##name,
 	STATS_CLOSE_REASONS(STATS_X_ENUM)
 #undef STATS_X_ENUM
 	STATS_CLOSE__COUNT
@@ -50,6 +59,7 @@ struct stats {
 	stat_t wakes_remote_recv;
 	stat_t stale_cqes;
 	stat_t enobufs;
+	stat_t rejected;                     /* closed at accept (limit, allow) */
 };
 
 static inline void stat_add(stat_t *s, uint64_t n)
@@ -63,7 +73,10 @@ static inline uint64_t stat_get(const stat_t *s)
 	return atomic_load_explicit((stat_t *)s, memory_order_relaxed);
 }
 
+/* "BAD_NUMBER", its lower-case id "bad_number", and a sentence. */
 const char *stats_close_name(enum stats_close c);
+const char *stats_close_id(enum stats_close c);
+const char *stats_close_text(enum stats_close c);
 /* Add every counter of @src into @dst (dst is a private total). */
 void stats_sum(struct stats *dst, const struct stats *src);
 /* One line: the summary logged at shutdown. */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "compiler.h"
 #include "hash.h"
 #include "outq.h"
 #include "qsbr.h"
@@ -467,9 +468,41 @@ static int op_barrier(struct store_thread *th, struct wait_state *ws,
 	return put_u8(out, PROTO_WAIT_STOP);
 }
 
+/* Bytes a request may add to the store (an upper bound). */
+static uint64_t write_bytes(const struct proto_req *r)
+{
+	switch (r->op) {
+	case OP_SET:
+	case OP_APPEND:
+	case OP_QUEUE_PUSH:
+		return r->key.len + r->val[0].len;
+	case OP_COMPARE_SET:
+		return r->key.len + r->val[1].len;
+	case OP_ADD:
+	case OP_BARRIER:
+		return r->key.len + 20;
+	case OP_MULTI_SET:
+		return (uint64_t)(r->end - r->list);
+	default:
+		return 0;
+	}
+}
+
+static bool over_memory(struct store *st, const struct proto_req *r)
+{
+	uint64_t add = write_bytes(r);
+
+	if (!st->max_memory || !add)
+		return false;
+	return table_bytes(st->table) + queues_bytes(st->queues) + add >
+	       st->max_memory;
+}
+
 int store_exec(struct store_thread *th, struct wait_state *ws,
 	       const struct proto_req *r, struct outq *out)
 {
+	if (unlikely(over_memory(th->st, r)))
+		return -ENOSPC;
 	switch (r->op) {
 	case OP_VALIDATE:
 		return 0; /* checked by the decoder; never answered */

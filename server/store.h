@@ -10,6 +10,12 @@
  *
  * struct store is shared by every reactor; struct store_thread is one
  * reactor's handle (its QSBR registration and its deliver callback).
+ *
+ * With a memory cap (store.max_memory), a request that would store more
+ * bytes while the keys, values and queue items already take the cap fails
+ * with -ENOSPC before changing anything (its connection is closed); reads,
+ * deletes and pops keep working. The check is against a relaxed total, so
+ * concurrent writers may overshoot the cap by at most one request each.
  */
 #ifndef RS_SERVER_STORE_H
 #define RS_SERVER_STORE_H
@@ -31,6 +37,7 @@ struct store {
 	struct table *table;     /* owned */
 	struct waiters *waiters; /* owned */
 	struct queues *queues;   /* owned */
+	uint64_t max_memory;     /* cap on stored key+value bytes; 0: none */
 };
 
 struct store_thread {
@@ -53,7 +60,8 @@ void store_thread_destroy(struct store_thread *th);
 /*
  * Execute one request from a client whose wait state is @ws, appending any
  * immediate reply to @out. Returns 0, -EINVAL when an ADD or BARRIER meets a
- * non-numeric value (the connection must be closed), or -ENOMEM.
+ * non-numeric value, -ENOSPC when a write meets the memory cap (either way
+ * the connection must be closed), or -ENOMEM.
  */
 int store_exec(struct store_thread *th, struct wait_state *ws,
 	       const struct proto_req *req, struct outq *out);
