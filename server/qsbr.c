@@ -45,6 +45,7 @@
 #include "qsbr.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -173,16 +174,17 @@ static void ring_free_all(struct qsbr *q, struct qsbr_ring *r)
 	r->cap = 0;
 }
 
+/* Double the ring's capacity. Returns 0 or -ENOMEM. */
 static int ring_grow(struct qsbr_ring *r)
 {
 	size_t ncap = r->cap ? r->cap * 2 : QSBR_RING_INITIAL;
 	struct qsbr_retired *ni;
 
-	if (ncap < r->cap)
-		return -1;
+	if (ncap < r->cap || ncap > SIZE_MAX / sizeof(*ni))
+		return -ENOMEM;
 	ni = malloc(ncap * sizeof(*ni));
 	if (!ni)
-		return -1;
+		return -ENOMEM;
 	for (size_t i = 0; i < r->n; i++)
 		ni[i] = r->items[(r->head + i) & (r->cap - 1)];
 	free(r->items);
@@ -257,6 +259,8 @@ void qsbr_destroy(struct qsbr *q)
 {
 	if (!q)
 		return;
+	for (unsigned i = 0; i < QSBR_MAX_THREADS; i++)
+		assert(!q->used[i]);
 	while (q->orphans) {
 		struct qsbr_thread *o = q->orphans;
 

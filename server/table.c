@@ -48,9 +48,15 @@
  * migrates one chunk of CHUNK slots of the oldest array with work left;
  * migrating a slot is idempotent and any thread may do it. The thread that
  * marks the last slot COPIED moves t->cur forward and retires the old array
- * through QSBR. A copy is a put-if-absent
- * that stops at the first array holding identity K, so a slow copier can
- * never resurrect a key that was copied, then deleted, then migrated.
+ * through QSBR. Migrating an empty slot first sets hw to DEAD, so no tag
+ * can be claimed there afterwards and terminals stay stable; an insert
+ * that meets an empty terminal in an array with a next array migrates it
+ * and moves on rather than claiming it. A copy is a put-if-absent that
+ * stops at the first array holding identity K, so a slow copier can never
+ * resurrect a key that was copied, then deleted, then migrated. If a copy
+ * cannot allocate a new array (-ENOMEM), its slot stays frozen and
+ * uncopied: reads still see its entry, writes of that key fail with
+ * -ENOMEM until a later migration of the slot succeeds.
  *
  * Ownership: every slot that holds an entry pointer (live or tombstone,
  * frozen or not) owns one reference to it. A copy takes a reference for the
@@ -279,9 +285,12 @@ static void advance_cur(struct table *t, struct qsbr_thread *qt)
 		struct table_array *c =
 			atomic_load_explicit(&t->cur, memory_order_seq_cst);
 		struct table_array *n = next_of(c);
+		size_t done;
 
-		if (!n || atomic_load_explicit(&c->done, memory_order_seq_cst) !=
-				  c->cap)
+		if (!n)
+			return;
+		done = atomic_load_explicit(&c->done, memory_order_seq_cst);
+		if (done != c->cap)
 			return;
 		if (atomic_compare_exchange_strong_explicit(
 			    &t->cur, &c, n, memory_order_seq_cst,
@@ -342,7 +351,8 @@ static int probe(struct table *t, struct qsbr_thread *qt,
 			if (!nx && atomic_load_explicit(&a->used,
 							memory_order_relaxed) >=
 					   a->limit) {
-				(void)grow(t, a); /* on ENOMEM, use the room left */
+				/* On ENOMEM, use the room that is left. */
+				(void)grow(t, a);
 				nx = next_of(a);
 			}
 			if (nx) {
@@ -354,7 +364,9 @@ static int probe(struct table *t, struct qsbr_thread *qt,
 					return r;
 				continue;
 			}
-			/* Release: pairs with the acquire load of hw above. */
+			/* Release: pairs with the acquire loads of hw in
+			 * other threads' probes (ordering the slot's zeroed
+			 * state, published with the array, before it). */
 			if (atomic_compare_exchange_strong_explicit(
 				    &s->hw, &zero, tag, memory_order_release,
 				    memory_order_relaxed))
@@ -437,6 +449,8 @@ static int slot_migrate(struct table *t, struct qsbr_thread *qt,
 	atomic_compare_exchange_strong_explicit(&s->hw, &zero, HW_DEAD,
 						memory_order_release,
 						memory_order_relaxed);
+	/* Acquire: pairs with the release CAS that installed the entry we
+	 * may copy (its bytes). */
 	w = atomic_load_explicit(&s->ptr, memory_order_acquire);
 	/* acq_rel: acquire the entry we freeze (we may copy it), release
 	 * so that a reader seeing MOVED also sees a->next. */
@@ -457,7 +471,8 @@ static int slot_migrate(struct table *t, struct qsbr_thread *qt,
 			return r;
 	}
 	/* Release: a reader that sees COPIED and goes to the next array
-	 * must see our copy there (pairs with its acquire load of ptr). */
+	 * must see our copy there (pairs with its acquire load of ptr).
+	 * The seq_cst fetch_add on done pairs with advance_cur()'s loads. */
 	if (atomic_compare_exchange_strong_explicit(&s->ptr, &w,
 						    w | SLOT_COPIED,
 						    memory_order_release,
@@ -751,6 +766,7 @@ int table_foreach(struct table *t, struct qsbr_thread *qt,
 		uintptr_t w;
 		int r;
 
+		/* Acquire: pairs with the claim CAS in probe(). */
 		if (atomic_load_explicit(&s->hw, memory_order_acquire) <=
 		    HW_DEAD)
 			continue;

@@ -1,0 +1,669 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_table.c - unit tests for the lock-free table: single-thread
+ * semantics (CAS, tombstones, growth, counters, walks, full-hash
+ * collisions), then a multi-thread stress with exact final-state checks,
+ * meant to run under ASan and TSan as well.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+#include "qsbr.h"
+#include "table.h"
+
+struct fixture {
+	struct qsbr *q;
+	struct qsbr_thread *qt;
+	struct table *t;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -1;
+	f->q = qsbr_create();
+	f->qt = f->q ? qsbr_register(f->q) : NULL;
+	f->t = f->q ? table_create(f->q, 16) : NULL;
+	if (!f->qt || !f->t)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	table_destroy(f->t);
+	qsbr_unregister(f->qt);
+	/* Everything retired has been freed once the last thread left. */
+	if (qsbr_pending(f->q) != 0)
+		return -1;
+	qsbr_destroy(f->q);
+	free(f);
+	return 0;
+}
+
+static struct table_entry *mk_h(uint64_t h, const char *k, uint64_t v)
+{
+	return table_entry_new(h, k, strlen(k), &v, sizeof(v), NULL, 0);
+}
+
+static struct table_entry *mk(const char *k, uint64_t v)
+{
+	return mk_h(hash_key(k, strlen(k)), k, v);
+}
+
+static uint64_t val_of(const struct table_entry *e)
+{
+	uint64_t v;
+
+	memcpy(&v, table_entry_val(e), sizeof(v));
+	return v;
+}
+
+static struct table_entry *get_h(struct fixture *f, uint64_t h, const char *k)
+{
+	return table_get(f->t, f->qt, h, k, strlen(k));
+}
+
+static struct table_entry *get(struct fixture *f, const char *k)
+{
+	return get_h(f, hash_key(k, strlen(k)), k);
+}
+
+static int cas_h(struct fixture *f, uint64_t h, const char *k,
+		 struct table_entry *exp, struct table_entry *des)
+{
+	return table_cas(f->t, f->qt, h, k, strlen(k), exp, des);
+}
+
+static int cas(struct fixture *f, const char *k, struct table_entry *exp,
+	       struct table_entry *des)
+{
+	return cas_h(f, hash_key(k, strlen(k)), k, exp, des);
+}
+
+/* Unconditional set through a CAS loop, as the op layer does it. */
+static void set(struct fixture *f, const char *k, uint64_t v)
+{
+	for (;;) {
+		struct table_entry *cur = get(f, k), *n = mk(k, v);
+		int r;
+
+		assert_non_null(n);
+		r = cas(f, k, cur, n);
+		if (r == 0)
+			return;
+		assert_int_equal(r, -EAGAIN);
+		table_entry_unref(n);
+	}
+}
+
+static void del(struct fixture *f, const char *k)
+{
+	struct table_entry *cur = get(f, k);
+
+	assert_non_null(cur);
+	assert_int_equal(cas(f, k, cur, NULL), 0);
+}
+
+static void test_basic(void **state)
+{
+	struct fixture *f = *state;
+	struct table_entry *e, *n;
+
+	assert_null(get(f, "a"));
+	set(f, "a", 1);
+	e = get(f, "a");
+	assert_non_null(e);
+	assert_int_equal(e->klen, 1);
+	assert_memory_equal(table_entry_key(e), "a", 1);
+	assert_int_equal(val_of(e), 1);
+	/* Replace. */
+	n = mk("a", 2);
+	assert_int_equal(cas(f, "a", e, n), 0);
+	assert_ptr_equal(get(f, "a"), n);
+	assert_int_equal(val_of(get(f, "a")), 2);
+	/* Delete, then delete again (absent, expected NULL: no-op). */
+	del(f, "a");
+	assert_null(get(f, "a"));
+	assert_int_equal(cas(f, "a", NULL, NULL), 0);
+	assert_int_equal(table_count(f->t), 0);
+	qsbr_quiescent(f->qt);
+}
+
+static void test_cas_mismatch(void **state)
+{
+	struct fixture *f = *state;
+	struct table_entry *e, *n, *stale;
+
+	set(f, "k", 1);
+	e = get(f, "k");
+	/* Insert over a present key. */
+	n = mk("k", 9);
+	assert_int_equal(cas(f, "k", NULL, n), -EAGAIN);
+	/* Replace with a stale expected entry. */
+	stale = mk("k", 7);
+	assert_int_equal(cas(f, "k", stale, n), -EAGAIN);
+	/* Delete with a stale expected entry. */
+	assert_int_equal(cas(f, "k", stale, NULL), -EAGAIN);
+	/* Expecting a value for an absent key. */
+	assert_int_equal(cas(f, "nope", stale, NULL), -EAGAIN);
+	assert_ptr_equal(get(f, "k"), e);
+	assert_int_equal(val_of(get(f, "k")), 1);
+	/* After a failure, @desired still belongs to us; use it now. */
+	assert_int_equal(cas(f, "k", e, n), 0);
+	assert_int_equal(val_of(get(f, "k")), 9);
+	/* The old entry is no longer expected. */
+	assert_int_equal(cas(f, "k", e, NULL), -EAGAIN);
+	table_entry_unref(stale);
+	assert_int_equal(table_count(f->t), 1);
+}
+
+static void test_growth(void **state)
+{
+	struct fixture *f = *state;
+	const int n = 20000;
+	char k[32];
+
+	for (int i = 0; i < n; i++) {
+		snprintf(k, sizeof(k), "key-%d", i);
+		set(f, k, (uint64_t)i * 3);
+		if (i % 100 == 0)
+			qsbr_quiescent(f->qt);
+		/* Spot-check earlier keys while arrays are migrating. */
+		if (i % 97 == 0) {
+			snprintf(k, sizeof(k), "key-%d", i / 2);
+			assert_non_null(get(f, k));
+			assert_int_equal(val_of(get(f, k)),
+					 (uint64_t)(i / 2) * 3);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		struct table_entry *e;
+
+		snprintf(k, sizeof(k), "key-%d", i);
+		e = get(f, k);
+		assert_non_null(e);
+		assert_int_equal(val_of(e), (uint64_t)i * 3);
+	}
+	assert_int_equal(table_count(f->t), n);
+	/* Delete the odd ones, across further migrations. */
+	for (int i = 1; i < n; i += 2) {
+		snprintf(k, sizeof(k), "key-%d", i);
+		del(f, k);
+		if (i % 101 == 0)
+			qsbr_quiescent(f->qt);
+	}
+	for (int i = 0; i < n; i++) {
+		snprintf(k, sizeof(k), "key-%d", i);
+		if (i % 2)
+			assert_null(get(f, k));
+		else
+			assert_int_equal(val_of(get(f, k)), (uint64_t)i * 3);
+	}
+	assert_int_equal(table_count(f->t), n / 2);
+	qsbr_quiescent(f->qt);
+}
+
+static void test_tombstone_reuse(void **state)
+{
+	struct fixture *f = *state;
+	char k[32];
+
+	/* A key deleted and re-inserted many times, among neighbours, in a
+	 * table that starts at 16 slots: tombstones must be reused or
+	 * cleaned so the churn does not grow without bound. */
+	for (int i = 0; i < 5; i++) {
+		snprintf(k, sizeof(k), "n%d", i);
+		set(f, k, (uint64_t)i);
+	}
+	for (int r = 0; r < 20000; r++) {
+		snprintf(k, sizeof(k), "churn%d", r % 7);
+		assert_int_equal(cas(f, k, NULL, mk(k, (uint64_t)r)), 0);
+		assert_int_equal(val_of(get(f, k)), (uint64_t)r);
+		del(f, k);
+		assert_null(get(f, k));
+		if (r % 64 == 0)
+			qsbr_quiescent(f->qt);
+	}
+	assert_int_equal(table_count(f->t), 5);
+	/* Distinct keys inserted and deleted: tombstones pile up and are
+	 * dropped by same-size migrations, without losing the neighbours. */
+	for (int r = 0; r < 20000; r++) {
+		snprintf(k, sizeof(k), "gone%d", r);
+		assert_int_equal(cas(f, k, NULL, mk(k, (uint64_t)r)), 0);
+		del(f, k);
+		if (r % 64 == 0)
+			qsbr_quiescent(f->qt);
+	}
+	assert_int_equal(table_count(f->t), 5);
+	assert_int_equal(table_bytes(f->t), 5 * (2 + 8));
+	for (int i = 0; i < 5; i++) {
+		snprintf(k, sizeof(k), "n%d", i);
+		assert_int_equal(val_of(get(f, k)), (uint64_t)i);
+	}
+	assert_null(get(f, "gone7"));
+	/* Everything retired along the way is reclaimed promptly. */
+	qsbr_quiescent(f->qt);
+	qsbr_quiescent(f->qt);
+	assert_int_equal(qsbr_pending(f->q), 0);
+}
+
+static void test_count_bytes(void **state)
+{
+	struct fixture *f = *state;
+	size_t want = 0;
+	char k[32];
+
+	for (int i = 0; i < 1000; i++) {
+		snprintf(k, sizeof(k), "b%d", i);
+		set(f, k, 1);
+		want += strlen(k) + 8;
+	}
+	assert_int_equal(table_count(f->t), 1000);
+	assert_int_equal(table_bytes(f->t), want);
+	/* Replacing with a longer value changes bytes, not count. */
+	{
+		struct table_entry *e = get(f, "b5");
+		struct table_entry *n = table_entry_new(
+			e->hash, "b5", 2, "0123456789", 10, "xy", 2);
+
+		assert_int_equal(n->vlen, 12);
+		assert_memory_equal(table_entry_val(n), "0123456789xy", 12);
+		assert_int_equal(cas(f, "b5", e, n), 0);
+		want += 12 - 8;
+	}
+	assert_int_equal(table_count(f->t), 1000);
+	assert_int_equal(table_bytes(f->t), want);
+	for (int i = 0; i < 1000; i += 3) {
+		snprintf(k, sizeof(k), "b%d", i);
+		want -= strlen(k) + (i == 5 ? 12 : 8);
+		del(f, k);
+	}
+	assert_int_equal(table_count(f->t), 1000 - 334);
+	assert_int_equal(table_bytes(f->t), want);
+}
+
+struct walk {
+	unsigned char seen[4000];
+	int calls;
+	int stop_at;
+};
+
+static int walk_cb(struct table_entry *e, void *arg)
+{
+	struct walk *w = arg;
+	char k[32];
+	int i;
+
+	memcpy(k, table_entry_key(e), e->klen);
+	k[e->klen] = 0;
+	if (sscanf(k, "w%d", &i) != 1 || i < 0 || i >= 4000)
+		return -1000;
+	w->seen[i]++;
+	w->calls++;
+	return w->calls == w->stop_at ? 42 : 0;
+}
+
+static void test_foreach(void **state)
+{
+	struct fixture *f = *state;
+	struct walk *w = calloc(1, sizeof(*w));
+	char k[32];
+
+	assert_non_null(w);
+	for (int i = 0; i < 4000; i++) {
+		snprintf(k, sizeof(k), "w%d", i);
+		set(f, k, (uint64_t)i);
+	}
+	for (int i = 0; i < 4000; i += 4) {
+		snprintf(k, sizeof(k), "w%d", i);
+		del(f, k);
+	}
+	/* Freshly grown (migration may be in progress): each key once. */
+	assert_int_equal(table_foreach(f->t, f->qt, walk_cb, w), 0);
+	assert_int_equal(w->calls, 3000);
+	for (int i = 0; i < 4000; i++)
+		assert_int_equal(w->seen[i], i % 4 ? 1 : 0);
+	/* Early stop returns the callback's value. */
+	memset(w, 0, sizeof(*w));
+	w->stop_at = 10;
+	assert_int_equal(table_foreach(f->t, f->qt, walk_cb, w), 42);
+	assert_int_equal(w->calls, 10);
+	free(w);
+}
+
+static void test_hash_collision(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t h = 12345; /* same full hash for distinct keys */
+
+	assert_int_equal(cas_h(f, h, "x", NULL, mk_h(h, "x", 1)), 0);
+	assert_int_equal(cas_h(f, h, "y", NULL, mk_h(h, "y", 2)), 0);
+	assert_int_equal(cas_h(f, 0, "z", NULL, mk_h(0, "z", 3)), 0);
+	assert_int_equal(cas_h(f, 2, "w", NULL, mk_h(2, "w", 4)), 0);
+	assert_int_equal(val_of(get_h(f, h, "x")), 1);
+	assert_int_equal(val_of(get_h(f, h, "y")), 2);
+	assert_int_equal(val_of(get_h(f, 0, "z")), 3);
+	assert_int_equal(val_of(get_h(f, 2, "w")), 4);
+	assert_null(get_h(f, h, "q"));
+	/* Deleting x leaves a tombstone that y must not take over. */
+	assert_int_equal(cas_h(f, h, "x", get_h(f, h, "x"), NULL), 0);
+	assert_null(get_h(f, h, "x"));
+	assert_int_equal(val_of(get_h(f, h, "y")), 2);
+	{
+		struct table_entry *y5 = mk_h(h, "y", 5);
+
+		assert_int_equal(cas_h(f, h, "y", NULL, y5), -EAGAIN);
+		table_entry_unref(y5);
+	}
+	assert_int_equal(cas_h(f, h, "q", NULL, mk_h(h, "q", 6)), 0);
+	assert_int_equal(cas_h(f, h, "x", NULL, mk_h(h, "x", 7)), 0);
+	assert_int_equal(val_of(get_h(f, h, "x")), 7);
+	assert_int_equal(val_of(get_h(f, h, "y")), 2);
+	assert_int_equal(val_of(get_h(f, h, "q")), 6);
+	assert_int_equal(table_count(f->t), 5);
+}
+
+/*
+ * Stress: writers do CAS-loop increments of shared counters and insert,
+ * replace and delete their own keys; readers read all of it. The table
+ * starts at 16 slots so it grows many times during the run.
+ */
+#define S_WRITERS 4
+#define S_READERS 2
+#define S_ITERS 6000
+#define S_COUNTERS 8
+
+struct stress {
+	struct qsbr *q;
+	struct table *t;
+	_Atomic int writers_left;
+	_Atomic int bad;
+	_Atomic uint64_t incs[S_COUNTERS];
+};
+
+static struct stress g;
+
+static void key_of(char *k, size_t n, int thr, int i)
+{
+	snprintf(k, n, "t%d/key-%d", thr, i);
+}
+
+/* Own key i: inserted at step i with value i, replaced by i + 1000000 when
+ * i % 5 == 1, deleted at step i + 1 when i % 3 == 0 (so keys i with
+ * i % 3 == 0 survive only if i is the last one). */
+static bool expect_present(int i)
+{
+	return i % 3 != 0 || i == S_ITERS - 1;
+}
+
+static uint64_t expect_val(int i)
+{
+	return i % 5 == 1 ? (uint64_t)i + 1000000 : (uint64_t)i;
+}
+
+static uint64_t sval(const struct table_entry *e)
+{
+	uint64_t v;
+
+	memcpy(&v, table_entry_val(e), sizeof(v));
+	return v;
+}
+
+static void s_fail(void)
+{
+	atomic_fetch_add(&g.bad, 1);
+}
+
+static struct table_entry *s_new(const char *k, uint64_t v)
+{
+	struct table_entry *e = mk(k, v);
+
+	if (!e)
+		s_fail();
+	return e;
+}
+
+static void *writer(void *arg)
+{
+	int id = (int)(intptr_t)arg;
+	struct qsbr_thread *qt = qsbr_register(g.q);
+	char k[48];
+
+	if (!qt) {
+		s_fail();
+		return NULL;
+	}
+	for (int i = 0; i < S_ITERS; i++) {
+		int c = (i + id) % S_COUNTERS;
+		uint64_t h;
+
+		/* Increment counter c. */
+		snprintf(k, sizeof(k), "counter-%d", c);
+		h = hash_key(k, strlen(k));
+		for (;;) {
+			struct table_entry *cur =
+				table_get(g.t, qt, h, k, strlen(k));
+			struct table_entry *n =
+				s_new(k, (cur ? sval(cur) : 0) + 1);
+			int r;
+
+			if (!n)
+				break;
+			r = table_cas(g.t, qt, h, k, strlen(k), cur, n);
+			if (r == 0)
+				break;
+			table_entry_unref(n);
+			if (r != -EAGAIN) {
+				s_fail();
+				break;
+			}
+		}
+		atomic_fetch_add_explicit(&g.incs[c], 1, memory_order_relaxed);
+
+		/* Insert own key i. */
+		key_of(k, sizeof(k), id, i);
+		h = hash_key(k, strlen(k));
+		{
+			struct table_entry *n = s_new(k, (uint64_t)i);
+
+			if (n && table_cas(g.t, qt, h, k, strlen(k), NULL, n))
+				s_fail();
+		}
+		/* Replace it for some i. */
+		if (i % 5 == 1) {
+			struct table_entry *cur =
+				table_get(g.t, qt, h, k, strlen(k));
+			struct table_entry *n = s_new(k, expect_val(i));
+
+			if (!cur || sval(cur) != (uint64_t)i)
+				s_fail();
+			if (n && table_cas(g.t, qt, h, k, strlen(k), cur, n))
+				s_fail();
+		}
+		/* Delete the previous key for some i. */
+		if (i > 0 && (i - 1) % 3 == 0) {
+			struct table_entry *cur;
+
+			key_of(k, sizeof(k), id, i - 1);
+			h = hash_key(k, strlen(k));
+			cur = table_get(g.t, qt, h, k, strlen(k));
+			if (!cur || sval(cur) != expect_val(i - 1))
+				s_fail();
+			if (table_cas(g.t, qt, h, k, strlen(k), cur, NULL))
+				s_fail();
+			if (table_get(g.t, qt, h, k, strlen(k)))
+				s_fail();
+		}
+		/* Every earlier surviving key of ours is still there. */
+		if (i > 10) {
+			int j = (i * 7919) % (i - 2);
+
+			key_of(k, sizeof(k), id, j);
+			h = hash_key(k, strlen(k));
+			struct table_entry *cur =
+				table_get(g.t, qt, h, k, strlen(k));
+			if (expect_present(j) != (cur != NULL) ||
+			    (cur && sval(cur) != expect_val(j)))
+				s_fail();
+		}
+		if (i % 32 == 0)
+			qsbr_quiescent(qt);
+	}
+	qsbr_unregister(qt);
+	atomic_fetch_sub(&g.writers_left, 1);
+	return NULL;
+}
+
+static void *reader(void *arg)
+{
+	struct qsbr_thread *qt = qsbr_register(g.q);
+	uint64_t last[S_COUNTERS] = { 0 };
+	unsigned n = (unsigned)(intptr_t)arg;
+	char k[48];
+
+	if (!qt) {
+		s_fail();
+		return NULL;
+	}
+	while (atomic_load(&g.writers_left) > 0) {
+		int c = (int)(n % S_COUNTERS);
+		uint64_t h;
+		struct table_entry *e;
+
+		/* Counters never go backwards for one observer. */
+		snprintf(k, sizeof(k), "counter-%d", c);
+		h = hash_key(k, strlen(k));
+		e = table_get(g.t, qt, h, k, strlen(k));
+		if (e) {
+			if (sval(e) < last[c] ||
+			    e->klen != strlen(k) ||
+			    memcmp(table_entry_key(e), k, e->klen))
+				s_fail();
+			last[c] = sval(e);
+		}
+		/* Any key found has the right key bytes and a valid value. */
+		key_of(k, sizeof(k), (int)(n % S_WRITERS), (int)(n % S_ITERS));
+		h = hash_key(k, strlen(k));
+		e = table_get(g.t, qt, h, k, strlen(k));
+		if (e) {
+			uint64_t v = sval(e);
+			int i = (int)(n % S_ITERS);
+
+			if (v != (uint64_t)i && v != (uint64_t)i + 1000000)
+				s_fail();
+		}
+		n = n * 1103515245u + 12345u;
+		if (n % 16 == 0)
+			qsbr_quiescent(qt);
+	}
+	qsbr_unregister(qt);
+	return NULL;
+}
+
+static int count_cb(struct table_entry *e, void *arg)
+{
+	(void)e;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+static void test_stress(void **state)
+{
+	pthread_t th[S_WRITERS + S_READERS];
+	struct qsbr_thread *qt;
+	size_t want_count = S_COUNTERS, want_bytes = 0, walked = 0;
+	char k[48];
+
+	(void)state;
+	memset(&g, 0, sizeof(g));
+	g.q = qsbr_create();
+	assert_non_null(g.q);
+	g.t = table_create(g.q, 16);
+	assert_non_null(g.t);
+	atomic_store(&g.writers_left, S_WRITERS);
+	for (intptr_t i = 0; i < S_WRITERS; i++)
+		assert_int_equal(
+			pthread_create(&th[i], NULL, writer, (void *)i), 0);
+	for (intptr_t i = 0; i < S_READERS; i++)
+		assert_int_equal(pthread_create(&th[S_WRITERS + i], NULL,
+						reader, (void *)(i * 77 + 1)),
+				 0);
+	for (int i = 0; i < S_WRITERS + S_READERS; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(atomic_load(&g.bad), 0);
+
+	qt = qsbr_register(g.q);
+	assert_non_null(qt);
+	for (int c = 0; c < S_COUNTERS; c++) {
+		struct table_entry *e;
+
+		snprintf(k, sizeof(k), "counter-%d", c);
+		e = table_get(g.t, qt, hash_key(k, strlen(k)), k, strlen(k));
+		assert_non_null(e);
+		assert_int_equal(sval(e), atomic_load(&g.incs[c]));
+		want_bytes += strlen(k) + 8;
+	}
+	for (int id = 0; id < S_WRITERS; id++) {
+		for (int i = 0; i < S_ITERS; i++) {
+			struct table_entry *e;
+
+			key_of(k, sizeof(k), id, i);
+			e = table_get(g.t, qt, hash_key(k, strlen(k)), k,
+				      strlen(k));
+			if (!expect_present(i)) {
+				assert_null(e);
+				continue;
+			}
+			assert_non_null(e);
+			assert_int_equal(sval(e), expect_val(i));
+			want_count++;
+			want_bytes += strlen(k) + 8;
+		}
+	}
+	assert_int_equal(table_count(g.t), want_count);
+	assert_int_equal(table_bytes(g.t), want_bytes);
+	assert_int_equal(table_foreach(g.t, qt, count_cb, &walked), 0);
+	assert_int_equal(walked, want_count);
+	qsbr_unregister(qt);
+	table_destroy(g.t);
+	assert_int_equal(qsbr_pending(g.q), 0);
+	qsbr_destroy(g.q);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cas_mismatch, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_growth, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tombstone_reuse, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_count_bytes, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_foreach, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hash_collision, setup,
+						teardown),
+		cmocka_unit_test(test_stress),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
