@@ -554,6 +554,15 @@ int store_wake_arrived(struct wait_state *ws, uint32_t seq, struct outq *out)
 {
 	if (!ws->active || ws->seq != seq)
 		return 0;
+	/*
+	 * Acquire: pairs with the waker's final decrement in waiters_wake,
+	 * which follows its last write to our nodes. The wake-up may have
+	 * come through another ring (MSG_RING), an ordering the C memory
+	 * model cannot see; this load makes reusing the nodes for the next
+	 * wait safe without relying on it.
+	 */
+	if (atomic_load_explicit(&ws->pending, memory_order_acquire) != 0)
+		return 0;
 	ws->active = false;
 	ws->nnodes = 0;
 	int ret = put_u8(out, PROTO_WAIT_STOP);

@@ -341,10 +341,19 @@ uint64_t waiters_wake(struct waiters *w, uint64_t hash, const uint8_t *key,
 		struct wait_node *node = wk->head;
 		struct wait_state *ws = node->ws;
 		bool last = wk->nodes == 1;
+		/*
+		 * Read who and seq while our node is still linked: the owner
+		 * cannot start another wait before that. After the final
+		 * decrement the owner may reuse ws at once (its acquire load
+		 * in store_wake_arrived pairs with this seq_cst decrement), so
+		 * ws is not touched again.
+		 */
+		struct waiter_ref who = ws->who;
+		uint32_t seq = ws->seq;
 
 		unlink_node(s, node);
 		if (atomic_fetch_sub(&ws->pending, 1) == 1) {
-			deliver(darg, &ws->who, ws->seq);
+			deliver(darg, &who, seq);
 			woken++;
 		}
 		if (last)
