@@ -28,6 +28,7 @@
 #include "stats.h"
 #include "waiters.h"
 
+struct control_conn;
 struct store_thread;
 
 enum conn_state {
@@ -47,6 +48,7 @@ struct conn {
 	bool dirty;                /* on the reactor's dirty list */
 	bool rearm;                /* RECV must be re-armed after the batch */
 	bool in_hs;                /* on the reactor's handshake list */
+	bool close_after_send;     /* HTTP: close once the replies are out */
 	uint32_t inflight;         /* SQEs in flight that name this conn */
 	struct conn *next_dirty;   /* borrowed link */
 	struct conn *hs_next, *hs_prev; /* handshake list while validating */
@@ -58,6 +60,7 @@ struct conn {
 	struct msghdr msg;         /* lent to the kernel while sending */
 	struct iovec *iov;         /* owned, lent with msg */
 	uint32_t iov_cap;
+	struct control_conn *http; /* owned; set for control-plane clients */
 };
 
 /*

@@ -42,11 +42,10 @@ struct http_param {
  * describe it; they stay valid until the next http_feed or http_parser_free.
  */
 struct http_parser {
-	struct buf head;      /* owned: request line and headers, decoded in place */
+	struct buf head;      /* owned: request line and headers, decoded */
 	struct buf body;      /* owned: the body */
-	size_t scan;          /* where the search for the blank line resumes */
 	bool head_done;       /* the head has been parsed */
-	bool complete;        /* a request is ready; the next feed starts anew */
+	bool complete;        /* a request is ready; next feed starts anew */
 	int status;           /* after a failed feed: the status to answer */
 	const char *error;    /* ... and why (a static string) */
 	/* the request */

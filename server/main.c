@@ -13,6 +13,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -32,6 +34,9 @@ struct options {
 	int backlog;
 	size_t initial_keys;
 	uint64_t max_memory;
+	int control_port;           /* -1: no TCP control listener */
+	const char *control_bind;
+	const char *control_socket; /* Unix socket path, or NULL */
 };
 
 static void usage(FILE *f)
@@ -51,6 +56,9 @@ static void usage(FILE *f)
 "      --backlog N           listen backlog (default: the kernel maximum)\n"
 "Threads:\n"
 "  -t, --threads N           reactor threads, one io_uring each (default 1)\n"
+"      --accept MODE         'reuseport' (default): a listener per reactor,\n"
+"                            the kernel spreads connections; 'single':\n"
+"                            reactor 0 accepts and hands them out\n"
 "Limits (a request over a limit closes its connection; sizes take K/M/G):\n"
 "      --max-key-bytes N     longest key (default 8192)\n"
 "      --max-value-bytes N   longest value (default 8M)\n"
@@ -72,6 +80,10 @@ static void usage(FILE *f)
 "                            (default 1024)\n"
 "      --recv-buffer-size N  bytes per receive buffer (default 16384)\n"
 "      --initial-keys N      table slots to start with (default 1024)\n"
+"Control plane (HTTP: /health, /metrics, /handler/<name>; off by default):\n"
+"      --control-port N      serve it on TCP port N (0 picks a free one)\n"
+"      --control-bind ADDR   its address (default 127.0.0.1)\n"
+"      --control-socket PATH serve it on a Unix socket instead\n"
 "Other:\n"
 "  -l, --log-level LEVEL     error, warn, info (default) or debug\n"
 "  -h, --help                this text\n"
@@ -159,6 +171,10 @@ enum {
 	OPT_MAX_OUTPUT,
 	OPT_HANDSHAKE_TIMEOUT,
 	OPT_ALLOW,
+	OPT_ACCEPT,
+	OPT_CONTROL_PORT,
+	OPT_CONTROL_BIND,
+	OPT_CONTROL_SOCKET,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -189,6 +205,11 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "handshake-timeout", required_argument, NULL,
 		  OPT_HANDSHAKE_TIMEOUT },
 		{ "allow", required_argument, NULL, OPT_ALLOW },
+		{ "accept", required_argument, NULL, OPT_ACCEPT },
+		{ "control-port", required_argument, NULL, OPT_CONTROL_PORT },
+		{ "control-bind", required_argument, NULL, OPT_CONTROL_BIND },
+		{ "control-socket", required_argument, NULL,
+		  OPT_CONTROL_SOCKET },
 		{ 0 }
 	};
 	int c, lvl;
@@ -281,6 +302,27 @@ static void parse_args(int argc, char **argv, struct options *o,
 		case OPT_ALLOW:
 			add_allow(cfg, optarg);
 			break;
+		case OPT_CONTROL_PORT:
+			o->control_port = (int)parse_num("control-port", optarg,
+							 0, 65535);
+			break;
+		case OPT_CONTROL_BIND:
+			o->control_bind = optarg;
+			break;
+		case OPT_CONTROL_SOCKET:
+			o->control_socket = optarg;
+			break;
+		case OPT_ACCEPT:
+			if (!strcmp(optarg, "single")) {
+				cfg->single_acceptor = true;
+			} else if (!strcmp(optarg, "reuseport")) {
+				cfg->single_acceptor = false;
+			} else {
+				fprintf(stderr, "ringstore: --accept wants "
+						"'reuseport' or 'single'\n");
+				exit(2);
+			}
+			break;
 		default:
 			usage(stderr);
 			exit(2);
@@ -323,6 +365,39 @@ static int systemd_fd(void)
 	return 3; /* SD_LISTEN_FDS_START */
 }
 
+/*
+ * Listen on a Unix socket at @path (owner-only access). A stale socket file
+ * left by an earlier run is replaced; any other file is an error.
+ */
+static int unix_listen(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, err;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	if (!lstat(path, &st)) {
+		if (!S_ISSOCK(st.st_mode))
+			return -EEXIST;
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	mode_t old = umask(0077);
+	err = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 128)
+		      ? -errno
+		      : 0;
+	umask(old);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
 /* Check that @fd is a listening stream socket. */
 static int check_listener(int fd)
 {
@@ -337,11 +412,12 @@ static int check_listener(int fd)
 int main(int argc, char **argv)
 {
 	struct options o = { .port = 29500, .listen_fd = -1, .backlog = -1,
-			     .initial_keys = 1024 };
-	struct server srv = { 0 };
+			     .initial_keys = 1024, .control_port = -1,
+			     .control_bind = "127.0.0.1" };
+	struct server srv = { .control_fd = -1 };
 	int *fds = NULL, ret, exit_code = 1;
 	uint32_t nfds = 0;
-	char addr[NET_ADDRSTRLEN];
+	char addr[NET_ADDRSTRLEN], caddr[NET_ADDRSTRLEN + 4096];
 	sigset_t sigs;
 
 	proto_limits_default(&srv.cfg.limits);
@@ -380,8 +456,11 @@ int main(int argc, char **argv)
 			fds[i] = o.listen_fd;
 		nfds = 1;
 	} else {
-		bool reuseport = srv.cfg.threads > 1;
-		for (uint32_t i = 0; i < srv.cfg.threads; i++) {
+		bool reuseport = srv.cfg.threads > 1 && !srv.cfg.single_acceptor;
+		uint32_t nlisten = srv.cfg.single_acceptor ? 1 : srv.cfg.threads;
+		for (uint32_t i = 1; i < srv.cfg.threads; i++)
+			fds[i] = -1;
+		for (uint32_t i = 0; i < nlisten; i++) {
 			ret = net_listen(o.bind, o.port, o.backlog, reuseport);
 			if (ret < 0) {
 				log_error("cannot listen on %s port %u: %s",
@@ -399,6 +478,32 @@ int main(int argc, char **argv)
 	if (ret < 0) {
 		log_error("getsockname: %s", strerror(-ret));
 		goto out;
+	}
+
+	if (o.control_port >= 0 && o.control_socket) {
+		log_error("use --control-port or --control-socket, not both");
+		goto out;
+	}
+	if (o.control_port >= 0) {
+		ret = net_listen(o.control_bind, (uint16_t)o.control_port, 128,
+				 false);
+		if (ret < 0) {
+			log_error("cannot listen for the control plane on %s "
+				  "port %d: %s", o.control_bind, o.control_port,
+				  strerror(-ret));
+			goto out;
+		}
+		srv.control_fd = ret;
+		net_local_addr(ret, caddr, sizeof(caddr));
+	} else if (o.control_socket) {
+		ret = unix_listen(o.control_socket);
+		if (ret < 0) {
+			log_error("cannot listen on %s: %s", o.control_socket,
+				  strerror(-ret));
+			goto out;
+		}
+		srv.control_fd = ret;
+		snprintf(caddr, sizeof(caddr), "unix:%s", o.control_socket);
 	}
 
 	ret = store_init(&srv.store, o.initial_keys);
@@ -427,6 +532,8 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("ringstore listening on %s\n", addr);
+	if (srv.control_fd >= 0)
+		printf("ringstore control on %s\n", caddr);
 	fflush(stdout);
 	log_info("ringstore %s: %u reactor thread%s, limits: key %" PRIu64
 		 " B, value %" PRIu64 " B, %" PRIu64 " keys/request",
@@ -461,5 +568,10 @@ out:
 		close(fds[i]);
 	free(fds);
 	free(srv.cfg.allow);
+	if (srv.control_fd >= 0) {
+		close(srv.control_fd);
+		if (o.control_socket)
+			unlink(o.control_socket);
+	}
 	return exit_code;
 }

@@ -37,6 +37,7 @@
 
 #include "compiler.h"
 #include "conn.h"
+#include "control.h"
 #include "log.h"
 #include "net.h"
 #include "qsbr.h"
@@ -49,6 +50,8 @@ enum tag_op {
 	TAG_MSGSENT,  /* our MSG_RING finished: slot = message index */
 	TAG_STOP,     /* the eventfd read */
 	TAG_BACKOFF,  /* accept back-off timer */
+	TAG_NEWCONN,  /* a socket handed over by the acceptor: res = fd */
+	TAG_CACCEPT,  /* the control plane's listener (reactor 0) */
 };
 
 #define TAG_GEN_MASK 0xffffffu
@@ -96,6 +99,7 @@ struct reactor {
 	bool ring_ok;
 	bool stopping;
 	bool accept_armed;
+	uint32_t next_target;         /* round robin of the single acceptor */
 
 	struct io_uring_buf_ring *br; /* owned mmap, lent to the kernel */
 	size_t br_bytes;
@@ -119,6 +123,7 @@ struct reactor {
 
 	struct store_thread th;
 	struct stats stats;
+	struct buf http_out;          /* owned: control-plane responses */
 	int stop_fd;
 	uint64_t stop_val;            /* lent to the kernel (eventfd read) */
 	struct __kernel_timespec backoff;
@@ -306,6 +311,8 @@ static struct conn *conn_open(struct reactor *r, int fd,
 	c->fill = 0;
 	c->inflight = 0;
 	c->recv_armed = c->sending = c->dirty = c->rearm = false;
+	c->close_after_send = false;
+	c->http = NULL;
 	proto_decoder_init(&c->dec, &r->srv->cfg.limits, true);
 	wait_state_init(&c->ws, (struct waiter_ref){ .reactor = r->id,
 						     .slot = c->slot,
@@ -329,6 +336,10 @@ static void conn_release(struct reactor *r, struct conn *c)
 		return;
 	close(c->fd);
 	c->fd = -1;
+	if (c->http) {
+		control_conn_destroy(c->http);
+		c->http = NULL;
+	}
 	outq_free(&c->oq[0]);
 	outq_free(&c->oq[1]);
 	buf_free(&c->spill);
@@ -360,6 +371,13 @@ static void conn_close(struct reactor *r, struct conn *c, enum stats_close why,
 
 	if (c->state != CONN_OPEN)
 		return;
+	if (c->http) {
+		/* Control-plane clients are not counted as store clients. */
+		c->state = CONN_CLOSING;
+		shutdown(c->fd, SHUT_RDWR);
+		conn_release(r, c);
+		return;
+	}
 	stat_add(&r->stats.closed[why], 1);
 	stat_add(&r->stats.active, (uint64_t)-1);
 	if (why == STATS_CLOSE_PROTO) {
@@ -454,6 +472,8 @@ static void flush(struct reactor *r)
 			arm_recv(r, c);
 		if (!c->sending)
 			start_send(r, c);
+		if (!c->sending && c->close_after_send)
+			conn_close(r, c, STATS_CLOSE_EOF, 0);
 	}
 }
 
@@ -534,8 +554,12 @@ static void on_msgsent(struct reactor *r, uint32_t i, int res)
 		msg_submit(r, (int32_t)i); /* target CQ full: try again */
 		return;
 	}
-	if (res < 0 && !r->srv->stopping)
+	if (res < 0 && tag_op(r->msgs[i].data) == TAG_NEWCONN) {
+		/* The target is gone (shutting down): drop the socket. */
+		close((int)r->msgs[i].seq);
+	} else if (res < 0 && !r->srv->stopping) {
 		log_error("cross-reactor wake-up failed: %s", strerror(-res));
+	}
 	r->msgs[i].next_free = r->msg_free;
 	r->msg_free = (int32_t)i;
 }
@@ -618,6 +642,71 @@ static void admit(struct reactor *r, int fd)
 	}
 }
 
+/*
+ * With a single acceptor, spread new sockets round robin over the reactors:
+ * the fd number travels in a MSG_RING to its new owner, which admits it.
+ */
+static void hand_out(struct reactor *r, int fd)
+{
+	uint32_t n = r->srv->nreactors, target;
+	int32_t i;
+
+	if (!r->srv->cfg.single_acceptor || n == 1) {
+		admit(r, fd);
+		return;
+	}
+	target = r->next_target++ % n;
+	if (target == r->id || (i = msg_alloc(r)) < 0) {
+		admit(r, fd);
+		return;
+	}
+	r->msgs[i].target = target;
+	r->msgs[i].seq = (uint32_t)fd;
+	r->msgs[i].data = tag_make(TAG_NEWCONN, 0, 0);
+	msg_submit(r, i);
+}
+
+static void arm_control_accept(struct reactor *r)
+{
+	struct io_uring_sqe *sqe = get_sqe(r);
+
+	io_uring_prep_multishot_accept(sqe, r->srv->control_fd, NULL, NULL,
+				       SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, tag_make(TAG_CACCEPT, 0, 0));
+}
+
+/* A control-plane client: HTTP instead of the store protocol. */
+static void on_control_accept(struct reactor *r, struct io_uring_cqe *cqe)
+{
+	int fd = cqe->res;
+	struct sockaddr_in6 none = { 0 };
+	struct conn *c;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE) && !r->stopping)
+		arm_control_accept(r);
+	if (fd < 0)
+		return;
+	if (r->stopping) {
+		close(fd);
+		return;
+	}
+	struct control_conn *cc = control_conn_create(r->srv->control);
+	if (!cc || !(c = conn_open(r, fd, &none))) {
+		if (cc)
+			control_conn_destroy(cc);
+		log_error("out of memory accepting a control connection");
+		close(fd);
+		return;
+	}
+	c->http = cc;
+	c->close_after_send = false;
+	hs_unlink(r, c);
+	/* conn_open counted a store client; this one is not. */
+	stat_add(&r->stats.accepted, (uint64_t)-1);
+	stat_add(&r->stats.active, (uint64_t)-1);
+	stat_add(&r->stats.control_conns, 1);
+}
+
 static void on_accept(struct reactor *r, struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
@@ -626,7 +715,7 @@ static void on_accept(struct reactor *r, struct io_uring_cqe *cqe)
 	if (!more)
 		r->accept_armed = false;
 	if (res >= 0) {
-		admit(r, res);
+		hand_out(r, res);
 	} else {
 		stat_add(&r->stats.accept_errors, 1);
 		if (res == -EMFILE || res == -ENFILE || res == -ENOMEM ||
@@ -651,6 +740,27 @@ static void on_accept(struct reactor *r, struct io_uring_cqe *cqe)
 
 /* ---- receiving ------------------------------------------------------- */
 
+/* Bytes from a control-plane client: answer through its reply queue. */
+static void http_input(struct reactor *r, struct conn *c, const uint8_t *p,
+		       size_t n)
+{
+	int ret = control_conn_input(c->http, p, n, &r->http_out);
+
+	if (ret >= 0 && buf_used(&r->http_out) &&
+	    outq_put(conn_out(c), buf_head(&r->http_out),
+		     buf_used(&r->http_out)))
+		ret = -ENOMEM;
+	buf_reset(&r->http_out);
+	buf_shrink(&r->http_out, 1 << 20);
+	if (ret < 0) {
+		conn_close(r, c, STATS_CLOSE_NOMEM, ret);
+		return;
+	}
+	if (ret == 1)
+		c->close_after_send = true;
+	mark_dirty(r, c);
+}
+
 static void on_recv(struct reactor *r, struct conn *c, struct io_uring_cqe *cqe)
 {
 	int res = cqe->res;
@@ -662,7 +772,10 @@ static void on_recv(struct reactor *r, struct conn *c, struct io_uring_cqe *cqe)
 	}
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		if (c->state == CONN_OPEN) {
+		if (c->state == CONN_OPEN && c->http) {
+			http_input(r, c, r->bufs + (size_t)bid * r->bufsize,
+				   (size_t)res);
+		} else if (c->state == CONN_OPEN) {
 			const uint8_t *p = r->bufs + (size_t)bid * r->bufsize;
 			stat_add(&r->stats.bytes_in, (uint64_t)res);
 			int ret = conn_input(c, &r->th, p, (size_t)res, &why,
@@ -700,11 +813,14 @@ static void on_send(struct reactor *r, struct conn *c, int res)
 	if (res < 0) {
 		conn_close(r, c, STATS_CLOSE_IO, res);
 	} else {
-		stat_add(&r->stats.bytes_out, (uint64_t)res);
+		if (!c->http)
+			stat_add(&r->stats.bytes_out, (uint64_t)res);
 		outq_consume(&c->oq[c->fill ^ 1], (uint64_t)res);
 		if (c->state == CONN_OPEN &&
 		    (outq_len(&c->oq[0]) || outq_len(&c->oq[1])))
 			mark_dirty(r, c);
+		else if (c->state == CONN_OPEN && c->close_after_send)
+			conn_close(r, c, STATS_CLOSE_EOF, 0);
 	}
 	conn_release(r, c);
 }
@@ -723,6 +839,8 @@ static void arm_stop(struct reactor *r)
 static void begin_stop(struct reactor *r)
 {
 	r->stopping = true;
+	if (r->id == 0 && r->srv->control)
+		control_shutting_down(r->srv->control, true);
 	for (uint32_t ch = 0; ch < r->nchunks; ch++)
 		for (uint32_t i = 0; i < CONN_CHUNK; i++) {
 			struct conn *c = &r->chunks[ch][i];
@@ -763,6 +881,12 @@ static void handle_cqe(struct reactor *r, struct io_uring_cqe *cqe)
 	case TAG_STOP:
 		if (!r->stopping)
 			begin_stop(r);
+		return;
+	case TAG_NEWCONN:
+		admit(r, cqe->res);
+		return;
+	case TAG_CACCEPT:
+		on_control_accept(r, cqe);
 		return;
 	case TAG_BACKOFF:
 		if (!r->accept_armed && !r->stopping)
@@ -875,7 +999,16 @@ static void *reactor_main(void *arg)
 	if (ret)
 		return NULL;
 	arm_stop(r);
-	arm_accept(r);
+	if (r->listen_fd >= 0)
+		arm_accept(r);
+	if (r->id == 0 && r->srv->control_fd >= 0) {
+		r->srv->control = control_create(r->srv, &r->th);
+		if (r->srv->control)
+			arm_control_accept(r);
+		else
+			log_error("cannot create the control plane: out of "
+				  "memory");
+	}
 	loop(r);
 	teardown(r);
 	return NULL;
@@ -938,6 +1071,8 @@ static void teardown(struct reactor *r)
 				continue;
 			if (c->state == CONN_OPEN)
 				store_client_gone(&r->th, &c->ws);
+			if (c->http)
+				control_conn_destroy(c->http);
 			close(c->fd);
 			outq_free(&c->oq[0]);
 			outq_free(&c->oq[1]);
@@ -948,6 +1083,11 @@ static void teardown(struct reactor *r)
 		free(r->chunks[ch]);
 	}
 	r->nchunks = 0;
+	if (r->id == 0 && r->srv->control) {
+		control_destroy(r->srv->control);
+		r->srv->control = NULL;
+	}
+	buf_free(&r->http_out);
 	if (r->th.qt)
 		store_thread_destroy(&r->th);
 }

@@ -22,6 +22,7 @@
 #include "stats.h"
 #include "store.h"
 
+struct control;
 struct reactor;
 
 struct net_cidr;
@@ -34,6 +35,7 @@ struct server_config {
 	uint32_t handshake_ms;   /* time allowed before VALIDATE; 0: none */
 	struct net_cidr *allow;  /* owned; empty: every address allowed */
 	uint32_t nallow;
+	bool single_acceptor;    /* reactor 0 accepts and hands sockets out */
 	uint32_t buf_count;   /* provided receive buffers per reactor (2^n) */
 	uint32_t buf_size;    /* bytes per receive buffer */
 	uint32_t ring_entries;
@@ -46,6 +48,8 @@ struct server {
 	uint32_t nreactors;
 	atomic_bool stopping;
 	atomic_uint_fast64_t conns; /* open client connections, all reactors */
+	int control_fd;             /* HTTP control listener, or -1 */
+	struct control *control;    /* owned by reactor 0's thread */
 };
 
 /*
@@ -54,6 +58,7 @@ struct server {
  * Returns NULL on ENOMEM.
  */
 struct reactor *reactor_create(struct server *srv, uint32_t id, int listen_fd);
+/* (listen_fd -1: this reactor accepts nothing itself.) */
 /* Start the thread; waits until its ring is up. Returns 0 or -errno. */
 int reactor_start(struct reactor *r);
 /* Ask the reactor to stop (any thread, async-signal-unsafe). */

@@ -60,6 +60,7 @@ struct stats {
 	stat_t stale_cqes;
 	stat_t enobufs;
 	stat_t rejected;                     /* closed at accept (limit, allow) */
+	stat_t control_conns;                /* control-plane HTTP connections */
 };
 
 static inline void stat_add(stat_t *s, uint64_t n)

@@ -450,11 +450,12 @@ static int op_barrier(struct store_thread *th, struct wait_state *ws,
 
 	if (ret)
 		return ret;
-	/* Enlist before arriving, so the final arrival cannot miss us. */
+	/* Enlist before arriving, so the final arrival cannot miss us. The
+	 * views read barrier_ws under the stripe lock: set it first. */
+	ws->barrier_ws = r->num;
 	ret = waiters_enlist(th->st->waiters, ws, h, r->key.p, r->key.len);
 	if (ret)
 		return ret;
-	ws->barrier_ws = r->num;
 	ret = do_add(th, &r->key, h, 1, &count);
 	if (ret) {
 		waiters_cancel(th->st->waiters, ws);

@@ -53,6 +53,7 @@
 
 static const char *server_bin;
 static const char *server_threads;
+static char **server_extra; /* more flags for the server, NULL-terminated */
 static pid_t server_pid;
 static uint16_t server_port;
 
@@ -205,9 +206,15 @@ static int start_server(void **state)
 		dup2(out[1], STDOUT_FILENO);
 		close(out[0]);
 		close(out[1]);
-		execl(server_bin, server_bin, "--port", "0", "--bind",
-		      "127.0.0.1", "--threads", server_threads, "--log-level",
-		      "warn", (char *)NULL);
+		char *args[32] = { (char *)server_bin, "--port", "0", "--bind",
+				   "127.0.0.1", "--threads",
+				   (char *)server_threads, "--log-level",
+				   "warn" };
+		int na = 9;
+		for (char **e = server_extra; *e && na < 31; e++)
+			args[na++] = *e;
+		args[na] = NULL;
+		execv(server_bin, args);
 		_exit(127);
 	}
 	close(out[1]);
@@ -625,11 +632,13 @@ int main(int argc, char **argv)
 	};
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s RINGSTORE_BINARY THREADS\n", argv[0]);
+		fprintf(stderr, "usage: %s RINGSTORE_BINARY THREADS [FLAGS...]\n",
+			argv[0]);
 		return 2;
 	}
 	server_bin = argv[1];
 	server_threads = argv[2];
+	server_extra = argv + 3;
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests_name("stress", tests, start_server,
 					   stop_server);

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control.h - the control plane: a registry of named handlers behind a small
+ * HTTP/1.1 server (shared/DESIGN.md "Control plane").
+ *
+ * Routes: GET /health ("ok", 503 while shutting down), GET /metrics
+ * (Prometheus text), GET /handler/ (JSON list of names), GET or POST
+ * /handler/<name> (run it). HEAD is accepted wherever GET is. Built-in
+ * handlers: keys, waiters, barriers, stats, ping.
+ *
+ * Sans-I/O like http.h: the reactor feeds each received chunk of an HTTP
+ * connection to control_conn_input and sends what it appended. Everything
+ * runs on the one reactor thread that owns the control plane (reactor 0),
+ * with that reactor's store_thread, so handlers may read the table between
+ * quiescent points. Handlers run on the event loop: they must not block.
+ */
+#ifndef RS_SERVER_CONTROL_H
+#define RS_SERVER_CONTROL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "http.h"
+
+struct control;
+struct control_conn;
+struct server;
+struct stats;
+struct store;
+struct store_thread;
+
+struct control_request {
+	const char *method;               /* "GET", "POST" or "HEAD" */
+	const char *path;                 /* decoded, e.g. "/handler/keys" */
+	const struct http_param *params;  /* decoded query parameters */
+	size_t nparams;
+	const uint8_t *body;              /* Content-Length bytes */
+	size_t body_len;
+};
+
+struct control_response {
+	int status;               /* 200 unless the handler says otherwise */
+	const char *content_type; /* static string; plain text unless set */
+	struct buf body;          /* owned by the control plane; append here */
+};
+
+/*
+ * A handler fills @resp from @req. Returns 0, or -errno for a failure that
+ * becomes a 500 (anything already in resp->body is dropped). Handlers run on
+ * the event loop and must not block it.
+ */
+typedef int (*control_handler_fn)(void *arg, const struct control_request *req,
+				  struct control_response *resp);
+
+/*
+ * Create the control plane of @srv (borrowed; NULL: report no reactor
+ * counters) for the thread that owns @th (borrowed: the handle of the
+ * reactor that serves HTTP). Registers the built-in handlers. Returns NULL
+ * on ENOMEM.
+ */
+struct control *control_create(struct server *srv, struct store_thread *th);
+void control_destroy(struct control *c);
+
+/*
+ * Add handler @name (1 to 64 printable characters, no '/'). @arg is passed
+ * to @fn. Returns 0, -EINVAL, -EEXIST or -ENOMEM.
+ */
+int control_register(struct control *c, const char *name,
+		     control_handler_fn fn, void *arg);
+/* Is @name registered? */
+bool control_lookup(const struct control *c, const char *name);
+/* Registered names, in registration order: @i from 0 to count - 1. */
+size_t control_count(const struct control *c);
+const char *control_name(const struct control *c, size_t i);
+
+/* While on, /health answers 503 and every response closes its connection. */
+void control_shutting_down(struct control *c, bool on);
+
+/* Query parameter @name of @req (first occurrence), or NULL. */
+const char *control_param(const struct control_request *req, const char *name,
+			  size_t *len);
+
+/*
+ * Route one request and append the complete HTTP response to @out. @flags
+ * are http_response's (HTTP_R_CLOSE, HTTP_R_HEAD). Returns 0 or -ENOMEM.
+ */
+int control_handle(struct control *c, const struct control_request *req,
+		   struct buf *out, unsigned flags);
+
+/*
+ * The metrics in Prometheus text format (@json false) or as one JSON object
+ * (@json true), appended to @out: @n per-reactor counter blocks @rs (index =
+ * reactor id) and the live sizes of @st. Returns 0 or -ENOMEM.
+ */
+int control_metrics(struct buf *out, bool json, const struct stats *const *rs,
+		    size_t n, struct store *st);
+
+/* One HTTP connection's state. Returns NULL on ENOMEM. */
+struct control_conn *control_conn_create(struct control *c);
+void control_conn_destroy(struct control_conn *cc);
+
+/*
+ * Feed @n received bytes of the connection. Every complete request among
+ * them (pipelined ones in order) is answered by appending to @out. Returns
+ * 0 to keep reading, 1 to send @out and then close (a refused request,
+ * "Connection: close", HTTP/1.0, shutdown, or too much output queued), or
+ * -ENOMEM to close at once.
+ */
+int control_conn_input(struct control_conn *cc, const uint8_t *p, size_t n,
+		       struct buf *out);
+
+#endif

@@ -1,0 +1,575 @@
+"""The control plane over real HTTP (issue 6).
+
+The server runs with ``--control-port 0`` (an ephemeral port on 127.0.0.1) or
+``--control-socket PATH`` and prints a second stdout line,
+``ringstore control on ADDR:PORT``. conftest's starter insists on exactly one
+stdout line, so this file starts its servers itself (with conftest's process
+registry, so the watchdog still covers them).
+
+Covered: every endpoint and built-in handler, the errors for bad requests
+(400/404/405/411/413/431/505, and that refused connections are closed),
+keep-alive and pipelining, metrics that change as store clients connect and
+operate (parsed with prometheus_client's text parser), and the waiters and
+barriers views during a pending rendezvous. ringstore only.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import (Server, i64, req, ringstore_bin, s, spawn, u32, u64,
+                      unregister_proc, _kill_group)
+
+pytestmark = pytest.mark.ringstore_only
+
+LISTEN_RX = re.compile(r"^ringstore listening on (\S+):(\d+)\s*$")
+CONTROL_RX = re.compile(r"^ringstore control on (\S+):(\d+)\s*$")
+
+
+class ControlServer(Server):
+    """A ringstore server with its control plane address."""
+
+    control: tuple[str, int] | None = None
+    control_socket: str | None = None
+
+
+def _start(tmp_path, *flags, threads=1) -> ControlServer:
+    binary = ringstore_bin()
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        pytest.fail(f"ringstore binary not found at {binary}", pytrace=False)
+    idx = len(list(tmp_path.glob("cp-*.err")))
+    err = tmp_path / f"cp-{idx}.err"
+    out = tmp_path / f"cp-{idx}.out"
+    args = [str(binary), "--port", "0", "--bind", "127.0.0.1", "--log-level", "debug",
+            "--threads", str(threads), *[str(f) for f in flags]]
+    want_control_line = "--control-port" in flags
+    sock_path = None
+    if "--control-socket" in flags:
+        sock_path = str(flags[list(flags).index("--control-socket") + 1])
+    with open(err, "wb") as ferr, open(out, "wb") as fout:
+        proc = spawn(args, stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        text = out.read_text(errors="replace")
+        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+        listen = [m for m in map(LISTEN_RX.match, lines) if m]
+        control = [m for m in map(CONTROL_RX.match, lines) if m]
+        ready = listen and (control or not want_control_line)
+        if ready and sock_path and not os.path.exists(sock_path):
+            ready = False
+        if ready:
+            srv = ControlServer("ringstore", "127.0.0.1", int(listen[0].group(2)), proc, err, out)
+            if control:
+                host = control[0].group(1).strip("[]")
+                srv.control = (host, int(control[0].group(2)))
+                assert srv.control[1] > 0
+            srv.control_socket = sock_path
+            return srv
+        if proc.poll() is not None:
+            pytest.fail(f"ringstore exited with {proc.returncode}; args={args}\n"
+                        f"stdout:\n{text}\nstderr:\n{err.read_text(errors='replace')}",
+                        pytrace=False)
+        if time.monotonic() > deadline:
+            _kill_group(proc)
+            pytest.fail(f"ringstore did not print its listening/control lines within 10s; "
+                        f"stdout:\n{text}\nstderr:\n{err.read_text(errors='replace')}",
+                        pytrace=False)
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def cp_factory(tmp_path):
+    started: list[ControlServer] = []
+
+    def make(*flags, threads=1) -> ControlServer:
+        srv = _start(tmp_path, *flags, threads=threads)
+        started.append(srv)
+        return srv
+
+    yield make
+    problems = []
+    for srv in started:
+        if srv.exit_code is None:
+            if srv.proc.poll() is not None:
+                problems.append(f"{srv} died with {srv.proc.returncode}; log:\n{srv.log_tail()}")
+                unregister_proc(srv.proc)
+                continue
+            rc = srv.stop()
+            if rc != 0:
+                problems.append(f"{srv} exited with {rc} on SIGTERM; log:\n{srv.log_tail()}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def cp(cp_factory) -> ControlServer:
+    return cp_factory("--control-port", "0")
+
+
+# --------------------------------------------------------------------------------------
+# HTTP helpers
+# --------------------------------------------------------------------------------------
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=5.0):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+def connect(srv: ControlServer) -> http.client.HTTPConnection:
+    if srv.control is not None:
+        return http.client.HTTPConnection(*srv.control, timeout=5)
+    return UnixHTTPConnection(srv.control_socket)
+
+
+def call(srv, method, path, body=None, headers=None):
+    """One request on a fresh connection: (status, headers dict, body bytes)."""
+    conn = connect(srv)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def get_json(srv, path):
+    status, hdrs, body = call(srv, "GET", path)
+    assert status == 200, (path, status, body)
+    assert hdrs["content-type"].startswith("application/json")
+    return json.loads(body)
+
+
+def raw_socket(srv) -> socket.socket:
+    if srv.control is not None:
+        sock = socket.create_connection(srv.control, timeout=5)
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(srv.control_socket)
+    return sock
+
+
+def read_response(sock, buf=b""):
+    """Read one HTTP response from sock: (status, headers, body, leftover bytes)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError(f"EOF in response head; got {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    n = int(hdrs.get("content-length", "0"))
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise EOFError("EOF in response body")
+        rest += chunk
+    return status, hdrs, rest[:n], rest[n:]
+
+
+def assert_closed(sock, timeout=5.0):
+    sock.settimeout(timeout)
+    try:
+        data = sock.recv(65536)
+    except ConnectionResetError:
+        return
+    except socket.timeout:
+        raise AssertionError("server did not close the connection")
+    assert data == b"", f"expected EOF, got {data[:100]!r}"
+
+
+def scrape(srv, conn=None) -> dict:
+    """GET /metrics, parsed by prometheus_client: {(sample name, labels): value}.
+
+    With @conn (a kept-alive HTTPConnection) the scrape does not open a new
+    connection, so connection counters move only with the store clients."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if conn is None:
+        status, hdrs, body = call(srv, "GET", "/metrics")
+    else:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        status, hdrs, body = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    assert status == 200
+    assert hdrs["content-type"].startswith("text/plain")
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        assert fam.name.startswith("ringstore_"), fam.name
+        assert fam.type in ("counter", "gauge"), (fam.name, fam.type)
+        assert fam.documentation, fam.name
+        for smp in fam.samples:
+            out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    return out
+
+
+def metric(m, name, **labels):
+    return m[(name, tuple(sorted(labels.items())))]
+
+
+def wait_until(fn, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------------------
+# Endpoints
+# --------------------------------------------------------------------------------------
+
+def test_health_and_index(cp):
+    assert call(cp, "GET", "/health")[::2] == (200, b"ok")
+    status, hdrs, body = call(cp, "HEAD", "/health")
+    assert status == 200 and body == b"" and hdrs["content-length"] == "2"
+    status, _, body = call(cp, "GET", "/")
+    assert status == 200 and b"/metrics" in body
+
+
+def test_control_port_is_loopback(cp):
+    assert cp.control[0] in ("127.0.0.1", "::ffff:127.0.0.1")
+
+
+def test_handler_list_and_ping(cp):
+    names = get_json(cp, "/handler/")
+    assert {"keys", "waiters", "barriers", "stats", "ping"} <= set(names)
+    for method in ("GET", "POST"):
+        status, hdrs, body = call(cp, method, "/handler/ping")
+        assert (status, body) == (200, b"pong")
+    status, _, body = call(cp, "POST", "/handler/ping", body=b"ignored")
+    assert (status, body) == (200, b"pong")
+
+
+def test_stats_handler(cp):
+    with cp.raw() as c:
+        c.send(req("SET", s(b"/x"), s(b"1")) + req("PING", u32(7)))
+        assert c.recv_exact(4) == u32(7)
+        st = get_json(cp, "/handler/stats")
+    assert st["ringstore_keys"] == 1
+    assert st["ringstore_requests_total"]["SET"] == 1
+    assert st["ringstore_connections_active"] == 1
+    assert st["ringstore_reactors"] == 1
+
+
+def test_keys_handler(cp):
+    with cp.raw() as c:
+        c.send(req("SET", s(b"/app/b"), s(b"two"))
+               + req("SET", s(b"/app/a"), s(b"one"))
+               + req("SET", s(b"/bin\xff"), s(b"\x00\x01"))
+               + req("ADD", s(b"/n"), i64(5)))
+        assert c.recv_i64() == 5
+        k = get_json(cp, "/handler/keys")
+        assert k["count"] == 4 and k["returned"] == 4 and not k["truncated"]
+        keys = {e["key"]: e for e in k["keys"]}
+        assert keys["/app/a"] == {"key": "/app/a", "size": 3, "value": "one"}
+        assert keys["/n"]["value"] == "5"
+        assert keys["/bin\u00ff"]["size"] == 2 and "value" not in keys["/bin\u00ff"]
+        k = get_json(cp, "/handler/keys?prefix=%2Fapp%2F&limit=1")
+        assert k["returned"] == 1 and k["truncated"]
+        assert k["keys"][0]["key"] == "/app/a"
+        k = get_json(cp, "/handler/keys?prefix=/app/")
+        assert [e["key"] for e in k["keys"]] == ["/app/a", "/app/b"]
+    status, hdrs, body = call(cp, "GET", "/handler/keys?limit=nope")
+    assert status == 400 and "error" in json.loads(body)
+
+
+# --------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------
+
+def test_not_found_and_method_not_allowed(cp):
+    status, hdrs, body = call(cp, "GET", "/nope")
+    assert status == 404 and "error" in json.loads(body)
+    status, hdrs, body = call(cp, "POST", "/handler/nope")
+    assert status == 404 and "nope" in json.loads(body)["error"]
+    status, hdrs, body = call(cp, "PUT", "/health")
+    assert status == 405 and "GET" in hdrs["allow"]
+    status, hdrs, body = call(cp, "DELETE", "/handler/keys")
+    assert status == 405 and "POST" in hdrs["allow"]
+    status, hdrs, body = call(cp, "POST", "/metrics")
+    assert status == 405
+
+
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"NOT HTTP AT ALL\r\n\r\n", 400),
+    (b"GET /health HTTP/2.0\r\n\r\n", 505),
+    (b"GET /a%zz HTTP/1.1\r\n\r\n", 400),
+    (b"GET /health HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+    (b"POST /handler/ping HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+    (b"POST /handler/ping HTTP/1.1\r\nContent-Length: 100000\r\n\r\n", 413),
+    (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+])
+def test_bad_requests_answered_then_closed(cp, request_bytes, status):
+    with raw_socket(cp) as sock:
+        try:
+            sock.sendall(request_bytes)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while we were still sending an oversized request
+        got, hdrs, body, _ = read_response(sock)
+        assert got == status
+        assert hdrs["connection"] == "close"
+        assert "error" in json.loads(body)
+        assert_closed(sock)
+    # the server is fine afterwards
+    assert call(cp, "GET", "/health")[0] == 200
+
+
+def test_endless_head_is_cut_off(cp):
+    # Exactly the head limit, a byte at a time at first, never a blank line.
+    with raw_socket(cp) as sock:
+        sock.sendall(b"G")
+        sock.sendall(b"ET /")
+        for _ in range(8):
+            sock.sendall(b"X" * (1024 - (5 if _ == 0 else 0)))
+        status, _, _, _ = read_response(sock)
+        assert status == 431
+        assert_closed(sock)
+
+
+# --------------------------------------------------------------------------------------
+# Connection handling
+# --------------------------------------------------------------------------------------
+
+def test_keep_alive(cp):
+    conn = connect(cp)
+    try:
+        conn.request("GET", "/health")
+        r = conn.getresponse()
+        assert r.read() == b"ok" and r.getheader("Connection") == "keep-alive"
+        sock = conn.sock
+        for _ in range(5):
+            conn.request("GET", "/handler/ping")
+            assert conn.getresponse().read() == b"pong"
+        assert conn.sock is sock, "the connection was not kept alive"
+    finally:
+        conn.close()
+
+
+def test_pipelined_requests_in_order(cp):
+    with raw_socket(cp) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\n\r\n"
+                     b"POST /handler/ping HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+                     b"GET /handler/ HTTP/1.1\r\n\r\n"
+                     b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n")
+        rest = b""
+        seen = []
+        for _ in range(4):
+            status, hdrs, body, rest = read_response(sock, rest)
+            seen.append((status, body[:6]))
+        assert seen == [(200, b"ok"), (200, b"pong"), (200, b'["barr'), (404, b'{"erro')]
+        assert rest == b""
+        assert_closed(sock)
+
+
+def test_http10_closes(cp):
+    with raw_socket(cp) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        status, hdrs, body, _ = read_response(sock)
+        assert (status, body, hdrs["connection"]) == (200, b"ok", "close")
+        assert_closed(sock)
+
+
+def test_unix_socket(cp_factory, tmp_path):
+    path = str(tmp_path / "control.sock")
+    srv = cp_factory("--control-socket", path)
+    assert srv.control is None
+    assert call(srv, "GET", "/health")[::2] == (200, b"ok")
+    assert "ping" in get_json(srv, "/handler/")
+    scrape(srv)
+
+
+# --------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------
+
+def test_metrics_parse_and_families(cp):
+    m = scrape(cp)
+    names = {k[0] for k in m}
+    for want in ("ringstore_connections_active", "ringstore_connections_accepted_total",
+                 "ringstore_connections_closed_total", "ringstore_requests_total",
+                 "ringstore_received_bytes_total", "ringstore_sent_bytes_total",
+                 "ringstore_keys", "ringstore_stored_bytes", "ringstore_waiters",
+                 "ringstore_queue_items", "ringstore_protocol_errors_total",
+                 "ringstore_reactor_loop_iterations_total",
+                 "ringstore_reactor_completions_total", "ringstore_resident_memory_bytes"):
+        assert want in names, want
+    assert metric(m, "ringstore_resident_memory_bytes") > 0
+    assert metric(m, "ringstore_reactor_loop_iterations_total", reactor="0") > 0
+    assert ("ringstore_requests_total", (("op", "BARRIER"),)) in m
+    assert ("ringstore_connections_closed_total", (("reason", "eof"),)) in m
+    assert ("ringstore_protocol_errors_total", (("kind", "bad_magic"),)) in m
+
+
+def test_metrics_per_reactor(cp_factory):
+    srv = cp_factory("--control-port", "0", threads=3)
+    m = scrape(srv)
+    assert metric(m, "ringstore_reactors") == 3
+    for r in ("0", "1", "2"):
+        assert ("ringstore_reactor_loop_iterations_total", (("reactor", r),)) in m
+
+
+def test_metrics_follow_clients(cp):
+    hc = connect(cp)
+    try:
+        _metrics_follow_clients(cp, hc)
+    finally:
+        hc.close()
+
+
+def _metrics_follow_clients(cp, hc):
+    m0 = scrape(cp, hc)
+    c = cp.raw()
+    c.send(req("SET", s(b"/a"), s(b"xyz")) + req("SET", s(b"/b"), s(b"1"))
+           + req("SET", s(b"/c"), s(b"2")) + req("ADD", s(b"/n"), i64(1)))
+    assert c.recv_i64() == 1
+    c.send(req("QUEUE_PUSH", s(b"/q"), s(b"item")) + req("PING", u32(3)))
+    assert c.recv_exact(4) == u32(3)
+    m1 = scrape(cp, hc)
+    assert metric(m1, "ringstore_connections_active") == metric(m0, "ringstore_connections_active") + 1
+    assert (metric(m1, "ringstore_connections_accepted_total")
+            == metric(m0, "ringstore_connections_accepted_total") + 1)
+    assert metric(m1, "ringstore_requests_total", op="SET") - metric(m0, "ringstore_requests_total", op="SET") == 3
+    assert metric(m1, "ringstore_requests_total", op="ADD") - metric(m0, "ringstore_requests_total", op="ADD") == 1
+    assert metric(m1, "ringstore_requests_total", op="VALIDATE") >= 1
+    assert metric(m1, "ringstore_keys") == 4
+    assert metric(m1, "ringstore_stored_bytes") == (2 + 3) + (2 + 1) * 2 + (2 + 1)
+    assert metric(m1, "ringstore_queue_items") == 1
+    assert metric(m1, "ringstore_received_bytes_total") > metric(m0, "ringstore_received_bytes_total")
+    assert metric(m1, "ringstore_sent_bytes_total") > metric(m0, "ringstore_sent_bytes_total")
+    assert (metric(m1, "ringstore_reactor_loop_iterations_total", reactor="0")
+            > metric(m0, "ringstore_reactor_loop_iterations_total", reactor="0"))
+
+    eof0 = metric(m1, "ringstore_connections_closed_total", reason="eof")
+    c.close()
+    m2 = wait_until(lambda: (lambda m: m if metric(m, "ringstore_connections_closed_total", reason="eof")
+                             == eof0 + 1 else None)(scrape(cp, hc)), what="closed{reason=eof} to grow")
+    assert metric(m2, "ringstore_connections_active") == metric(m0, "ringstore_connections_active")
+
+    # a protocol error is counted by kind
+    bad = cp.raw(validate=False)
+    bad.send(req("VALIDATE", u32(0xDEADBEEF)))
+    bad.expect_eof()
+    bad.close()
+    wait_until(lambda: metric(scrape(cp, hc), "ringstore_protocol_errors_total", kind="bad_magic") == 1,
+               what="protocol_errors{kind=bad_magic}")
+
+
+# --------------------------------------------------------------------------------------
+# Waiters and barriers during a pending rendezvous
+# --------------------------------------------------------------------------------------
+
+def peer_name(conn) -> str:
+    host, port = conn.sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def test_waiters_and_barriers_views(cp):
+    ranks = [cp.raw() for _ in range(3)]
+    waiter = cp.raw()
+    try:
+        # Two ranks joined the rendezvous counter, two of three reached the barrier.
+        ranks[0].send(req("ADD", s(b"init/"), i64(1)))
+        assert ranks[0].recv_i64() == 1
+        ranks[1].send(req("ADD", s(b"init/"), i64(1)))
+        assert ranks[1].recv_i64() == 2
+        ranks[0].send(req("BARRIER", s(b"/rdzv/barrier"), i64(3)))
+        ranks[1].send(req("BARRIER", s(b"/rdzv/barrier"), i64(3)))
+        # Someone waits for two keys, one of which exists.
+        waiter.send(req("SET", s(b"/rdzv/have"), s(b"1"))
+                    + req("WAIT", u64(2), s(b"/rdzv/have"), s(b"/rdzv/MASTER_ADDR")))
+        # An elastic-style barrier: counted by num_members, awaited on last_member.
+        ranks[2].send(req("ADD", s(b"/el/num_members"), i64(1)))
+        assert ranks[2].recv_i64() == 1
+        ranks[2].send(req("WAIT", u64(1), s(b"/el/last_member")))
+
+        def barriers_ready():
+            b = get_json(cp, "/handler/barriers")
+            bars = [x for x in b["barriers"] if x["key"] == "/rdzv/barrier"]
+            return b if bars and bars[0]["waiting"] == 2 else None
+
+        b = wait_until(barriers_ready, what="the barrier view")
+        bar = [x for x in b["barriers"] if x["key"] == "/rdzv/barrier"][0]
+        assert bar["arrived"] == 2 and bar["world_size"] == 3
+        assert {p["peer"] for p in bar["peers"]} == {peer_name(ranks[0]), peer_name(ranks[1])}
+        for p in bar["peers"]:
+            assert p["waiting_s"] >= 0 and p["barrier_world_size"] == 3
+            assert abs(p["since"] - time.time()) < 60
+        counters = {x["key"]: x for x in b["counters"]}
+        assert counters["init/"]["value"] == 2
+        el = counters["/el/num_members"]
+        assert el["value"] == 1 and el["awaited_key"] == "/el/last_member"
+        assert el["waiting"] == 1 and el["peers"][0]["peer"] == peer_name(ranks[2])
+
+        w = wait_until(lambda: (lambda v: v if v["waited_keys"] == 3 else None)(
+            get_json(cp, "/handler/waiters")), what="the waiters view")
+        keys = {x["key"]: x for x in w["keys"]}
+        assert set(keys) == {"/rdzv/barrier", "/rdzv/MASTER_ADDR", "/el/last_member"}
+        assert keys["/rdzv/barrier"]["waiters"] == 2
+        assert keys["/rdzv/MASTER_ADDR"]["peers"][0]["peer"] == peer_name(waiter)
+        assert keys["/rdzv/MASTER_ADDR"]["peers"][0]["pending_keys"] == 1
+        assert w["waits"] == 4
+        assert metric(scrape(cp), "ringstore_waiters") == 4
+
+        # The last rank arrives: everyone is released and the views empty.
+        ranks[2].send(req("SET", s(b"/el/last_member"), s(b"1")))
+        assert ranks[2].recv_exact(1) == b"\x00"
+        ranks[2].send(req("BARRIER", s(b"/rdzv/barrier"), i64(3)))
+        waiter.send(req("SET", s(b"/rdzv/MASTER_ADDR"), s(b"10.0.0.1")))
+        for c in (ranks[0], ranks[1], ranks[2], waiter):
+            assert c.recv_exact(1) == b"\x00"
+        w = get_json(cp, "/handler/waiters")
+        assert w["keys"] == [] and w["waits"] == 0
+        assert get_json(cp, "/handler/barriers")["barriers"] == []
+    finally:
+        for c in ranks + [waiter]:
+            c.close()
+
+
+def test_waiters_view_with_torch_clients(cp):
+    """A real PyTorch client blocked in wait() shows up in the waiters view."""
+    import threading
+    from datetime import timedelta
+
+    dist = pytest.importorskip("torch.distributed")
+
+    holder = dist.TCPStore("127.0.0.1", cp.port, is_master=False, timeout=timedelta(seconds=20))
+    done = threading.Event()
+
+    def blocked():
+        holder.wait(["ready"])
+        done.set()
+
+    t = threading.Thread(target=blocked, daemon=True)
+    t.start()
+    w = wait_until(lambda: (lambda v: v if v["waited_keys"] == 1 else None)(
+        get_json(cp, "/handler/waiters")), what="torch's wait in the view")
+    assert w["keys"][0]["key"] == "/ready"
+    setter = dist.TCPStore("127.0.0.1", cp.port, is_master=False, timeout=timedelta(seconds=20))
+    setter.set("ready", "1")
+    t.join(10)
+    assert done.is_set()
+    assert get_json(cp, "/handler/waiters")["waited_keys"] == 0
+    del holder, setter
