@@ -55,7 +55,8 @@ static void usage(FILE *f)
 "                            socket activation (LISTEN_FDS) is automatic\n"
 "      --backlog N           listen backlog (default: the kernel maximum)\n"
 "Threads:\n"
-"  -t, --threads N           reactor threads, one io_uring each (default 1)\n"
+"  -t, --threads N           reactor threads, one io_uring each (default:\n"
+"                            the number of online CPUs, at most 64)\n"
 "      --accept MODE         'reuseport' (default): a listener per reactor,\n"
 "                            the kernel spreads connections; 'single':\n"
 "                            reactor 0 accepts and hands them out\n"
@@ -421,7 +422,8 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 
 	proto_limits_default(&srv.cfg.limits);
-	srv.cfg.threads = 1;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	srv.cfg.threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (uint32_t)ncpu;
 	srv.cfg.buf_count = 1024;
 	srv.cfg.buf_size = 16384;
 	srv.cfg.ring_entries = 4096;
