@@ -16,6 +16,8 @@
  */
 #include "ringstore.h"
 
+#include "cli_control.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -809,6 +811,8 @@ static void usage(FILE *f)
 	      "  --connect-timeout S  give up connecting after S seconds, "
 	      "retrying with\n"
 	      "                       backoff meanwhile (default 10)\n"
+	      "  --control ADDR       the control plane, HOST:PORT or unix:PATH"
+	      "\n                       (default: $RINGSTORE_CONTROL)\n"
 	      "  --raw                send keys exactly as given (no '/' "
 	      "prefix)\n"
 	      "  --json               one JSON object per line on stdout\n"
@@ -817,6 +821,8 @@ static void usage(FILE *f)
 	      f);
 	for (size_t i = 0; i < NCMDS; i++)
 		fprintf(f, "  %-12s %s\n", cmds[i].name, cmds[i].synopsis);
+	fputc('\n', f);
+	fputs(cli_control_help, f);
 	fputc('\n', f);
 	fputs(exit_help, f);
 }
@@ -862,6 +868,7 @@ int main(int argc, char **argv)
 	struct cli cl = { .timeout_ms = 300000, .interval_s = 1.0 };
 	struct rs_options opts = { .connect_timeout_ms = 10000 };
 	const char *addr = getenv("RINGSTORE_ADDR");
+	const char *control = getenv("RINGSTORE_CONTROL");
 	const char *v;
 	int i, ret;
 
@@ -875,6 +882,9 @@ int main(int argc, char **argv)
 			cl.json = true;
 		} else if (is_opt(argv[i], "--addr")) {
 			if (!(addr = opt_value(argc, argv, &i, "--addr")))
+				goto bad_opt;
+		} else if (is_opt(argv[i], "--control")) {
+			if (!(control = opt_value(argc, argv, &i, "--control")))
 				goto bad_opt;
 		} else if (is_opt(argv[i], "--timeout")) {
 			v = opt_value(argc, argv, &i, "--timeout");
@@ -899,6 +909,18 @@ int main(int argc, char **argv)
 		else
 			usage(stdout);
 		return EXIT_OK;
+	}
+	if (cli_control_op(argv[i])) {
+		if (!control) {
+			fprintf(stderr, "ringstore-cli: %s needs the control "
+					"plane's address (--control HOST:PORT|"
+					"unix:PATH or $RINGSTORE_CONTROL)\n",
+				argv[i]);
+			return EXIT_USAGE;
+		}
+		return cli_control_run(control, argv[i], argc - i - 1,
+				       argv + i + 1, cl.json,
+				       opts.flags & RS_RAW_KEYS);
 	}
 	cl.cmd = find_cmd(argv[i]);
 	if (!cl.cmd) {
