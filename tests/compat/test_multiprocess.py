@@ -77,6 +77,10 @@ def test_world_size_init_counting(server):
     assert raw_get(server, b"init/") == str(n).encode()
     # init/ and /init/ are different keys
     clients[0].set("init/", "user")
+    # SET has no reply: set() returns once the bytes are sent. Another
+    # connection (maybe on another reactor) sees the value once the server
+    # processed it; a round trip on the writer's connection guarantees that.
+    clients[0].num_keys()
     assert raw_get(server, b"/init/") == b"user"
     assert raw_get(server, b"init/") == str(n).encode()
     assert clients[0].num_keys() == 2
