@@ -293,8 +293,11 @@ static int key_arrays(int argc, char **argv, const void ***keys,
 	*keys = malloc(n * sizeof(**keys));
 	*lens = malloc(n * sizeof(**lens));
 	if (!*keys || !*lens) {
+		/* Callers free both either way: leave no dangling pointer. */
 		free(*keys);
 		free(*lens);
+		*keys = NULL;
+		*lens = NULL;
 		return -ENOMEM;
 	}
 	for (int i = 0; i < argc; i++) {

@@ -263,6 +263,8 @@ static void fam_begin(struct metrics_out *m, const char *name,
 /* One sample; @lv is the label value (NULL for an unlabelled family). */
 static void fam_sample(struct metrics_out *m, const char *lv, uint64_t v)
 {
+	if (!lv)
+		lv = "";
 	if (!m->json && m->label)
 		putf(&m->o, "%s{%s=\"%s\"} %" PRIu64 "\n", m->name, m->label,
 		     lv, v);
