@@ -142,25 +142,41 @@ static bool ready(void *arg, uint64_t h, const uint8_t *key, size_t klen)
 	       queues_len(th->st->queues, h, key, klen) > 0;
 }
 
+/*
+ * Publish @e (a new entry for @k, made with hash @h) in place of @cur, the
+ * entry read before (NULL: absent). Returns 0, -EAGAIN when @cur was
+ * replaced meanwhile (re-read and retry), or -errno; on failure @e is
+ * released. This is the tail of every read-modify-write loop below.
+ */
+static int replace(struct store_thread *th, uint64_t h,
+		   const struct proto_slice *k, struct table_entry *cur,
+		   struct table_entry *e)
+{
+	int ret;
+
+	if (!e)
+		return -ENOMEM;
+	ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
+	if (ret)
+		table_entry_unref(e);
+	return ret;
+}
+
 /* Replace the value of @k by @v (SET and each MULTI_SET pair). */
 static int do_set(struct store_thread *th, const struct proto_slice *k,
 		  const struct proto_slice *v)
 {
 	uint64_t h = hash_key(k->p, k->len);
-	struct table_entry *e, *cur;
 	int ret;
 
-	e = table_entry_new(h, k->p, k->len, v->p, v->len, NULL, 0);
-	if (!e)
-		return -ENOMEM;
 	do {
-		cur = get(th, h, k);
-		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
+		struct table_entry *cur = get(th, h, k);
+		ret = replace(th, h, k, cur,
+			      table_entry_new(h, k->p, k->len, v->p, v->len,
+					      NULL, 0));
 	} while (ret == -EAGAIN);
-	if (ret) {
-		table_entry_unref(e);
+	if (ret)
 		return ret;
-	}
 	wake_all(th, h, k);
 	return 0;
 }
@@ -172,30 +188,26 @@ static int do_set(struct store_thread *th, const struct proto_slice *k,
 static int do_add(struct store_thread *th, const struct proto_slice *k,
 		  uint64_t h, int64_t delta, int64_t *res)
 {
-	struct table_entry *cur, *e;
+	struct table_entry *cur;
 	char text[24];
+	int64_t v;
 	int ret;
 
-	for (;;) {
-		int64_t v = 0;
+	do {
+		v = 0;
 		cur = get(th, h, k);
 		if (cur && store_parse_i64(table_entry_val(cur), cur->vlen, &v))
 			return -EINVAL;
 		/* Two's-complement wrap, as upstream's signed overflow does. */
 		v = (int64_t)((uint64_t)v + (uint64_t)delta);
 		int n = snprintf(text, sizeof(text), "%" PRId64, v);
-		e = table_entry_new(h, k->p, k->len, text, (size_t)n, NULL, 0);
-		if (!e)
-			return -ENOMEM;
-		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
-		if (!ret) {
-			*res = v;
-			return 0;
-		}
-		table_entry_unref(e);
-		if (ret != -EAGAIN)
-			return ret;
-	}
+		ret = replace(th, h, k, cur,
+			      table_entry_new(h, k->p, k->len, text, (size_t)n,
+					      NULL, 0));
+	} while (ret == -EAGAIN);
+	if (!ret)
+		*res = v;
+	return ret;
 }
 
 static int op_add(struct store_thread *th, const struct proto_req *r,
@@ -217,26 +229,22 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 	const struct proto_slice *k = &r->key, *exp = &r->val[0],
 				 *des = &r->val[1];
 	uint64_t h = hash_key(k->p, k->len);
-	struct table_entry *cur, *e;
+	struct table_entry *cur;
 	int ret;
 
-	for (;;) {
+	do {
 		cur = get(th, h, k);
 		if (!cur && exp->len) /* missing: reply expected, store nothing */
 			return put_bytes(out, exp->p, exp->len);
 		if (cur && (cur->vlen != exp->len ||
 			    memcmp(table_entry_val(cur), exp->p, exp->len)))
 			return put_value(out, cur);
-		e = table_entry_new(h, k->p, k->len, des->p, des->len, NULL, 0);
-		if (!e)
-			return -ENOMEM;
-		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
-		if (!ret)
-			break;
-		table_entry_unref(e);
-		if (ret != -EAGAIN)
-			return ret;
-	}
+		ret = replace(th, h, k, cur,
+			      table_entry_new(h, k->p, k->len, des->p,
+					      des->len, NULL, 0));
+	} while (ret == -EAGAIN);
+	if (ret)
+		return ret;
 	wake_all(th, h, k);
 	return put_bytes(out, des->p, des->len);
 }
@@ -270,27 +278,19 @@ static int op_append(struct store_thread *th, const struct proto_req *r)
 {
 	const struct proto_slice *k = &r->key, *v = &r->val[0];
 	uint64_t h = hash_key(k->p, k->len);
-	struct table_entry *cur, *e;
 	int ret;
 
-	for (;;) {
-		cur = get(th, h, k);
-		if (cur)
-			e = table_entry_new(h, k->p, k->len,
-					    table_entry_val(cur), cur->vlen,
-					    v->p, v->len);
-		else
-			e = table_entry_new(h, k->p, k->len, v->p, v->len,
-					    NULL, 0);
-		if (!e)
-			return -ENOMEM;
-		ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
-		if (!ret)
-			break;
-		table_entry_unref(e);
-		if (ret != -EAGAIN)
-			return ret;
-	}
+	do {
+		struct table_entry *cur = get(th, h, k);
+		/* Old value and new bytes go into the entry in one copy. */
+		ret = replace(th, h, k, cur,
+			      table_entry_new(h, k->p, k->len,
+					      cur ? table_entry_val(cur) : NULL,
+					      cur ? cur->vlen : 0, v->p,
+					      v->len));
+	} while (ret == -EAGAIN);
+	if (ret)
+		return ret;
 	wake_all(th, h, k);
 	return 0;
 }
