@@ -164,9 +164,8 @@ static int replace(struct store_thread *th, uint64_t h,
 
 /* Replace the value of @k by @v (SET and each MULTI_SET pair). */
 static int do_set(struct store_thread *th, const struct proto_slice *k,
-		  const struct proto_slice *v)
+		  uint64_t h, const struct proto_slice *v)
 {
-	uint64_t h = hash_key(k->p, k->len);
 	int ret;
 
 	do {
@@ -257,6 +256,7 @@ static int op_get(struct store_thread *th, const struct proto_slice *k,
 	return e ? put_value(out, e) : put_bytes(out, NULL, 0);
 }
 
+
 static int op_delete(struct store_thread *th, const struct proto_req *r,
 		     struct outq *out)
 {
@@ -336,30 +336,56 @@ static int op_wait(struct store_thread *th, struct wait_state *ws,
 	return ret;
 }
 
+/* Keys looked up together, their cache misses overlapped by prefetching. */
+#define LOOKUP_BATCH 16
+
 static int op_multi_get(struct store_thread *th, const struct proto_req *r,
 			struct outq *out)
 {
+	struct proto_slice k[LOOKUP_BATCH];
+	uint64_t h[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;
-	struct proto_slice k;
+	struct table *t = th->st->table;
 	int ret = 0;
 
-	for (uint64_t i = 0; i < r->count && !ret; i++) {
-		proto_next_str(&cur, &k);
-		ret = op_get(th, &k, out);
+	for (uint64_t i = 0; i < r->count && !ret; i += LOOKUP_BATCH) {
+		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
+						       : LOOKUP_BATCH;
+		for (size_t j = 0; j < m; j++) {
+			proto_next_str(&cur, &k[j]);
+			h[j] = hash_key(k[j].p, k[j].len);
+			table_prefetch(t, h[j]);
+		}
+		for (size_t j = 0; j < m; j++)
+			table_prefetch_entry(t, h[j]);
+		for (size_t j = 0; j < m && !ret; j++) {
+			struct table_entry *e = get(th, h[j], &k[j]);
+			ret = e ? put_value(out, e) : put_bytes(out, NULL, 0);
+		}
 	}
 	return ret;
 }
 
 static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 {
+	struct proto_slice k[LOOKUP_BATCH], v[LOOKUP_BATCH];
+	uint64_t h[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;
-	struct proto_slice k, v;
 	int ret = 0;
 
-	for (uint64_t i = 0; i < r->count && !ret; i++) {
-		proto_next_str(&cur, &k);
-		proto_next_str(&cur, &v);
-		ret = do_set(th, &k, &v);
+	for (uint64_t i = 0; i < r->count && !ret; i += LOOKUP_BATCH) {
+		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
+						       : LOOKUP_BATCH;
+		for (size_t j = 0; j < m; j++) {
+			proto_next_str(&cur, &k[j]);
+			proto_next_str(&cur, &v[j]);
+			h[j] = hash_key(k[j].p, k[j].len);
+			table_prefetch(th->st->table, h[j]);
+		}
+		for (size_t j = 0; j < m; j++)
+			table_prefetch_entry(th->st->table, h[j]);
+		for (size_t j = 0; j < m && !ret; j++)
+			ret = do_set(th, &k[j], h[j], &v[j]);
 	}
 	return ret;
 }
@@ -508,7 +534,8 @@ int store_exec(struct store_thread *th, struct wait_state *ws,
 	case OP_VALIDATE:
 		return 0; /* checked by the decoder; never answered */
 	case OP_SET:
-		return do_set(th, &r->key, &r->val[0]);
+		return do_set(th, &r->key, hash_key(r->key.p, r->key.len),
+			      &r->val[0]);
 	case OP_COMPARE_SET:
 		return op_compare_set(th, r, out);
 	case OP_GET:

@@ -66,6 +66,14 @@ struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
 			      uint64_t hash, const void *key, size_t klen);
 
 /*
+ * Hints for a batch of lookups: prefetch each key's slot, then each key's
+ * entry, then call table_get for each, so their cache misses overlap. They
+ * never change results. Safe from any thread inside a QSBR online section.
+ */
+void table_prefetch(struct table *t, uint64_t hash);
+void table_prefetch_entry(struct table *t, uint64_t hash);
+
+/*
  * If the live entry for @key is @expected (NULL: absent), make it @desired
  * (NULL: delete). @desired, when not NULL, must have been made with the same
  * key and hash; on success the table owns the caller's reference to it, and
