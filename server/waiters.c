@@ -10,7 +10,8 @@
  *
  * The no-lost-wake-up argument (Dekker): a writer publishes its change with a
  * table CAS, issues a seq_cst fence (waiters_wake), then loads the stripe
- * count. A waiter increments the count (seq_cst, under the lock), then
+ * count (first the global one, then the stripe's). A waiter increments
+ * both counts (seq_cst, under the lock), then
  * re-checks readiness. Of two such sequences at least one sees the other:
  * either the writer sees count > 0 and takes the lock (and so sees the node,
  * enlisted before the count was raised), or the waiter's re-check sees the
@@ -47,6 +48,10 @@ struct stripe {
 
 struct waiters {
 	struct stripe stripes[WAITERS_STRIPES];
+	/* Nodes enlisted anywhere: read by every write, so that writes to
+	 * keys nobody waits for skip the stripe's cache line entirely. It is
+	 * written only when a wait begins or ends, so it stays in cache. */
+	atomic_uint_fast64_t total RS_ALIGNED_CACHELINE;
 };
 
 static struct stripe *stripe_of(struct waiters *w, uint64_t hash)
@@ -134,7 +139,8 @@ static void unlink_key(struct stripe *s, struct wait_key *wk)
 }
 
 /* Under s->lock: take @node off its key's list; frees an empty key record. */
-static void unlink_node(struct stripe *s, struct wait_node *node)
+static void unlink_node(struct waiters *w, struct stripe *s,
+			struct wait_node *node)
 {
 	struct wait_key *wk = node->wk;
 
@@ -149,6 +155,7 @@ static void unlink_node(struct stripe *s, struct wait_node *node)
 	node->wk = NULL;
 	node->next = node->prev = NULL;
 	atomic_fetch_sub_explicit(&s->count, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&w->total, 1, memory_order_relaxed);
 	if (--wk->nodes == 0)
 		unlink_key(s, wk);
 }
@@ -183,7 +190,8 @@ static int enlist(struct waiters *w, struct wait_node *node, uint64_t hash,
 		wk->head = node;
 	wk->tail = node;
 	wk->nodes++;
-	/* seq_cst: pairs with the fence + count load in waiters_wake. */
+	/* seq_cst: pair with the fence + count loads in waiters_wake. */
+	atomic_fetch_add(&w->total, 1);
 	atomic_fetch_add(&s->count, 1);
 	pthread_mutex_unlock(&s->lock);
 	return 0;
@@ -200,7 +208,7 @@ static bool withdraw(struct waiters *w, struct wait_node *node)
 
 	pthread_mutex_lock(&s->lock);
 	if (node->wk) {
-		unlink_node(s, node);
+		unlink_node(w, s, node);
 		done = atomic_fetch_sub(&node->ws->pending, 1) == 1;
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -306,7 +314,7 @@ bool waiters_cancel(struct waiters *w, struct wait_state *ws)
 		/* node->wk changes only under this stripe's lock. */
 		pthread_mutex_lock(&s->lock);
 		if (node->wk) {
-			unlink_node(s, node);
+			unlink_node(w, s, node);
 			if (atomic_fetch_sub(&ws->pending, 1) == 1)
 				mine = true;
 		}
@@ -331,9 +339,11 @@ uint64_t waiters_wake(struct waiters *w, uint64_t hash, const uint8_t *key,
 	struct wait_key *wk;
 	uint64_t woken = 0;
 
-	/* Pairs with the seq_cst increment in enlist (see file header). */
+	/* Pairs with the seq_cst increments in enlist (see file header):
+	 * nobody waiting anywhere, or on this stripe, means nobody to wake. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&s->count, memory_order_relaxed) == 0)
+	if (atomic_load_explicit(&w->total, memory_order_relaxed) == 0 ||
+	    atomic_load_explicit(&s->count, memory_order_relaxed) == 0)
 		return 0;
 	pthread_mutex_lock(&s->lock);
 	wk = find_key(s, hash, key, klen);
@@ -351,7 +361,7 @@ uint64_t waiters_wake(struct waiters *w, uint64_t hash, const uint8_t *key,
 		struct waiter_ref who = ws->who;
 		uint32_t seq = ws->seq;
 
-		unlink_node(s, node);
+		unlink_node(w, s, node);
 		if (atomic_fetch_sub(&ws->pending, 1) == 1) {
 			deliver(darg, &who, seq);
 			woken++;
