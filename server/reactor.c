@@ -441,10 +441,17 @@ static void start_send(struct reactor *r, struct conn *c)
 		c->iov_cap = want;
 	}
 	n = outq_iov(sq, c->iov, (int)want);
-	c->msg.msg_iov = c->iov;
-	c->msg.msg_iovlen = (size_t)n;
 	sqe = get_sqe(r);
-	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	if (n == 1) {
+		/* The common case: plain SEND, no msghdr for the kernel to
+		 * import. */
+		io_uring_prep_send(sqe, c->fd, c->iov[0].iov_base,
+				   c->iov[0].iov_len, MSG_NOSIGNAL);
+	} else {
+		c->msg.msg_iov = c->iov;
+		c->msg.msg_iovlen = (size_t)n;
+		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	}
 	io_uring_sqe_set_data64(sqe, tag_make(TAG_SEND, c->gen, c->slot));
 	c->sending = true;
 	c->inflight++;
