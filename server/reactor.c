@@ -395,6 +395,13 @@ static void conn_close(struct reactor *r, struct conn *c, enum stats_close why,
 		peer_name(c, peer, sizeof(peer));
 		log_warn("closing %s: %s (%s)", peer, stats_close_text(why),
 			 stats_close_id(why));
+	} else if (why == STATS_CLOSE_IO &&
+		   (err == -ECONNRESET || err == -EPIPE)) {
+		/* A client that went away abruptly: routine at job end. */
+		if (log_enabled(LOG_LVL_DEBUG)) {
+			peer_name(c, peer, sizeof(peer));
+			log_debug("closing %s: %s", peer, strerror(-err));
+		}
 	} else if (why == STATS_CLOSE_NOMEM || why == STATS_CLOSE_IO) {
 		peer_name(c, peer, sizeof(peer));
 		log_warn("closing %s: %s (%s)", peer,
