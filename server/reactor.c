@@ -400,7 +400,8 @@ static void conn_close(struct reactor *r, struct conn *c, enum stats_close why,
 		/* A client that went away abruptly: routine at job end. */
 		if (log_enabled(LOG_LVL_DEBUG)) {
 			peer_name(c, peer, sizeof(peer));
-			log_debug("closing %s: %s", peer, strerror(-err));
+			log_debug("closing %s: socket error (%s)", peer,
+				  strerror(-err));
 		}
 	} else if (why == STATS_CLOSE_NOMEM || why == STATS_CLOSE_IO) {
 		peer_name(c, peer, sizeof(peer));
