@@ -239,6 +239,20 @@ int net_local_addr(int fd, char *out, size_t len)
 	return 0;
 }
 
+int net_set_keepalive(int fd, int idle_s)
+{
+	int one = 1, intvl = idle_s / 4 > 0 ? idle_s / 4 : 1, cnt = 4;
+
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s,
+		       sizeof(idle_s)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl,
+		       sizeof(intvl)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)))
+		return -errno;
+	return 0;
+}
+
 int net_set_nodelay(int fd)
 {
 	int one = 1;

@@ -46,6 +46,13 @@ void net_format_addr(const struct sockaddr *sa, char *out, size_t len);
 int net_local_addr(int fd, char *out, size_t len);
 
 int net_set_nodelay(int fd);
+/*
+ * TCP keepalive: first probe after @idle_s seconds of silence, then every
+ * idle_s / 4 (at least 1 s), giving up after 4 unanswered probes. Set on a
+ * listening socket, it is inherited by every accepted one. Returns 0 or
+ * -errno.
+ */
+int net_set_keepalive(int fd, int idle_s);
 
 /* An address block, kept as IPv6 (IPv4 blocks as v4-mapped, prefix + 96). */
 struct net_cidr {

@@ -34,6 +34,7 @@ struct options {
 	int backlog;
 	size_t initial_keys;
 	uint64_t max_memory;
+	int keepalive;              /* TCP keepalive idle seconds; 0: off */
 	int control_port;           /* -1: no TCP control listener */
 	const char *control_bind;
 	const char *control_socket; /* Unix socket path, or NULL */
@@ -76,6 +77,9 @@ static void usage(FILE *f)
 "                            (default 10; 0: no limit)\n"
 "      --allow CIDR          accept clients only from these networks\n"
 "                            (repeatable; default: everyone)\n"
+"      --keepalive S         TCP keepalive: probe a client silent for S\n"
+"                            seconds, close it after 4 unanswered probes\n"
+"                            (default 60; 0: off)\n"
 "Tuning:\n"
 "      --recv-buffers N      receive buffers per thread, a power of two\n"
 "                            (default 1024)\n"
@@ -176,6 +180,7 @@ enum {
 	OPT_CONTROL_PORT,
 	OPT_CONTROL_BIND,
 	OPT_CONTROL_SOCKET,
+	OPT_KEEPALIVE,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -211,6 +216,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "control-bind", required_argument, NULL, OPT_CONTROL_BIND },
 		{ "control-socket", required_argument, NULL,
 		  OPT_CONTROL_SOCKET },
+		{ "keepalive", required_argument, NULL, OPT_KEEPALIVE },
 		{ 0 }
 	};
 	int c, lvl;
@@ -302,6 +308,10 @@ static void parse_args(int argc, char **argv, struct options *o,
 			break;
 		case OPT_ALLOW:
 			add_allow(cfg, optarg);
+			break;
+		case OPT_KEEPALIVE:
+			o->keepalive = (int)parse_num("keepalive", optarg, 0,
+						      32767);
 			break;
 		case OPT_CONTROL_PORT:
 			o->control_port = (int)parse_num("control-port", optarg,
@@ -414,6 +424,7 @@ int main(int argc, char **argv)
 {
 	struct options o = { .port = 29500, .listen_fd = -1, .backlog = -1,
 			     .initial_keys = 1024, .control_port = -1,
+			     .keepalive = 60,
 			     .control_bind = "127.0.0.1" };
 	struct server srv = { .control_fd = -1 };
 	int *fds = NULL, ret, exit_code = 1;
@@ -475,6 +486,14 @@ int main(int argc, char **argv)
 				o.port = (uint16_t)net_local_addr(
 					ret, addr, sizeof(addr));
 		}
+	}
+	/* Accepted sockets inherit keepalive from their listener, so that a
+	 * client that vanished without a FIN or RST is found and closed. */
+	for (uint32_t i = 0; o.keepalive && i < nfds; i++) {
+		ret = net_set_keepalive(fds[i], o.keepalive);
+		if (ret)
+			log_warn("cannot enable TCP keepalive: %s",
+				 strerror(-ret));
 	}
 	ret = net_local_addr(fds[0], addr, sizeof(addr));
 	if (ret < 0) {

@@ -514,7 +514,8 @@ def test_vanished_peer_detected_on_next_write(server_factory):
     """Simulated: a peer that disappears without FIN or RST (host lost). The client
     socket is put into TCP_REPAIR mode and closed, which drops it silently; the
     server's connection stays ESTABLISHED with its WAIT registered (nothing on the
-    wire can tell it otherwise; the server sets no keepalive). The SET that wakes it
+    wire can tell it otherwise until the keepalive, 60 s by default, probes it;
+    test_limits.py covers that). The SET that wakes it
     makes the server send 00 to the vanished peer, the kernel answers RST, and the
     server closes the connection as a socket error (io). A live waiter on the same
     key is released exactly once."""

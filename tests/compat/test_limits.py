@@ -162,3 +162,39 @@ def test_add_memory_limit_counts_queues(server_factory):
     assert good.queue_pop("q") == b"z" * 8192
     assert good.queue_len("q") == n - 1
     assert srv.stats()["memory_limit"] == 1
+
+
+TCP_REPAIR = 19  # linux/tcp.h
+
+
+def vanish(conn) -> None:
+    """Drop a client socket without a FIN or RST (TCP_REPAIR close)."""
+    try:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    except PermissionError:
+        pytest.skip("TCP_REPAIR needs CAP_NET_ADMIN")
+    conn.sock.close()
+
+
+def test_keepalive_finds_vanished_peers(server_factory):
+    srv = server_factory("--keepalive", "1")
+    good = srv.client()
+    gone = srv.raw()
+    gone.send(req("WAIT", i64(1), s(b"/never")))  # a registered wait
+    vanish(gone)
+    # Idle 1 s, then a probe: the peer's kernel no longer knows the
+    # connection and answers RST, so the server closes it.
+    srv.wait_log(r"closing 127\.0\.0\.1:\d+: socket error", timeout=15)
+    good.set("still", "here")
+    assert good.get("still") == b"here"
+    st = srv.stats()
+    assert st["io"] == 1 and st["active"] == 0
+
+
+def test_keepalive_off_keeps_silent_peers(server_factory):
+    srv = server_factory("--keepalive", "0")
+    gone = srv.raw()
+    vanish(gone)
+    time.sleep(3)
+    assert "socket error" not in srv.log()
+    assert srv.stats()["io"] == 0
