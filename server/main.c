@@ -89,6 +89,8 @@ static void usage(FILE *f)
 "      --control-port N      serve it on TCP port N (0 picks a free one)\n"
 "      --control-bind ADDR   its address (default 127.0.0.1)\n"
 "      --control-socket PATH serve it on a Unix socket instead\n"
+"      --control-idle-timeout S  close a control client idle for S seconds\n"
+"                            (default 60; 0: never); at most 64 at once\n"
 "Other:\n"
 "  -l, --log-level LEVEL     error, warn, info (default) or debug\n"
 "  -h, --help                this text\n"
@@ -181,6 +183,7 @@ enum {
 	OPT_CONTROL_BIND,
 	OPT_CONTROL_SOCKET,
 	OPT_KEEPALIVE,
+	OPT_CONTROL_IDLE,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -217,6 +220,8 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "control-socket", required_argument, NULL,
 		  OPT_CONTROL_SOCKET },
 		{ "keepalive", required_argument, NULL, OPT_KEEPALIVE },
+		{ "control-idle-timeout", required_argument, NULL,
+		  OPT_CONTROL_IDLE },
 		{ 0 }
 	};
 	int c, lvl;
@@ -312,6 +317,10 @@ static void parse_args(int argc, char **argv, struct options *o,
 		case OPT_KEEPALIVE:
 			o->keepalive = (int)parse_num("keepalive", optarg, 0,
 						      32767);
+			break;
+		case OPT_CONTROL_IDLE:
+			cfg->control_idle_ms = 1000 * (uint32_t)parse_num(
+				"control-idle-timeout", optarg, 0, 86400);
 			break;
 		case OPT_CONTROL_PORT:
 			o->control_port = (int)parse_num("control-port", optarg,
@@ -440,6 +449,7 @@ int main(int argc, char **argv)
 	srv.cfg.ring_entries = 4096;
 	srv.cfg.max_output = 256u << 20;
 	srv.cfg.handshake_ms = 10000;
+	srv.cfg.control_idle_ms = 60000;
 	parse_args(argc, argv, &o, &srv.cfg);
 	if (o.backlog < 0)
 		o.backlog = SOMAXCONN > 4096 ? SOMAXCONN : 65535;

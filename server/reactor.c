@@ -59,6 +59,9 @@ enum tag_op {
 #define BGID 0
 #define ACCEPT_BACKOFF_MS 100
 #define IOV_BATCH 256
+/* Control-plane clients at once; more are closed at accept, so that local
+ * HTTP clients can never take the descriptors the store needs. */
+#define CONTROL_MAX_CONNS 64
 
 _Static_assert(sizeof(uint64_t) == sizeof(((struct io_uring_cqe *)0)->user_data),
 	       "user_data is 64 bits");
@@ -124,6 +127,9 @@ struct reactor {
 	struct store_thread th;
 	struct stats stats;
 	struct buf http_out;          /* owned: control-plane responses */
+	struct conn *http[CONTROL_MAX_CONNS]; /* open control-plane clients */
+	uint32_t nhttp;
+	uint64_t http_scan_ms;        /* last idle scan */
 	int stop_fd;
 	uint64_t stop_val;            /* lent to the kernel (eventfd read) */
 	struct __kernel_timespec backoff;
@@ -339,6 +345,11 @@ static void conn_release(struct reactor *r, struct conn *c)
 	if (c->http) {
 		control_conn_destroy(c->http);
 		c->http = NULL;
+		for (uint32_t i = 0; i < r->nhttp; i++)
+			if (r->http[i] == c) {
+				r->http[i] = r->http[--r->nhttp];
+				break;
+			}
 	}
 	outq_free(&c->oq[0]);
 	outq_free(&c->oq[1]);
@@ -705,6 +716,12 @@ static void on_control_accept(struct reactor *r, struct io_uring_cqe *cqe)
 		close(fd);
 		return;
 	}
+	if (r->nhttp == CONTROL_MAX_CONNS) {
+		log_warn("refusing a control-plane connection: %d are open",
+			 CONTROL_MAX_CONNS);
+		close(fd);
+		return;
+	}
 	struct control_conn *cc = control_conn_create(r->srv->control);
 	if (!cc || !(c = conn_open(r, fd, &none))) {
 		if (cc)
@@ -716,6 +733,7 @@ static void on_control_accept(struct reactor *r, struct io_uring_cqe *cqe)
 	c->http = cc;
 	c->close_after_send = false;
 	hs_unlink(r, c);
+	r->http[r->nhttp++] = c;
 	/* conn_open counted a store client; this one is not. */
 	stat_add(&r->stats.accepted, (uint64_t)-1);
 	stat_add(&r->stats.active, (uint64_t)-1);
@@ -760,6 +778,8 @@ static void http_input(struct reactor *r, struct conn *c, const uint8_t *p,
 		       size_t n)
 {
 	int ret = control_conn_input(c->http, p, n, &r->http_out);
+
+	c->opened_ms = now_ms(); /* for control clients: last activity */
 
 	if (ret >= 0 && buf_used(&r->http_out) &&
 	    outq_put(conn_out(c), buf_head(&r->http_out),
@@ -951,6 +971,25 @@ static void expire_handshakes(struct reactor *r)
 	}
 }
 
+/* Close control-plane clients idle for longer than the configured time. */
+static void expire_http(struct reactor *r)
+{
+	uint64_t limit = r->srv->cfg.control_idle_ms, now;
+
+	if (!r->nhttp || !limit)
+		return;
+	now = now_ms();
+	if (now - r->http_scan_ms < 1000)
+		return;
+	r->http_scan_ms = now;
+	for (uint32_t i = r->nhttp; i-- > 0;) {
+		struct conn *c = r->http[i];
+		if (c->state == CONN_OPEN && !c->sending &&
+		    now - c->opened_ms >= limit)
+			conn_close(r, c, STATS_CLOSE_EOF, 0);
+	}
+}
+
 static void loop(struct reactor *r)
 {
 	struct __kernel_timespec ts = { .tv_sec = 1 };
@@ -993,6 +1032,7 @@ static void loop(struct reactor *r)
 			r->returned = 0;
 		}
 		expire_handshakes(r);
+		expire_http(r);
 		flush(r);
 		stat_add(&r->stats.loops, 1);
 		stat_add(&r->stats.cqes, n);

@@ -36,6 +36,7 @@ struct server_config {
 	struct net_cidr *allow;  /* owned; empty: every address allowed */
 	uint32_t nallow;
 	bool single_acceptor;    /* reactor 0 accepts and hands sockets out */
+	uint32_t control_idle_ms; /* close idle control clients; 0: never */
 	uint32_t buf_count;   /* provided receive buffers per reactor (2^n) */
 	uint32_t buf_size;    /* bytes per receive buffer */
 	uint32_t ring_entries;
