@@ -326,11 +326,7 @@ static struct conn *conn_open(struct reactor *r, int fd,
 	memset(&c->msg, 0, sizeof(c->msg));
 	c->ws.peer = *peer;
 	c->opened_ms = now_ms();
-	if (r->srv->cfg.handshake_ms)
-		hs_link(r, c);
 	r->open++;
-	stat_add(&r->stats.accepted, 1);
-	stat_add(&r->stats.active, 1);
 	arm_recv(r, c);
 	return c;
 }
@@ -391,38 +387,30 @@ static void conn_close(struct reactor *r, struct conn *c, enum stats_close why,
 	}
 	stat_add(&r->stats.closed[why], 1);
 	stat_add(&r->stats.active, (uint64_t)-1);
-	if (why == STATS_CLOSE_PROTO) {
-		enum proto_err pe = c->dec.err;
-		stat_add(&r->stats.proto_errors[pe], 1);
+	if (why == STATS_CLOSE_PROTO)
+		stat_add(&r->stats.proto_errors[c->dec.err], 1);
+	/* Routine closes (and clients that reset, common at job end) are
+	 * logged at debug level; the rest are warnings. */
+	bool reset = why == STATS_CLOSE_IO &&
+		     (err == -ECONNRESET || err == -EPIPE);
+	bool routine = reset || why == STATS_CLOSE_EOF ||
+		       why == STATS_CLOSE_SHUTDOWN;
+	if (!routine || log_enabled(LOG_LVL_DEBUG)) {
 		peer_name(c, peer, sizeof(peer));
-		log_warn("closing %s: %s (%s)", peer, proto_err_text(pe),
-			 proto_err_name(pe));
-	} else if (why == STATS_CLOSE_BAD_NUMBER) {
-		peer_name(c, peer, sizeof(peer));
-		log_warn("closing %s: ADD or BARRIER on a value that is not "
-			 "an integer (bad_number)", peer);
-	} else if (why >= STATS_CLOSE_MEMORY_LIMIT &&
-		   why <= STATS_CLOSE_HANDSHAKE_TIMEOUT) {
-		peer_name(c, peer, sizeof(peer));
-		log_warn("closing %s: %s (%s)", peer, stats_close_text(why),
-			 stats_close_id(why));
-	} else if (why == STATS_CLOSE_IO &&
-		   (err == -ECONNRESET || err == -EPIPE)) {
-		/* A client that went away abruptly: routine at job end. */
-		if (log_enabled(LOG_LVL_DEBUG)) {
-			peer_name(c, peer, sizeof(peer));
-			log_debug("closing %s: socket error (%s)", peer,
-				  strerror(-err));
-		}
-	} else if (why == STATS_CLOSE_NOMEM || why == STATS_CLOSE_IO) {
-		peer_name(c, peer, sizeof(peer));
-		log_warn("closing %s: %s (%s)", peer,
-			 why == STATS_CLOSE_IO ? "socket error"
-					       : "out of memory",
-			 strerror(-err));
-	} else if (log_enabled(LOG_LVL_DEBUG)) {
-		peer_name(c, peer, sizeof(peer));
-		log_debug("closing %s: %s", peer, stats_close_name(why));
+		if (why == STATS_CLOSE_PROTO)
+			log_warn("closing %s: %s (%s)", peer,
+				 proto_err_text(c->dec.err),
+				 proto_err_name(c->dec.err));
+		else if (why == STATS_CLOSE_IO || why == STATS_CLOSE_NOMEM)
+			log_msg(reset ? LOG_LVL_DEBUG : LOG_LVL_WARN,
+				"closing %s: %s (%s)", peer,
+				stats_close_text(why), strerror(-err));
+		else if (routine)
+			log_debug("closing %s: %s", peer,
+				  stats_close_name(why));
+		else
+			log_warn("closing %s: %s (%s)", peer,
+				 stats_close_text(why), stats_close_id(why));
 	}
 	c->state = CONN_CLOSING;
 	hs_unlink(r, c);
@@ -660,12 +648,19 @@ static void admit(struct reactor *r, int fd)
 		return;
 	}
 	net_set_nodelay(fd);
-	if (!conn_open(r, fd, &peer)) {
+	struct conn *c = conn_open(r, fd, &peer);
+	if (!c) {
 		atomic_fetch_sub_explicit(&r->srv->conns, 1,
 					  memory_order_relaxed);
 		log_error("out of memory accepting a connection");
 		close(fd);
+		return;
 	}
+	/* A store client: counted, and owed a VALIDATE in time. */
+	if (cfg->handshake_ms)
+		hs_link(r, c);
+	stat_add(&r->stats.accepted, 1);
+	stat_add(&r->stats.active, 1);
 }
 
 /*
@@ -731,12 +726,7 @@ static void on_control_accept(struct reactor *r, struct io_uring_cqe *cqe)
 		return;
 	}
 	c->http = cc;
-	c->close_after_send = false;
-	hs_unlink(r, c);
 	r->http[r->nhttp++] = c;
-	/* conn_open counted a store client; this one is not. */
-	stat_add(&r->stats.accepted, (uint64_t)-1);
-	stat_add(&r->stats.active, (uint64_t)-1);
 	stat_add(&r->stats.control_conns, 1);
 }
 
