@@ -17,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "listen.h"
 #include "log.h"
 #include "net.h"
 #include "reactor.h"
@@ -51,9 +52,10 @@ static void usage(FILE *f)
 "  -p, --port N              TCP port (default 29500; 0 picks a free one)\n"
 "  -b, --bind ADDR           address to bind (default '::' dual-stack,\n"
 "                            falling back to 0.0.0.0)\n"
-"      --listen-fd N         serve an already listening socket N instead\n"
-"                            (like PyTorch's master_listen_fd); systemd\n"
-"                            socket activation (LISTEN_FDS) is automatic\n"
+"      --listen-fd N         serve TCP socket N instead, listening on it if\n"
+"                            it is only bound (like PyTorch's\n"
+"                            master_listen_fd); systemd socket activation\n"
+"                            (LISTEN_FDS) is automatic\n"
 "      --backlog N           listen backlog (default: the kernel maximum)\n"
 "Threads:\n"
 "  -t, --threads N           reactor threads, one io_uring each (default:\n"
@@ -418,17 +420,6 @@ static int unix_listen(const char *path)
 	return fd;
 }
 
-/* Check that @fd is a listening stream socket. */
-static int check_listener(int fd)
-{
-	int v = 0;
-	socklen_t sl = sizeof(v);
-
-	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &sl))
-		return -errno;
-	return v ? 0 : -EINVAL;
-}
-
 int main(int argc, char **argv)
 {
 	struct options o = { .port = 29500, .listen_fd = -1, .backlog = -1,
@@ -468,10 +459,14 @@ int main(int argc, char **argv)
 	if (o.listen_fd < 0)
 		o.listen_fd = systemd_fd();
 	if (o.listen_fd >= 0) {
-		ret = check_listener(o.listen_fd);
+		ret = listen_adopt(o.listen_fd, o.backlog);
 		if (ret) {
-			log_error("--listen-fd %d is not a listening socket: %s",
-				  o.listen_fd, strerror(-ret));
+			log_error("--listen-fd %d: %s", o.listen_fd,
+				  ret == -EPROTONOSUPPORT ? "not a TCP socket"
+				  : ret == -EDESTADDRREQ
+					  ? "not bound to a port (bind it "
+					    "first)"
+					  : strerror(-ret));
 			goto out;
 		}
 		/* Every reactor accepts from the one inherited socket. */
@@ -479,23 +474,21 @@ int main(int argc, char **argv)
 			fds[i] = o.listen_fd;
 		nfds = 1;
 	} else {
-		bool reuseport = srv.cfg.threads > 1 && !srv.cfg.single_acceptor;
 		uint32_t nlisten = srv.cfg.single_acceptor ? 1 : srv.cfg.threads;
+		char who[128];
+
 		for (uint32_t i = 1; i < srv.cfg.threads; i++)
 			fds[i] = -1;
-		for (uint32_t i = 0; i < nlisten; i++) {
-			ret = net_listen(o.bind, o.port, o.backlog, reuseport);
-			if (ret < 0) {
-				log_error("cannot listen on %s port %u: %s",
-					  o.bind ? o.bind : "::", o.port,
-					  strerror(-ret));
-				goto out;
-			}
-			fds[nfds++] = ret;
-			if (i == 0 && o.port == 0)
-				o.port = (uint16_t)net_local_addr(
-					ret, addr, sizeof(addr));
+		ret = listen_open(o.bind, &o.port, o.backlog, nlisten, fds,
+				  who, sizeof(who));
+		if (ret < 0) {
+			log_error("cannot listen on %s port %u: %s%s%s%s",
+				  o.bind ? o.bind : "::", o.port,
+				  strerror(-ret), who[0] ? " (held by " : "",
+				  who, who[0] ? ")" : "");
+			goto out;
 		}
+		nfds = nlisten;
 	}
 	/* Accepted sockets inherit keepalive from their listener, so that a
 	 * client that vanished without a FIN or RST is found and closed. */

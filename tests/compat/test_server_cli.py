@@ -125,12 +125,48 @@ def test_listen_fd(tmp_path):
     assert reap(p, 10) == 0
 
 
-def test_listen_fd_that_is_not_a_listener(tmp_path):
-    with socket.socket() as s:
-        r = subprocess.run([str(ringstore_bin()), "--listen-fd", str(s.fileno())],
-                           pass_fds=[s.fileno()], capture_output=True, text=True, timeout=10)
+def test_listen_fd_bound_but_not_listening(tmp_path):
+    """As TCPStore(master_listen_fd=) does: a bound socket gets listen() from us."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.bind(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    fd = lsock.fileno()
+    p, shown, _ = start(["--listen-fd", str(fd), "--backlog", "64"], tmp_path, pass_fds=[fd])
+    # the server's listen() is visible through our copy of the socket too
+    assert lsock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    lsock.close()
+    assert shown == port
+    torch_roundtrip(port)
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("unbound", "not bound to a port"),
+    ("udp", "not a TCP socket"),
+    ("unix", "not a TCP socket"),
+    ("pipe", "Socket operation on non-socket"),
+])
+def test_listen_fd_that_cannot_serve(kind, needle):
+    if kind == "pipe":
+        r_end, w_end = os.pipe()
+        objs, fd = [r_end, w_end], r_end
+    else:
+        fam, typ = {"unbound": (socket.AF_INET, socket.SOCK_STREAM),
+                    "udp": (socket.AF_INET, socket.SOCK_DGRAM),
+                    "unix": (socket.AF_UNIX, socket.SOCK_STREAM)}[kind]
+        s = socket.socket(fam, typ)
+        if kind == "udp":
+            s.bind(("127.0.0.1", 0))
+        objs, fd = [s], s.fileno()
+    try:
+        r = subprocess.run([str(ringstore_bin()), "--listen-fd", str(fd)],
+                           pass_fds=[fd], capture_output=True, text=True, timeout=10)
+    finally:
+        for o in objs:
+            o.close() if hasattr(o, "close") else os.close(o)
     assert r.returncode == 1
-    assert "not a listening socket" in r.stderr
+    assert f"--listen-fd {fd}: {needle}" in r.stderr, r.stderr
 
 
 def test_systemd_socket_activation(tmp_path):
