@@ -3,7 +3,12 @@
  * outq.c - see outq.h. Invariant: segs[head .. nsegs) are unsent, in order;
  * their lengths add up to total; an inline segment's bytes lie in
  * bytes[off, off + len). When everything is sent the queue resets, so inline
- * offsets start again at 0 and storage is reused.
+ * offsets start again at 0 and storage is reused (up to OUTQ_KEEP bytes; a
+ * larger buffer moves to the thread's pool).
+ *
+ * The pool is thread-local: a reactor's connections are used by its thread
+ * only, so buffers circulate among them without locks. It holds at most
+ * POOL_SLOTS buffers and POOL_BYTES bytes; beyond that buffers are freed.
  */
 #include "outq.h"
 
@@ -11,6 +16,53 @@
 #include <stdlib.h>
 
 #include "table.h"
+
+#define POOL_SLOTS 32
+#define POOL_BYTES ((size_t)32 << 20)
+
+static _Thread_local struct {
+	struct buf b[POOL_SLOTS]; /* owned, empty buffers */
+	uint32_t n;
+	size_t bytes;
+} pool;
+
+/* Keep @b's storage for later, or free it; @b is left empty either way. */
+static void pool_put(struct buf *b)
+{
+	if (pool.n < POOL_SLOTS && pool.bytes + b->cap <= POOL_BYTES) {
+		buf_reset(b);
+		pool.b[pool.n++] = *b;
+		pool.bytes += b->cap;
+		*b = (struct buf){ 0 };
+	} else {
+		buf_free(b);
+	}
+}
+
+/* Give the empty buffer @b the pool's smallest buffer of at least @need
+ * bytes, if there is one. */
+static void pool_take(struct buf *b, size_t need)
+{
+	uint32_t best = UINT32_MAX;
+
+	for (uint32_t i = 0; i < pool.n; i++)
+		if (pool.b[i].cap >= need &&
+		    (best == UINT32_MAX || pool.b[i].cap < pool.b[best].cap))
+			best = i;
+	if (best == UINT32_MAX)
+		return;
+	buf_free(b);
+	*b = pool.b[best];
+	pool.bytes -= b->cap;
+	pool.b[best] = pool.b[--pool.n];
+}
+
+void outq_pool_drain(void)
+{
+	while (pool.n)
+		buf_free(&pool.b[--pool.n]);
+	pool.bytes = 0;
+}
 
 static int seg_push(struct outq *q, struct outq_seg s)
 {
@@ -35,33 +87,50 @@ static int seg_push(struct outq *q, struct outq_seg s)
 	return 0;
 }
 
-int outq_put(struct outq *q, const void *p, size_t n)
+uint8_t *outq_reserve(struct outq *q, size_t n)
+{
+	struct buf *b = &q->bytes;
+
+	if (b->cap - b->len < n) {
+		if (!b->len && n > OUTQ_KEEP)
+			pool_take(b, n);
+		if (buf_reserve(b, n))
+			return NULL;
+	}
+	return b->data + b->len;
+}
+
+int outq_commit(struct outq *q, size_t n)
 {
 	uint64_t off = q->bytes.len;
-	int ret;
 
 	if (!n)
 		return 0;
-	ret = buf_append(&q->bytes, p, n);
-	if (ret)
-		return ret;
-	/* buf_append may slide bytes only when off > 0 at the head, which we
-	 * never consume through buf_consume, so offsets stay stable. */
+	/* Extend the last segment when it is inline and ends here. */
 	if (q->nsegs > q->head) {
 		struct outq_seg *last = &q->segs[q->nsegs - 1];
-		if (!last->ref && last->off + last->len == off) {
-			last->len += n;
-			q->total += n;
-			return 0;
-		}
+		if (!last->ref && last->off + last->len == off)
+			goto done;
 	}
-	ret = seg_push(q, (struct outq_seg){ .off = off, .len = n });
-	if (ret) {
-		q->bytes.len = off;
-		return ret;
-	}
+	if (seg_push(q, (struct outq_seg){ .off = off, .len = 0 }))
+		return -ENOMEM;
+done:
+	q->segs[q->nsegs - 1].len += n;
+	q->bytes.len += n;
 	q->total += n;
 	return 0;
+}
+
+int outq_put(struct outq *q, const void *p, size_t n)
+{
+	uint8_t *dst;
+
+	if (!n)
+		return 0;
+	if (!(dst = outq_reserve(q, n)))
+		return -ENOMEM;
+	memcpy(dst, p, n);
+	return outq_commit(q, n);
 }
 
 int outq_put_entry(struct outq *q, struct table_entry *e, const uint8_t *p,
@@ -97,6 +166,8 @@ static void outq_reset(struct outq *q)
 	q->head = q->nsegs = 0;
 	q->total = 0;
 	buf_reset(&q->bytes);
+	if (q->bytes.cap > OUTQ_KEEP)
+		pool_put(&q->bytes);
 }
 
 void outq_consume(struct outq *q, uint64_t n)
@@ -129,6 +200,6 @@ void outq_free(struct outq *q)
 	free(q->segs);
 	q->segs = NULL;
 	q->cap = 0;
+	buf_free(&q->bytes); /* first: freed, not pooled */
 	outq_reset(q);
-	buf_free(&q->bytes);
 }

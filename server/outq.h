@@ -10,6 +10,13 @@
  * it to the kernel, and reports how many bytes were sent.
  *
  * Owned by one connection on one reactor thread.
+ *
+ * Memory: a queue that has sent everything keeps an inline buffer of at most
+ * OUTQ_KEEP bytes, so an idle connection holds little. A larger one goes to
+ * its thread's pool (bounded), from which the next large reply on any of the
+ * thread's connections takes it: a burst of big replies (every rank reading
+ * every other rank's address) reuses memory that is already faulted in
+ * instead of growing, freeing and faulting in a buffer per reply.
  */
 #ifndef RS_SERVER_OUTQ_H
 #define RS_SERVER_OUTQ_H
@@ -24,6 +31,8 @@ struct table_entry;
 
 /* Values at least this long are queued by reference, shorter ones copied. */
 #define OUTQ_REF_MIN 4096
+/* Inline bytes an idle queue keeps; larger buffers go to the thread's pool. */
+#define OUTQ_KEEP 16384
 
 struct outq_seg {
 	struct table_entry *ref; /* owned reference, or NULL: bytes inline */
@@ -41,6 +50,15 @@ struct outq {
 
 /* Append bytes (copied). Returns 0 or -ENOMEM. */
 int outq_put(struct outq *q, const void *p, size_t n);
+/*
+ * Room for @n more inline bytes: returns where to write them, or NULL on
+ * ENOMEM. Nothing is queued until outq_commit(); any other outq_* call in
+ * between may move the room.
+ */
+uint8_t *outq_reserve(struct outq *q, size_t n);
+/* Queue the first @n bytes written at outq_reserve()'s pointer. Returns 0 or
+ * -ENOMEM (then nothing was queued). */
+int outq_commit(struct outq *q, size_t n);
 /*
  * Append @len bytes at @p, which live inside entry @e: copied if short,
  * otherwise referenced (a reference on @e is taken). Returns 0 or -ENOMEM.
@@ -62,5 +80,7 @@ int outq_iov(const struct outq *q, struct iovec *iov, int max);
 void outq_consume(struct outq *q, uint64_t n);
 /* Drop everything and release the storage. */
 void outq_free(struct outq *q);
+/* Free the calling thread's pool of reply buffers (at thread exit). */
+void outq_pool_drain(void);
 
 #endif

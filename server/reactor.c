@@ -1056,6 +1056,7 @@ static void *reactor_main(void *arg)
 	}
 	loop(r);
 	teardown(r);
+	outq_pool_drain(); /* this thread's pooled reply buffers */
 	return NULL;
 }
 

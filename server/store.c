@@ -338,11 +338,51 @@ static int op_wait(struct store_thread *th, struct wait_state *ws,
 
 /* Keys looked up together, their cache misses overlapped by prefetching. */
 #define LOOKUP_BATCH 16
+/* The most a MULTI_GET reserves ahead for the rest of its reply. */
+#define MULTI_GET_PRESIZE_MAX ((size_t)16 << 20)
+
+/*
+ * The reply of a batch whose values are all short, written straight into
+ * the queue's inline bytes: one reservation and one segment for the batch
+ * instead of two appends per key. Returns 0, -ENOMEM, or 1 when a value is
+ * long enough to go by reference (the caller then takes the general path).
+ */
+static int put_short_values(struct outq *out, struct table_entry *const *e,
+			    size_t m, uint64_t batches)
+{
+	size_t need = 0, used = 0, room;
+	uint8_t *p;
+
+	for (size_t j = 0; j < m; j++) {
+		if (e[j] && e[j]->vlen >= OUTQ_REF_MIN)
+			return 1;
+		need += sizeof(uint64_t) + (e[j] ? e[j]->vlen : 0);
+	}
+	/* The first batch reserves for the whole reply (as if every batch
+	 * were like it, up to MULTI_GET_PRESIZE_MAX), so a uniform reply is
+	 * one allocation; the room beyond this batch stays unqueued. */
+	room = batches > MULTI_GET_PRESIZE_MAX / need
+		       ? MULTI_GET_PRESIZE_MAX
+		       : need * (size_t)batches;
+	if (!(p = outq_reserve(out, room > need ? room : need)))
+		return -ENOMEM;
+	for (size_t j = 0; j < m; j++) {
+		uint64_t len = e[j] ? e[j]->vlen : 0;
+
+		memcpy(p + used, &len, sizeof(len));
+		used += sizeof(len);
+		if (len)
+			memcpy(p + used, table_entry_val(e[j]), len);
+		used += len;
+	}
+	return outq_commit(out, used);
+}
 
 static int op_multi_get(struct store_thread *th, const struct proto_req *r,
 			struct outq *out)
 {
 	struct proto_slice k[LOOKUP_BATCH];
+	struct table_entry *e[LOOKUP_BATCH];
 	uint64_t h[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;
 	struct table *t = th->st->table;
@@ -358,10 +398,16 @@ static int op_multi_get(struct store_thread *th, const struct proto_req *r,
 		}
 		for (size_t j = 0; j < m; j++)
 			table_prefetch_entry(t, h[j]);
-		for (size_t j = 0; j < m && !ret; j++) {
-			struct table_entry *e = get(th, h[j], &k[j]);
-			ret = e ? put_value(out, e) : put_bytes(out, NULL, 0);
-		}
+		for (size_t j = 0; j < m; j++)
+			e[j] = get(th, h[j], &k[j]);
+		ret = put_short_values(out, e, m,
+				       i ? 1 : (r->count + m - 1) / m);
+		if (ret != 1)
+			continue;
+		ret = 0;
+		for (size_t j = 0; j < m && !ret; j++)
+			ret = e[j] ? put_value(out, e[j])
+				   : put_bytes(out, NULL, 0);
 	}
 	return ret;
 }

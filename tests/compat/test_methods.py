@@ -370,6 +370,34 @@ def test_multi_set_multi_get(store):
     assert store.get("dup") == b"2"
 
 
+def test_multi_get_mixed_sizes_large_replies(store):
+    """Short values are copied into the reply, long ones (>= 4 KiB) sent by
+    reference, missing keys are empty; big replies reuse pooled buffers."""
+    keys = [f"mix{i}" for i in range(300)]
+    vals = []
+    for i in range(300):
+        if i % 37 == 5:
+            vals.append(bytes([i % 251]) * (4096 + i))  # by reference
+        elif i % 11 == 3:
+            vals.append(b"")
+        else:
+            vals.append(f"v{i}".encode() * 20)
+    store.multi_set(keys, vals)
+    ask = keys + ["mix-missing"] + keys[::-1]
+    want = vals + [b""] + vals[::-1]
+    store.set_timeout(timedelta(milliseconds=500))
+    with pytest.raises(dist.DistStoreError, match="[Tt]imeout"):
+        store.multi_get(ask)  # multi_get waits for every key: mix-missing is absent
+    store.set_timeout(timedelta(seconds=30))
+    store.set("mix-missing", "")
+    for _ in range(3):  # repeated large replies on one connection
+        assert store.multi_get(ask) == want
+    uniform = [f"u{i}" for i in range(782)]
+    store.multi_set(uniform, [bytes([i % 256]) * 128 for i in range(782)])
+    for _ in range(3):
+        assert store.multi_get(uniform) == [bytes([i % 256]) * 128 for i in range(782)]
+
+
 def test_multi_get_times_out_on_missing(store):
     store.set("present", "1")
     store.set_timeout(timedelta(milliseconds=200))
