@@ -368,6 +368,29 @@ class Server:
         return stats
 
 
+def start_ringstore_args(args: list[str], tmp_path: Path, name: str = "ringstore", **kw):
+    """Run the ringstore binary with exactly @args (no defaults added).
+
+    Returns (proc, port, stderr path) once it prints its listening line, or
+    (proc, None, stderr path) if it exits first (a start-up error)."""
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        p = spawn([str(ringstore_bin()), *args], stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
+                  **kw)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = out.read_text()
+        if text.endswith("\n"):
+            m = re.match(r"^ringstore listening on (\S+):(\d+)$", text.splitlines()[0])
+            assert m, text
+            return p, int(m.group(2)), err
+        if p.poll() is not None:
+            return p, None, err
+        time.sleep(0.01)
+    _kill_group(p)
+    raise AssertionError(f"{name}: neither listening nor exited: {err.read_text()}")
+
+
 def _start_ringstore(tmp_path: Path, threads: int, extra: list[str], bind: str | None = "127.0.0.1",
                      listen_sock: socket.socket | None = None) -> Server:
     binary = ringstore_bin()

@@ -16,12 +16,10 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import time
 
 import pytest
 
-from conftest import TARGET, reap, ringstore_bin, spawn
+from conftest import TARGET, reap, start_ringstore_args
 
 pytestmark = pytest.mark.skipif(TARGET != "ringstore", reason="ringstore binary only")
 
@@ -36,22 +34,8 @@ def cfg_id(c):
 
 
 def start(tmp_path, name, port, threads, accept):
-    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        p = spawn([str(ringstore_bin()), "--port", str(port), "--bind", "127.0.0.1",
-                   "--threads", str(threads), "--accept", accept],
-                  stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = out.read_text()
-        if text.endswith("\n"):
-            m = re.match(r"^ringstore listening on \S+:(\d+)$", text.splitlines()[0])
-            assert m, text
-            return p, int(m.group(1)), err
-        if p.poll() is not None:
-            return p, None, err
-        time.sleep(0.01)
-    raise AssertionError(f"{name}: neither listening nor exited: {err.read_text()}")
+    return start_ringstore_args(["--port", str(port), "--bind", "127.0.0.1", "--threads",
+                                 str(threads), "--accept", accept], tmp_path, name)
 
 
 def stop(p):

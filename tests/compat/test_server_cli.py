@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import TARGET, reap, ringstore_bin, spawn
+from conftest import TARGET, reap, ringstore_bin, spawn, start_ringstore_args
 
 pytestmark = pytest.mark.skipif(TARGET != "ringstore", reason="ringstore binary only")
 
@@ -72,20 +72,9 @@ def test_busy_port_is_a_clear_error():
 
 
 def start(args, tmp_path, **kw):
-    out, err = tmp_path / "out", tmp_path / "err"
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        p = spawn([str(ringstore_bin()), *args], stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
-                  **kw)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        text = out.read_text()
-        if text.endswith("\n"):
-            m = re.match(r"^ringstore listening on (\S+):(\d+)$", text.splitlines()[0])
-            assert m, text
-            return p, int(m.group(2)), err
-        assert p.poll() is None, err.read_text()
-        time.sleep(0.01)
-    raise AssertionError("no listening line")
+    p, port, err = start_ringstore_args(args, tmp_path, **kw)
+    assert port is not None, err.read_text()
+    return p, port, err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
