@@ -196,27 +196,41 @@ static int fail(struct proto_decoder *d, enum proto_err e, size_t i,
 }
 
 /*
- * A run of keys (CHECK, WAIT, MULTI_GET: a list whose group is one key),
- * walked without the field interpreter: consume every key that is wholly in
- * p[i..n) and within the limits, except the list's last (whose LOOP step
- * ends the group). A key this loop declines is left to the interpreter,
- * which fails on it or waits for its bytes exactly as it would have without
- * this loop. Returns the new offset.
+ * A run of list items (CHECK, WAIT, MULTI_GET: one key each; MULTI_SET: a
+ * key and a value), walked without the field interpreter: consume every
+ * item that is wholly in p[i..n) and within the limits, except the list's
+ * last (whose LOOP step ends the group). An item this loop declines is left
+ * to the interpreter, which fails on it or waits for its bytes exactly as
+ * it would have without this loop. Returns the new offset.
  */
-static size_t key_run(struct proto_decoder *d, const uint8_t *p, size_t n,
-		      size_t i)
+static size_t item_run(struct proto_decoder *d, const uint8_t *p, size_t n,
+		       size_t i, bool with_value)
 {
 	const struct proto_limits *lim = d->lim;
 
-	while (d->remaining > 1 && n - i >= sizeof(uint64_t)) {
-		uint64_t v;
+	while (d->remaining > 1) {
+		size_t j = i, len = 0;
+		uint64_t k, v = 0;
 
-		memcpy(&v, p + i, sizeof(v));
-		if (v > lim->max_key || v > n - i - sizeof(v) ||
-		    d->req_len + sizeof(v) + v > lim->max_request)
+		if (n - j < sizeof(k))
 			break;
-		i += sizeof(v) + v;
-		d->req_len += sizeof(v) + v;
+		memcpy(&k, p + j, sizeof(k));
+		if (k > lim->max_key || k > n - j - sizeof(k))
+			break;
+		j += sizeof(k) + k;
+		if (with_value) {
+			if (n - j < sizeof(v))
+				break;
+			memcpy(&v, p + j, sizeof(v));
+			if (v > lim->max_value || v > n - j - sizeof(v))
+				break;
+			j += sizeof(v) + v;
+		}
+		len = j - i;
+		if (d->req_len + len > lim->max_request)
+			break;
+		i = j;
+		d->req_len += len;
 		d->remaining--;
 	}
 	return i;
@@ -262,9 +276,10 @@ int proto_decoder_feed(struct proto_decoder *d, const uint8_t *p, size_t n,
 		}
 
 		uint8_t f = pg->f[d->step];
-		if (f == F_KEY && pg->gsz == 1 && d->remaining > 1 &&
-		    d->ilen == 0)
-			i = key_run(d, p, n, i);
+		if (f == F_KEY && d->remaining > 1 && d->ilen == 0 &&
+		    (pg->gsz == 1 ||
+		     (pg->gsz == 2 && pg->f[d->step + 1] == F_VAL)))
+			i = item_run(d, p, n, i, pg->gsz == 2);
 		if (f == F_END) {
 			if (d->op == OP_VALIDATE)
 				d->handshake = false;
@@ -391,11 +406,20 @@ int proto_parse(const uint8_t *p, size_t len, struct proto_req *req)
 			if (!rd_str(&r, &s))
 				return -EPROTO;
 			/* Fields inside the group stay encoded in the list. A
-			 * group of one key is checked here to its end. */
-			if (req->list && pg->gsz == 1) {
+			 * group of one key is checked here to its end; so is
+			 * a group of a key and a value, from its key. */
+			if (req->list && f == F_KEY &&
+			    (pg->gsz == 1 || pg->f[step] == F_VAL)) {
+				bool kv = pg->gsz == 2;
+
+				if (kv && !rd_str(&r, &s))
+					return -EPROTO;
 				for (; left > 1; left--)
-					if (!rd_str(&r, &s))
+					if (!rd_str(&r, &s) ||
+					    (kv && !rd_str(&r, &s)))
 						return -EPROTO;
+				if (kv)
+					step++; /* past the value just read */
 				break;
 			}
 			if (req->list)
