@@ -310,6 +310,8 @@ class RingstoreRendezvousHandler(RendezvousHandler):
                 return False  # someone else is closing
             if self._call("compare_set", lease, held, mine).decode() != mine:
                 return False
+        # ages count from the start of the close, not from after the wait below
+        started = time.time()
         k = min(int(self._call("add", self._k(r, "n"), 0)), self._max)
         keys = [self._k(r, "hb", i) for i in range(1, k + 1)]
         dead = set()
@@ -321,10 +323,9 @@ class RingstoreRendezvousHandler(RendezvousHandler):
             dead = {i for i in range(1, k + 1) if not self._call("check", [keys[i - 1]])}
         present = [i for i in range(1, k + 1) if i not in dead]
         values = self._call("multi_get", [keys[i - 1] for i in present]) if present else []
-        now = time.time()
         for i, v in zip(present, values):
             mark = v.split(b" ", 1)[0]
-            if mark == b"left" or float(mark) < now - self._dead_after:
+            if i != a and (mark == b"left" or float(mark) < started - self._dead_after):
                 dead.add(i)
         if k - len(dead) < self._min:
             self._call("compare_set", lease, mine, "")
@@ -347,7 +348,10 @@ class RingstoreRendezvousHandler(RendezvousHandler):
                 try:
                     self._beat(r, a)
                 except RendezvousError as e:
-                    log.warning("ringstore rendezvous %s: heartbeat failed: %s", self._run_id, e)
+                    # the client does not reconnect: later beats would fail too
+                    log.warning("ringstore rendezvous %s: heartbeat failed, stopping "
+                                "heartbeats: %s", self._run_id, e)
+                    return
 
         self._hb_stop = stop
         threading.Thread(target=run, name=f"ringstore-rdzv-hb-{a}", daemon=True).start()
