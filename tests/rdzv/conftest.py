@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Fixtures for the rendezvous-backend suite (tests/rdzv).
 
-``server`` is a fresh store server per test, parametrized over two targets:
+``server`` is a store server per target, shared by the session (every test
+uses its own rendezvous run id), parametrized over two targets:
   ringstore  ${RS_BUILD_DIR:-<repo>/build}/bin/ringstore --port 0 --bind 127.0.0.1
              (or $RINGSTORE_BIN), its port read from "ringstore listening on";
   torch      PyTorch's own libuv TCPStore server (scripts/torch_store_server.py),
@@ -158,9 +159,12 @@ def _start(kind: str, tmp: Path) -> Server:
     return Server(kind, "127.0.0.1", int(m.group(2)), p, log)
 
 
-@pytest.fixture(params=TARGETS)
-def server(request, tmp_path) -> Server:
-    s = _start(request.param, tmp_path)
+@pytest.fixture(scope="session", params=TARGETS)
+def server(request, tmp_path_factory) -> Server:
+    """One server per target for the session: every test uses its own run id."""
+    s = _start(request.param, tmp_path_factory.mktemp(request.param))
+    with _lock:
+        _procs.remove(s.proc)  # outlives each test's process cleanup
     yield s
     if s.proc.poll() is not None:
         pytest.fail(f"{s} died during the test (rc={s.proc.returncode}):\n"

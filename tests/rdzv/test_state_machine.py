@@ -90,10 +90,10 @@ def test_exact_ranks_and_world(server):
 
 @pytest.mark.timeout_s(90)
 def test_overflow_forms_consecutive_rounds_no_node_twice(server):
-    """72 concurrent nodes, max 24, long last call: arrivals beyond max move
+    """48 concurrent nodes, max 16, long last call: arrivals beyond max move
     on, so rounds 0, 1, 2 each close full; every node is in exactly one round
-    and each round's ranks are exactly 0..23."""
-    n, nmax = 72, 24
+    and each round's ranks are exactly 0..15."""
+    n, nmax = 48, 16
     res = Calls([handler(server, "waves", 4, nmax) for _ in range(n)]).join()
     assert all(isinstance(r, tuple) for r in res), [r for r in res if not isinstance(r, tuple)]
     by_round = {}
@@ -104,7 +104,7 @@ def test_overflow_forms_consecutive_rounds_no_node_twice(server):
     for rnd, ranks in by_round.items():
         assert sorted(ranks) == list(range(nmax)), (rnd, sorted(ranks))
     st = server.client()
-    assert [st.get(f"rdzv/waves/{r}/done") for r in range(3)] == [b"24"] * 3
+    assert [st.get(f"rdzv/waves/{r}/done") for r in range(3)] == [b"16"] * 3
     assert st.add("rdzv/waves/3/n", 0) == 0  # nobody went past round 2
 
 
