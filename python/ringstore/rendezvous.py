@@ -332,7 +332,11 @@ class RingstoreRendezvousHandler(RendezvousHandler):
             return False
         result = str(k) + (" " + ",".join(map(str, sorted(dead))) if dead else "")
         self._call("compare_set", self._k(r, "done"), "", result)
-        self._call("compare_set", self._base + "round", str(r), str(r + 1))
+        # move the hint forward to r+1 from wherever it is (it lags if a
+        # closer died between its done and its hint update), never backward
+        seen, want = str(r), str(r + 1)
+        while int(seen) <= r:
+            seen = self._call("compare_set", self._base + "round", seen, want).decode()
         if dead:
             log.warning("ringstore rendezvous %s: round %d closed without dead arrivals %s",
                         self._run_id, r, sorted(dead))

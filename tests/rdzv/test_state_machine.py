@@ -215,3 +215,17 @@ def test_registry_resolves_the_entry_point(server):
     params = RendezvousParameters("ringstore", server.endpoint, "reg", 1, 1)
     h = registry.get_rendezvous_handler(params)
     assert type(h).__name__ == "RingstoreRendezvousHandler"
+
+
+@pytest.mark.timeout_s(60)
+def test_round_hint_catches_up(server):
+    """A closer died between its done and its hint update: the hint says 0
+    while round 0 is closed. Newcomers pass through round 0 (late there),
+    form round 1, and its closer moves the hint from 0 straight to 2."""
+    st = server.client()
+    st.add("rdzv/hint/round", 0)
+    st.add("rdzv/hint/0/n", 2)
+    st.compare_set("rdzv/hint/0/done", "", "2")
+    res = Calls([handler(server, "hint", 2, 2) for _ in range(2)]).join()
+    assert sorted((r[0], r[1]) for r in res) == [(1, 0), (1, 1)], res
+    assert st.get("rdzv/hint/round") == b"2"
