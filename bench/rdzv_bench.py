@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MIT
 """One rendezvous round of N simulated nodes: the ringstore backend vs torch's c10d.
 
-Usage: bench/rdzv_bench.py [--n 100,1000,4000,10000] [--procs 4] [--out bench/rdzv]
-                           [--c10d-limit 300] [--ringstore PATH] [--threads 1]
+Usage: bench/rdzv_bench.py [--n 100,1000,4000,10000] [--c10d-n 100,250,500,1000,4000]
+                           [--procs 16] [--out bench/rdzv] [--c10d-limit 300]
+                           [--ringstore PATH] [--threads 1]
 
 Each simulated node is one rendezvous handler with its own TCPStore client
 connection, run as a thread; the N threads are spread over --procs processes
@@ -12,6 +13,8 @@ once and each calls next_rendezvous() (min_nodes = max_nodes = N, so the round
 closes when the last node arrives). Measured per run:
 
   time     from the release to the last node's RendezvousInfo
+  last arrival  (ringstore backend) from the release to the last node's
+           arrival ADD: the simulation's own cost of starting N Python nodes
   requests, bytes received by the server during the round, from ringstore's
            /metrics (--control-port 0); not available for PyTorch's server
   cpu      server CPU seconds (utime+stime from /proc/PID/stat) over the round
@@ -63,11 +66,20 @@ def child(args) -> int:
             if args.backend == "ringstore":
                 from ringstore.rendezvous import RingstoreRendezvousHandler
 
+                class Timed(RingstoreRendezvousHandler):
+                    """Notes when this node's arrival ADD returned."""
+
+                    def _call(self, op, *a, **kw):
+                        ret = super()._call(op, *a, **kw)
+                        if op == "add" and a[1] == 1:
+                            self.arrived = time.time()
+                        return ret
+
                 params = RendezvousParameters(
                     "ringstore", args.endpoint, args.run_id, n, n, local_addr="127.0.0.1",
                     last_call_timeout="600", join_timeout="900", read_timeout="900",
                     keep_alive_interval="30")
-                h = RingstoreRendezvousHandler(params)
+                h = Timed(params)
             else:
                 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import \
                     create_backend
@@ -88,7 +100,8 @@ def child(args) -> int:
         try:
             info = h.next_rendezvous()
             with lock:
-                ends.append((time.time(), info.rank, info.world_size))
+                ends.append((time.time(), info.rank, info.world_size,
+                             getattr(h, "arrived", 0.0)))
         except Exception as e:  # noqa: BLE001
             with lock:
                 errors.append(f"rdzv: {e!r}")
@@ -105,6 +118,7 @@ def child(args) -> int:
     for t in threads:
         t.join()
     print(json.dumps({"end": max((e[0] for e in ends), default=0.0),
+                      "arrived": max((e[3] for e in ends), default=0.0),
                       "ranks": sorted(e[1] for e in ends),
                       "worlds": sorted({e[2] for e in ends}),
                       "errors": errors[:5], "nerrors": len(errors)}), flush=True)
@@ -215,6 +229,8 @@ def run_one(backend: str, server_kind: str, n: int, args) -> dict:
         ok = nerr == 0 and ranks == list(range(n)) and worlds == {n}
         res.update(status="ok" if ok else f"WRONG: {nerr} errors {[o['errors'] for o in outs]}",
                    time=t1 - t0, cpu=c1 - c0)
+        if backend == "ringstore":
+            res["last_arrival"] = max(o["arrived"] for o in outs) - t0
         if m0:
             res.update(requests=m1["requests"] - m0["requests"],
                        bytes_in=m1["bytes_in"] - m0["bytes_in"],
@@ -231,17 +247,18 @@ def run_one(backend: str, server_kind: str, n: int, args) -> dict:
 
 
 def fmt_table(results: list[dict]) -> str:
-    lines = ["| backend | server | N | time to last RendezvousInfo (s) | requests | "
+    lines = ["| backend | server | N | time to last RendezvousInfo (s) | last arrival (s) | requests | "
              "requests/node | bytes received | bytes/node | bytes sent/node | server CPU (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         n = r["n"]
         if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | {r['server']} | {n} | {r['status']} | | | | | | "
+            lines.append(f"| {r['backend']} | {r['server']} | {n} | {r['status']} | | | | | | | "
                          f"{r.get('cpu', 0):.2f} |")
             continue
         req = r.get("requests")
-        row = [r["backend"], r["server"], str(n), f"{r['time']:.2f}"]
+        row = [r["backend"], r["server"], str(n), f"{r['time']:.2f}",
+               f"{r['last_arrival']:.2f}" if "last_arrival" in r else "n/a"]
         if req is not None:
             row += [f"{req:.0f}", f"{req / n:.1f}", f"{r['bytes_in']:.0f}",
                     f"{r['bytes_in'] / n:.0f}", f"{r['bytes_out'] / n:.0f}"]
@@ -291,8 +308,11 @@ def main() -> int:
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--run-id", help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--n", default="100,1000,4000,10000")
-    ap.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
+    ap.add_argument("--n", default="100,1000,4000,10000", help="N for the ringstore backend")
+    ap.add_argument("--c10d-n", default="100,250,500,1000,4000",
+                    help="N for the c10d backend (it is O(N^2); it stops at the first N "
+                         "that does not finish)")
+    ap.add_argument("--procs", type=int, default=16, help="client processes (default 16)")
     ap.add_argument("--c10d-limit", type=float, default=300,
                     help="seconds a round may take before it is stopped (default 300)")
     ap.add_argument("--backends", default="ringstore,c10d")
@@ -306,13 +326,15 @@ def main() -> int:
         args.n = int(args.n)
         return child(args)
 
-    ns = [int(x) for x in args.n.split(",")]
+    load0 = os.getloadavg()[0]
+    ns = {"ringstore": [int(x) for x in args.n.split(",")],
+          "c10d": [int(x) for x in args.c10d_n.split(",")]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for backend in args.backends.split(","):
         for server in args.servers.split(","):
-            for n in ns:
+            for n in ns[backend]:
                 r = run_one(backend, server, n, args)
                 results.append(r)
                 print(json.dumps(r), flush=True)
@@ -324,7 +346,8 @@ def main() -> int:
     (out / "results.md").write_text(
         f"# One rendezvous round, N simulated nodes\n\n`{cmd.strip()}` on "
         f"{os.cpu_count()} CPUs, ringstore with {args.threads} reactor thread(s), "
-        f"{args.procs} client processes.\n\n{table}\n")
+        f"{args.procs} client processes; 1-minute load average {load0:.1f} at the "
+        f"start, {os.getloadavg()[0]:.1f} at the end (the machine is shared).\n\n{table}\n")
     print(table)
     if plot(results, out / "rdzv.png"):
         print(f"plot: {out / 'rdzv.png'}")
