@@ -326,6 +326,9 @@ def main() -> int:
         args.n = int(args.n)
         return child(args)
 
+    # SIGTERM/SIGINT unwind through run_one's cleanup (client processes, server)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(130))
     load0 = os.getloadavg()[0]
     ns = {"ringstore": [int(x) for x in args.n.split(",")],
           "c10d": [int(x) for x in args.c10d_n.split(",")]}

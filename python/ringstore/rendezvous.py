@@ -119,7 +119,6 @@ class RingstoreRendezvousHandler(RendezvousHandler):
     def __init__(self, params: RendezvousParameters, store=None):
         if not params.run_id:
             raise ValueError("The run id must be a non-empty string.")
-        self._params = params
         self._run_id = params.run_id
         self._min = params.min_nodes
         self._max = params.max_nodes
