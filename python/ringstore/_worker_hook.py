@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: MIT
+"""Give env:// workers the per-job, per-round key prefix of their rendezvous.
+
+torchrun's workers learn only MASTER_ADDR/MASTER_PORT; with
+TORCHELASTIC_USE_AGENT_STORE=True, ``init_process_group()`` builds a plain
+TCPStore client of that address, so every round of every job would share one
+key space on the long-lived store, and a restarted round would read the gloo
+addresses the previous round left there. The ringstore handler therefore puts
+``RINGSTORE_WORKER_PREFIX=rdzv/<run>/<round>/worker`` in the agent's
+environment, which its workers inherit, and the ``ringstore-worker-prefix.pth``
+line imports this module in exactly those processes. It wraps
+``torch.distributed.rendezvous._create_c10d_store`` once that module loads, so
+that the agent-store case returns ``PrefixStore(prefix, store)``. Nothing is
+imported eagerly, and any failure leaves torch untouched (with a warning).
+"""
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import warnings
+
+ENV = "RINGSTORE_WORKER_PREFIX"
+TARGET = "torch.distributed.rendezvous"
+
+
+def _patch(mod) -> None:
+    orig = mod._create_c10d_store
+    if getattr(orig, "_ringstore_prefix", False):
+        return
+
+    def _create_c10d_store(*args, **kwargs):
+        store = orig(*args, **kwargs)
+        prefix = os.environ.get(ENV)
+        if prefix and mod._torchelastic_use_agent_store():
+            from torch.distributed import PrefixStore
+
+            return PrefixStore(prefix, store)
+        return store
+
+    _create_c10d_store._ringstore_prefix = True
+    mod._create_c10d_store = _create_c10d_store
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, inner):
+        self._inner = inner
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module):
+        self._inner.exec_module(module)
+        try:
+            _patch(module)
+        except Exception as e:  # never break torch's import
+            warnings.warn(f"ringstore: cannot prefix the workers' store: {e!r}")
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != TARGET:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _Loader(spec.loader)
+        return spec
+
+
+def _install() -> None:
+    if TARGET in sys.modules:
+        _patch(sys.modules[TARGET])
+    elif not any(isinstance(f, _Finder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+
+
+try:
+    _install()
+except Exception as e:  # never break interpreter start-up
+    warnings.warn(f"ringstore: worker prefix hook not installed: {e!r}")

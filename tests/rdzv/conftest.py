@@ -1,0 +1,176 @@
+# SPDX-License-Identifier: MIT
+"""Fixtures for the rendezvous-backend suite (tests/rdzv).
+
+``server`` is a store server per target, shared by the session (every test
+uses its own rendezvous run id), parametrized over two targets:
+  ringstore  ${RS_BUILD_DIR:-<repo>/build}/bin/ringstore --port 0 --bind 127.0.0.1
+             (or $RINGSTORE_BIN), its port read from "ringstore listening on";
+  torch      PyTorch's own libuv TCPStore server (scripts/torch_store_server.py),
+             which proves the backend needs nothing but PyTorch's protocol.
+``RINGSTORE_TARGET=ringstore|torch`` restricts the run to one target.
+
+The checkout's python/ directory goes first on sys.path and on the PYTHONPATH
+of every child (agents, workers), so the code under test is the checkout's;
+torchrun still finds the backend only through the installed package's
+``torchrun.handlers`` entry point (``pip install ./python``), which the
+session checks first.
+
+Each test runs under a watchdog (``@pytest.mark.timeout_s(N)``, default 60 s):
+on expiry it dumps the stacks and kills every process group the test started.
+"""
+from __future__ import annotations
+
+import faulthandler
+import importlib.metadata
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PYDIR = ROOT / "python"
+sys.path.insert(0, str(PYDIR))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(PYDIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+TARGETS = [t for t in ("ringstore", "torch")
+           if os.environ.get("RINGSTORE_TARGET", t).strip().lower() == t]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timeout_s(n): per-test watchdog in seconds")
+
+
+def pytest_sessionstart(session):
+    eps = importlib.metadata.entry_points(group="torchrun.handlers")
+    if not any(e.name == "ringstore" for e in eps):
+        pytest.exit("the ringstore package is not installed (pip install ./python, "
+                    "or scripts/deps): torchrun cannot find --rdzv-backend=ringstore", 2)
+
+
+def ringstore_bin() -> Path:
+    if os.environ.get("RINGSTORE_BIN"):
+        return Path(os.environ["RINGSTORE_BIN"])
+    return Path(os.environ.get("RS_BUILD_DIR") or ROOT / "build") / "bin" / "ringstore"
+
+
+_procs: list[subprocess.Popen] = []
+_lock = threading.Lock()
+
+
+def spawn(args, **kw) -> subprocess.Popen:
+    """Popen in its own session, killed with its group when the test ends."""
+    kw.setdefault("start_new_session", True)
+    p = subprocess.Popen(args, **kw)
+    with _lock:
+        _procs.append(p)
+    return p
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(autouse=True)
+def _watchdog(request):
+    m = request.node.get_closest_marker("timeout_s")
+    limit = float(m.args[0]) if m else 60.0
+    fired = threading.Event()
+
+    def expire():
+        fired.set()
+        sys.stderr.write(f"\n=== watchdog: {request.node.nodeid} exceeded {limit:.0f}s\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        with _lock:
+            for p in _procs:
+                kill_group(p)
+
+    t = threading.Timer(limit, expire)
+    t.daemon = True
+    t.start()
+    faulthandler.dump_traceback_later(limit + 60, exit=True)
+    try:
+        yield
+    finally:
+        t.cancel()
+        faulthandler.cancel_dump_traceback_later()
+        with _lock:
+            procs = list(_procs)
+            _procs.clear()
+        for p in procs:
+            kill_group(p)
+            p.wait()
+    if fired.is_set():
+        pytest.fail(f"test exceeded its {limit:.0f}s watchdog")
+
+
+class Server:
+    def __init__(self, kind, host, port, proc, log):
+        self.kind, self.host, self.port, self.proc, self.log = kind, host, port, proc, log
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def client(self, timeout=30.0):
+        import datetime
+
+        import torch.distributed as dist
+        return dist.TCPStore(self.host, self.port, is_master=False, wait_for_workers=False,
+                             timeout=datetime.timedelta(seconds=timeout))
+
+    def __repr__(self):
+        return f"<{self.kind} {self.endpoint}>"
+
+
+def _start(kind: str, tmp: Path) -> Server:
+    if kind == "ringstore":
+        binary = ringstore_bin()
+        if not os.access(binary, os.X_OK):
+            pytest.fail(f"no ringstore binary at {binary} (build it or set RS_BUILD_DIR)",
+                        pytrace=False)
+        args = [str(binary), "--port", "0", "--bind", "127.0.0.1", "--threads",
+                os.environ.get("RS_THREADS", "1")]
+        rx = re.compile(r"^ringstore listening on (\S+):(\d+)$")
+    else:
+        args = [sys.executable, str(ROOT / "scripts" / "torch_store_server.py"),
+                "--host", "127.0.0.1", "--port", "0"]
+        rx = re.compile(r"^torch-store \(libuv\) listening on (\S+):(\d+)$")
+    log = tmp / f"{kind}-server.log"
+    with open(log, "wb") as err:
+        p = spawn(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline().strip()  # blocks until the server listens (or exits)
+    m = rx.match(line)
+    if not m:
+        kill_group(p)
+        pytest.fail(f"{kind} server did not start: {line!r}\n{log.read_text()[-2000:]}",
+                    pytrace=False)
+    return Server(kind, "127.0.0.1", int(m.group(2)), p, log)
+
+
+@pytest.fixture(scope="session", params=TARGETS)
+def server(request, tmp_path_factory) -> Server:
+    """One server per target for the session: every test uses its own run id."""
+    s = _start(request.param, tmp_path_factory.mktemp(request.param))
+    with _lock:
+        _procs.remove(s.proc)  # outlives each test's process cleanup
+    yield s
+    if s.proc.poll() is not None:
+        pytest.fail(f"{s} died during the test (rc={s.proc.returncode}):\n"
+                    f"{s.log.read_text()[-2000:]}", pytrace=False)
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        s.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        kill_group(s.proc)
