@@ -11,6 +11,9 @@ Targets (env ``RINGSTORE_TARGET``):
                        Tests marked ``ringstore_only`` (logs, stats, limits, bad
                        input) are skipped for this target.
 
+Env ``RS_THREADS`` sets ringstore's reactor count (default 1) and ``RS_IO`` its
+I/O backend (``--io auto|uring|epoll``; unset: ringstore's default, auto).
+
 Every test gets a fresh server (``server`` fixture) so key counts are exact.
 Each test runs under a watchdog (default 60 s, ``@pytest.mark.timeout_s(N)``):
 on expiry it dumps all thread stacks and SIGKILLs the servers and helper
@@ -389,7 +392,10 @@ def _start_ringstore(tmp_path: Path, threads: int, extra: list[str], bind: str |
         args += ["--port", "0"]
         if bind is not None:
             args += ["--bind", bind]
-    args += ["--log-level", "debug", "--threads", str(threads), *extra]
+    args += ["--log-level", "debug", "--threads", str(threads)]
+    if os.environ.get("RS_IO") and not any(str(f).startswith("--io") for f in extra):
+        args += ["--io", os.environ["RS_IO"]]  # the I/O backend under test
+    args += [*extra]
     with open(err, "wb") as ferr, open(out, "wb") as fout:
         proc = spawn(args, stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
     rx = re.compile(r"^ringstore listening on (\S+):(\d+)\s*$")
