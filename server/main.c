@@ -501,7 +501,7 @@ int main(int argc, char **argv)
 	raise_nofile();
 	srv.io = choose_io(o.io);
 	if (!srv.io)
-		return 1;
+		goto out;
 
 	fds = calloc(srv.cfg.threads, sizeof(*fds));
 	if (!fds)
