@@ -391,8 +391,8 @@ int control_metrics(struct buf *out, bool json, const char *backend,
 	fam_end(&m);
 	fam_begin(&m, "ringstore_reactor_completions_total", "counter",
 		  "reactor",
-		  "Completions reaped, by reactor (over iterations: the mean "
-		  "batch size).");
+		  "Completions (io_uring) or readiness events (epoll) handled, "
+		  "by reactor (over iterations: the mean batch size).");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(id, sizeof(id), "%zu", i);
 		fam_sample(&m, id, rs[i] ? stat_get(&rs[i]->cqes) : 0);

@@ -25,8 +25,10 @@
  * needed to rest).
  *
  * Messages: each reactor has a bounded lock-free multi-producer,
- * single-consumer queue (Vyukov's array queue) and an eventfd. A sender
- * that finds the queue full keeps the message and retries every iteration.
+ * single-consumer queue (mpsc.c) and an eventfd, written only when the
+ * consumer may be asleep (the signalled flag). A sender that finds the queue
+ * full keeps the message and retries every iteration (waiting 1 ms at most
+ * meanwhile), so a burst of wake-ups costs no allocation on either side.
  * stop() sets a flag and writes the same eventfd.
  *
  * Threads: everything runs on the reactor's thread except msg() (the
@@ -36,7 +38,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "mpsc.h"
 #include "server.h"
 #include "stats.h"
 
@@ -59,98 +61,18 @@ enum tag_kind {
 #define MAX_EVENTS 256
 #define READS_PER_EVENT 4
 #define ACCEPTS_PER_EVENT 64
-#define QUEUE_CELLS 4096 /* per reactor, a power of two */
+#define QUEUE_CELLS 1024 /* per reactor, a power of two */
 
 static inline uint64_t tag_make(enum tag_kind k, uint32_t gen, uint32_t slot)
 {
 	return (uint64_t)k << 56 | (uint64_t)(gen & CONN_GEN_MASK) << 32 | slot;
 }
 
-/* ---- the message queue -------------------------------------------------- */
-
-struct mq_cell {
-	atomic_size_t seq; /* pos: free for the producer of pos; pos + 1:
-			      holds that producer's message */
-	struct io_msg msg;
-};
-
-struct mq {
-	struct mq_cell *cells;             /* owned */
-	size_t mask;
-	alignas(64) atomic_size_t tail;    /* next position to claim */
-	alignas(64) size_t head;           /* the consumer's next position */
-};
-
-static int mq_init(struct mq *q, size_t cells)
-{
-	q->cells = calloc(cells, sizeof(*q->cells));
-	if (!q->cells)
-		return -ENOMEM;
-	q->mask = cells - 1;
-	for (size_t i = 0; i < cells; i++)
-		atomic_init(&q->cells[i].seq, i);
-	atomic_init(&q->tail, 0);
-	q->head = 0;
-	return 0;
-}
-
-/* Any thread. Returns 0, or -EAGAIN when the queue is full. */
-static int mq_push(struct mq *q, const struct io_msg *m)
-{
-	size_t pos = atomic_load_explicit(&q->tail, memory_order_relaxed);
-	struct mq_cell *cell;
-
-	for (;;) {
-		cell = &q->cells[pos & q->mask];
-		/* Pairs with the release in mq_pop: the consumer has read
-		 * the cell's previous message before we overwrite it. */
-		size_t seq = atomic_load_explicit(&cell->seq,
-						  memory_order_acquire);
-		intptr_t dif = (intptr_t)seq - (intptr_t)pos;
-
-		if (dif == 0) {
-			/* Claim pos; the cell's seq (above) orders the
-			 * data, so the claim itself can be relaxed. */
-			if (atomic_compare_exchange_weak_explicit(
-				    &q->tail, &pos, pos + 1,
-				    memory_order_relaxed, memory_order_relaxed))
-				break;
-		} else if (dif < 0) {
-			return -EAGAIN;
-		} else {
-			pos = atomic_load_explicit(&q->tail,
-						   memory_order_relaxed);
-		}
-	}
-	cell->msg = *m;
-	/* Pairs with the acquire in mq_pop: the message is written. */
-	atomic_store_explicit(&cell->seq, pos + 1, memory_order_release);
-	return 0;
-}
-
-/* The consumer's thread only. Returns false when the queue is empty. */
-static bool mq_pop(struct mq *q, struct io_msg *m)
-{
-	struct mq_cell *cell = &q->cells[q->head & q->mask];
-	/* Pairs with the release in mq_push: its message is visible. */
-	size_t seq = atomic_load_explicit(&cell->seq, memory_order_acquire);
-
-	if (seq != q->head + 1)
-		return false;
-	*m = cell->msg;
-	/* Pairs with the acquire in mq_push: the cell is free again, one
-	 * lap later. */
-	atomic_store_explicit(&cell->seq, q->head + q->mask + 1,
-			      memory_order_release);
-	q->head++;
-	return true;
-}
-
 /* ---- the backend ------------------------------------------------------- */
 
 /* A message waiting for room in its target's queue. */
 struct pending {
-	struct io *to;
+	struct io *to;                /* borrowed: the target */
 	struct io_msg m;
 };
 
@@ -162,7 +84,7 @@ struct io {
 	void *arg;
 	int epfd;
 	int efd;                      /* eventfd: messages and stop */
-	struct mq q;                  /* messages to this reactor */
+	struct mpsc q;                /* messages to this reactor */
 	atomic_bool signalled;        /* efd written since the last drain */
 	atomic_bool stop_asked;
 	bool stopped;
@@ -184,13 +106,17 @@ static int ep_create(struct io **out, const struct server_config *cfg,
 		     struct conn_table *ct, struct stats *stats,
 		     const struct io_events *ev, void *arg)
 {
-	struct io *io = calloc(1, sizeof(*io));
+	/* Aligned for the queue's cache-line-aligned tail and head. */
+	struct io *io = aligned_alloc(_Alignof(struct io), sizeof(*io));
 	struct epoll_event ee = { .events = EPOLLIN,
 				  .data.u64 = tag_make(TAG_EVENT, 0, 0) };
 	int ret;
 
 	if (!io)
 		return -ENOMEM;
+	memset(io, 0, sizeof(*io));
+	atomic_init(&io->signalled, false);
+	atomic_init(&io->stop_asked, false);
 	io->cfg = cfg;
 	io->ct = ct;
 	io->stats = stats;
@@ -205,7 +131,7 @@ static int ep_create(struct io **out, const struct server_config *cfg,
 		ret = -errno;
 		goto fail;
 	}
-	ret = mq_init(&io->q, QUEUE_CELLS);
+	ret = mpsc_init(&io->q, QUEUE_CELLS);
 	if (ret)
 		goto fail;
 	io->rbuf = malloc(io->rbuf_size);
@@ -249,9 +175,9 @@ static void ep_destroy(struct io *io)
 
 	ep_quit(io);
 	if (io->q.cells) {
-		while (mq_pop(&io->q, &m))
+		while (mpsc_pop(&io->q, &m))
 			drop_msg(&m);
-		free(io->q.cells);
+		mpsc_destroy(&io->q);
 	}
 	if (io->epfd >= 0)
 		close(io->epfd);
@@ -293,7 +219,7 @@ static int ep_msg(struct io *from, struct io *to, const struct io_msg *m)
 {
 	if (from->quit)
 		return -ESHUTDOWN;
-	if (!from->npend && !mq_push(&to->q, m)) {
+	if (!from->npend && !mpsc_push(&to->q, m)) {
 		signal_target(to);
 		return 0;
 	}
@@ -315,7 +241,7 @@ static void retry_pending(struct io *io)
 {
 	uint32_t i = 0;
 
-	while (i < io->npend && !mq_push(&io->pend[i].to->q, &io->pend[i].m))
+	while (i < io->npend && !mpsc_push(&io->pend[i].to->q, &io->pend[i].m))
 		signal_target(io->pend[i++].to);
 	memmove(io->pend, io->pend + i, (io->npend - i) * sizeof(*io->pend));
 	io->npend -= i;
@@ -332,7 +258,7 @@ static void drain(struct io *io)
 	atomic_store_explicit(&io->signalled, false, memory_order_relaxed);
 	/* Pairs with the fence in signal_target(). */
 	atomic_thread_fence(memory_order_seq_cst);
-	while (mq_pop(&io->q, &m))
+	while (mpsc_pop(&io->q, &m))
 		io->ev->message(io->arg, &m);
 	if (!io->stopped &&
 	    atomic_load_explicit(&io->stop_asked, memory_order_relaxed)) {
