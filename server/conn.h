@@ -1,25 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * conn.h - one client connection: its state, its request decoder and spill
- * buffer, its two reply queues, and its wait state.
+ * conn.h - client connections: one connection's state, request intake and
+ * reply queues, and the reactor's table of them with their lifecycle.
  *
  * States: CONN_FREE (slot unused) -> CONN_OPEN (handshake, then serving; the
  * decoder enforces VALIDATE first) -> CONN_CLOSING (no more input processed,
- * waiting for its SQEs to finish) -> CONN_FREE. Every transition goes through
- * the reactor's conn_close()/conn_release().
+ * waiting for the backend's operations on it to finish) -> CONN_FREE. Every
+ * transition goes through conn_open(), conn_close() and conn_release().
  *
  * Replies are written into oq[fill]; the other queue, oq[fill ^ 1], is the one
- * handed to the kernel, whose iovecs must not move while a SEND is in flight.
+ * being sent, whose iovecs must not move while a send is in flight.
+ *
+ * A connection speaks the store protocol, or a guest protocol given at
+ * conn_open (the control plane's HTTP, as memcached hosts several protocols
+ * on its connections): then its input goes to the guest's hook and it is
+ * not counted as a store client.
  *
  * conn_input() is sans-I/O: it takes received bytes, runs complete requests
  * through the store and leaves replies in oq[fill]; tests can call it
- * without a ring. A conn is used only by its reactor's thread.
+ * without a reactor. A conn and its table are used only by their reactor's
+ * thread.
  */
 #ifndef RS_SERVER_CONN_H
 #define RS_SERVER_CONN_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "buf.h"
@@ -28,13 +35,31 @@
 #include "stats.h"
 #include "waiters.h"
 
-struct control_conn;
+struct io;
+struct io_ops;
+struct server;
 struct store_thread;
+
+#define CONN_GEN_MASK 0xffffffu
+/* Guest-protocol connections at once; more are refused at accept, so that
+ * local HTTP clients can never take the descriptors the store needs. */
+#define CONN_MAX_GUESTS 64
 
 enum conn_state {
 	CONN_FREE,
 	CONN_OPEN,
 	CONN_CLOSING,
+};
+
+/* A protocol other than the store's, hosted on a connection. */
+struct conn_guest_ops {
+	/*
+	 * Feed @n received bytes to @state and append the answer to @out.
+	 * Returns 0 to keep reading, 1 to send @out and then close, or
+	 * -errno to close at once.
+	 */
+	int (*input)(void *state, const uint8_t *p, size_t n, struct buf *out);
+	void (*destroy)(void *state);
 };
 
 struct conn {
@@ -43,16 +68,16 @@ struct conn {
 	uint32_t gen;              /* bumped on every reuse of the slot */
 	uint8_t state;             /* enum conn_state */
 	uint8_t fill;              /* oq[fill] collects new replies */
-	bool recv_armed;           /* a multishot RECV is in flight */
-	bool sending;              /* a SEND is in flight */
-	bool dirty;                /* on the reactor's dirty list */
-	bool rearm;                /* RECV must be re-armed after the batch */
-	bool in_hs;                /* on the reactor's handshake list */
-	bool close_after_send;     /* HTTP: close once the replies are out */
-	uint32_t inflight;         /* SQEs in flight that name this conn */
+	bool sending;              /* the backend holds a send of ours */
+	bool dirty;                /* on the table's dirty list */
+	bool in_hs;                /* on the table's handshake list */
+	bool close_after_send;     /* guest: close once the replies are out */
+	bool out_armed;            /* epoll: EPOLLOUT is registered */
+	uint32_t inflight;         /* io_uring: SQEs in flight naming it */
 	struct conn *next_dirty;   /* borrowed link */
 	struct conn *hs_next, *hs_prev; /* handshake list while validating */
-	uint64_t opened_ms;        /* CLOCK_MONOTONIC at accept */
+	uint64_t active_ms;        /* CLOCK_MONOTONIC at accept; guests: at
+				      their last input */
 	struct proto_decoder dec;
 	struct buf spill;          /* owned: a request split across reads */
 	struct outq oq[2];         /* owned */
@@ -60,23 +85,94 @@ struct conn {
 	struct msghdr msg;         /* lent to the kernel while sending */
 	struct iovec *iov;         /* owned, lent with msg */
 	uint32_t iov_cap;
-	struct control_conn *http; /* owned; set for control-plane clients */
+	const struct conn_guest_ops *guest; /* NULL: the store protocol */
+	void *guest_state;         /* owned through guest->destroy */
 };
 
+/* One reactor's connections and what their lifecycle touches. */
+struct conn_table {
+	struct server *srv;           /* borrowed */
+	uint32_t reactor;             /* the owning reactor's id */
+	struct store_thread *th;      /* borrowed */
+	struct stats *stats;          /* borrowed: the reactor's counters */
+	const struct io_ops *ops;     /* borrowed */
+	struct io *io;                /* borrowed */
+	bool stopping;                /* no new connections are served */
+
+	struct conn **chunks;         /* owned */
+	uint32_t nchunks;
+	uint32_t *free_slots;         /* owned stack */
+	uint32_t nfree;
+	uint32_t open;                /* conns not yet released */
+	struct conn *dirty;           /* output or a state change to flush */
+	struct conn *hs_head, *hs_tail; /* awaiting VALIDATE, oldest first */
+	struct conn *guests[CONN_MAX_GUESTS]; /* open guest connections */
+	uint32_t nguests;
+	uint64_t guest_scan_ms;       /* last idle scan */
+};
+
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t conn_now_ms(void);
+
+/* Free every connection still in @t (after the backend has quit). */
+void conn_table_destroy(struct conn_table *t);
+
 /*
- * Feed received bytes. Complete requests are executed at once; a request
- * that is not complete yet is copied into the spill buffer. Returns 0, or a
- * negative errno after which the connection must be closed; *why then says
- * which close reason to count (and d.err the protocol error, for PROTO).
- * @ops counts requests by opcode.
+ * Serve socket @fd (owned from here on, also on failure): a store client
+ * from @peer, or a client of @guest with @state (owned from here on).
+ * Starts receiving. Returns the conn, or NULL (out of memory; @fd closed).
  */
-int conn_input(struct conn *c, struct store_thread *th, const uint8_t *p,
-	       size_t n, enum stats_close *why, struct stats *stats);
+struct conn *conn_open(struct conn_table *t, int fd,
+		       const struct sockaddr_in6 *peer,
+		       const struct conn_guest_ops *guest, void *state);
+
+/*
+ * Close @c for @why (@err: the errno of an I/O failure): log, count, stop
+ * processing its input, withdraw its waits and shut the socket down; the
+ * slot is freed by conn_release() once the backend is done with it.
+ */
+void conn_close(struct conn_table *t, struct conn *c, enum stats_close why,
+		int err);
+
+/* Free the slot if @c is closing and nothing holds it any more. */
+void conn_release(struct conn_table *t, struct conn *c);
+
+/* @c sent its VALIDATE: off the handshake clock. */
+void conn_validated(struct conn_table *t, struct conn *c);
+
+/* Close every open connection and take no new ones (shutdown). */
+void conn_close_all(struct conn_table *t);
+
+/* Close store clients past the handshake timeout and idle guests. */
+void conn_expire(struct conn_table *t);
+
+/* The conn (open or closing) in @slot with generation @gen, or NULL. */
+struct conn *conn_get(struct conn_table *t, uint32_t slot, uint32_t gen);
+
+/* Put @c on the dirty list (once) so that the loop flushes it. */
+static inline void conn_mark_dirty(struct conn_table *t, struct conn *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = true;
+	c->next_dirty = t->dirty;
+	t->dirty = c;
+}
 
 /* The queue new replies go to. */
 static inline struct outq *conn_out(struct conn *c)
 {
 	return &c->oq[c->fill];
 }
+
+/*
+ * Feed received bytes. Complete requests are executed at once; a request
+ * that is not complete yet is copied into the spill buffer. Returns 0, or a
+ * negative errno after which the connection must be closed; *why then says
+ * which close reason to count (and d.err the protocol error, for PROTO).
+ * @stats counts requests by opcode.
+ */
+int conn_input(struct conn *c, struct store_thread *th, const uint8_t *p,
+	       size_t n, enum stats_close *why, struct stats *stats);
 
 #endif

@@ -24,11 +24,13 @@
 #include <unistd.h>
 
 #include "compiler.h"
+#include "conn.h"
 #include "hash.h"
+#include "io.h"
 #include "net.h"
 #include "queues.h"
 #include "qsbr.h"
-#include "reactor.h"
+#include "server.h"
 #include "stats.h"
 #include "store.h"
 #include "table.h"
@@ -311,8 +313,8 @@ static uint64_t rss_bytes(void)
 	return (uint64_t)pages_rss * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-int control_metrics(struct buf *out, bool json, const struct stats *const *rs,
-		    size_t n, struct store *st)
+int control_metrics(struct buf *out, bool json, const char *backend,
+		    const struct stats *const *rs, size_t n, struct store *st)
 {
 	struct metrics_out m = { .o = { .b = out }, .json = json };
 	struct stats t = { 0 };
@@ -323,6 +325,15 @@ int control_metrics(struct buf *out, bool json, const struct stats *const *rs,
 			stats_sum(&t, rs[i]);
 	if (json)
 		put_str(&m.o, "{");
+	if (backend && json) {
+		put_str(&m.o, "\"backend\":");
+		put_json_cstr(&m.o, backend);
+		m.families++;
+	} else if (backend) {
+		putf(&m.o, "# HELP ringstore_info The server: its I/O backend.\n"
+			   "# TYPE ringstore_info gauge\n"
+			   "ringstore_info{backend=\"%s\"} 1\n", backend);
+	}
 
 	metric(&m, "ringstore_connections_active", "gauge",
 	       "Store connections open now.", stat_get(&t.active));
@@ -380,8 +391,8 @@ int control_metrics(struct buf *out, bool json, const struct stats *const *rs,
 	fam_end(&m);
 	fam_begin(&m, "ringstore_reactor_completions_total", "counter",
 		  "reactor",
-		  "Completions reaped, by reactor (over iterations: the mean "
-		  "batch size).");
+		  "Completions (io_uring) or readiness events (epoll) handled, "
+		  "by reactor (over iterations: the mean batch size).");
 	for (size_t i = 0; i < n; i++) {
 		snprintf(id, sizeof(id), "%zu", i);
 		fam_sample(&m, id, rs[i] ? stat_get(&rs[i]->cqes) : 0);
@@ -420,9 +431,9 @@ static int server_metrics(struct control *c, struct buf *out, bool json)
 			return -ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++)
-		if (c->srv->reactors && c->srv->reactors[i])
-			rs[i] = reactor_stats(c->srv->reactors[i]);
-	ret = control_metrics(out, json, rs, n, c->th->st);
+		rs[i] = c->srv->stats ? c->srv->stats[i] : NULL;
+	ret = control_metrics(out, json, c->srv ? c->srv->io->name : NULL, rs,
+			      n, c->th->st);
 	free(rs);
 	return ret;
 }
@@ -1060,3 +1071,19 @@ int control_conn_input(struct control_conn *cc, const uint8_t *p, size_t n,
 	}
 	return 0;
 }
+
+static int guest_input(void *state, const uint8_t *p, size_t n,
+		       struct buf *out)
+{
+	return control_conn_input(state, p, n, out);
+}
+
+static void guest_destroy(void *state)
+{
+	control_conn_destroy(state);
+}
+
+const struct conn_guest_ops control_guest_ops = {
+	.input = guest_input,
+	.destroy = guest_destroy,
+};

@@ -8,8 +8,9 @@
  * /handler/<name> (run it). HEAD is accepted wherever GET is. Built-in
  * handlers: keys, waiters, barriers, stats, ping.
  *
- * Sans-I/O like http.h: the reactor feeds each received chunk of an HTTP
- * connection to control_conn_input and sends what it appended. Everything
+ * Sans-I/O like http.h: an HTTP client is a connection hosting the control
+ * plane as a guest protocol (control_guest_ops): the reactor feeds each
+ * received chunk to control_conn_input and sends what it appended. Everything
  * runs on the one reactor thread that owns the control plane (reactor 0),
  * with that reactor's store_thread, so handlers may read the table between
  * quiescent points. Handlers run on the event loop: they must not block.
@@ -24,6 +25,7 @@
 #include "buf.h"
 #include "http.h"
 
+struct conn_guest_ops;
 struct control;
 struct control_conn;
 struct server;
@@ -91,11 +93,13 @@ int control_handle(struct control *c, const struct control_request *req,
 
 /*
  * The metrics in Prometheus text format (@json false) or as one JSON object
- * (@json true), appended to @out: @n per-reactor counter blocks @rs (index =
- * reactor id) and the live sizes of @st. Returns 0 or -ENOMEM.
+ * (@json true), appended to @out: the I/O @backend (NULL: not reported; a
+ * ringstore_info gauge, or the "backend" field), @n per-reactor counter
+ * blocks @rs (index = reactor id) and the live sizes of @st. Returns 0 or
+ * -ENOMEM.
  */
-int control_metrics(struct buf *out, bool json, const struct stats *const *rs,
-		    size_t n, struct store *st);
+int control_metrics(struct buf *out, bool json, const char *backend,
+		    const struct stats *const *rs, size_t n, struct store *st);
 
 /* One HTTP connection's state. Returns NULL on ENOMEM. */
 struct control_conn *control_conn_create(struct control *c);
@@ -110,5 +114,8 @@ void control_conn_destroy(struct control_conn *cc);
  */
 int control_conn_input(struct control_conn *cc, const uint8_t *p, size_t n,
 		       struct buf *out);
+
+/* The hooks a connection runs for a control_conn (its guest state). */
+extern const struct conn_guest_ops control_guest_ops;
 
 #endif

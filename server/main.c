@@ -17,10 +17,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "listen.h"
 #include "log.h"
 #include "net.h"
 #include "reactor.h"
+#include "server.h"
 #include "stats.h"
 #include "store.h"
 
@@ -39,6 +41,7 @@ struct options {
 	int control_port;           /* -1: no TCP control listener */
 	const char *control_bind;
 	const char *control_socket; /* Unix socket path, or NULL */
+	const char *io;             /* "auto", "uring" or "epoll" */
 };
 
 static void usage(FILE *f)
@@ -57,9 +60,13 @@ static void usage(FILE *f)
 "                            master_listen_fd); systemd socket activation\n"
 "                            (LISTEN_FDS) is automatic\n"
 "      --backlog N           listen backlog (default: the kernel maximum)\n"
-"Threads:\n"
-"  -t, --threads N           reactor threads, one io_uring each (default:\n"
+"Threads and I/O:\n"
+"  -t, --threads N           reactor threads, one event loop each (default:\n"
 "                            the number of online CPUs, at most 64)\n"
+"      --io MODE             'auto' (default): io_uring where the kernel\n"
+"                            has what ringstore uses and allows it, else\n"
+"                            epoll (the reason is logged); 'uring': fail\n"
+"                            where io_uring cannot run; 'epoll'\n"
 "      --accept MODE         'reuseport' (default): a listener per reactor,\n"
 "                            the kernel spreads connections; 'single':\n"
 "                            reactor 0 accepts and hands them out\n"
@@ -186,6 +193,7 @@ enum {
 	OPT_CONTROL_SOCKET,
 	OPT_KEEPALIVE,
 	OPT_CONTROL_IDLE,
+	OPT_IO,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -224,6 +232,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "keepalive", required_argument, NULL, OPT_KEEPALIVE },
 		{ "control-idle-timeout", required_argument, NULL,
 		  OPT_CONTROL_IDLE },
+		{ "io", required_argument, NULL, OPT_IO },
 		{ 0 }
 	};
 	int c, lvl;
@@ -334,6 +343,15 @@ static void parse_args(int argc, char **argv, struct options *o,
 		case OPT_CONTROL_SOCKET:
 			o->control_socket = optarg;
 			break;
+		case OPT_IO:
+			if (strcmp(optarg, "auto") && strcmp(optarg, "uring") &&
+			    strcmp(optarg, "epoll")) {
+				fprintf(stderr, "ringstore: --io wants 'auto', "
+						"'uring' or 'epoll'\n");
+				exit(2);
+			}
+			o->io = optarg;
+			break;
 		case OPT_ACCEPT:
 			if (!strcmp(optarg, "single")) {
 				cfg->single_acceptor = true;
@@ -371,6 +389,26 @@ static void raise_nofile(void)
 				 strerror(errno));
 	}
 	log_info("open-file limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
+/*
+ * The I/O backend for --io @mode: io_uring where it can run (probed once),
+ * else epoll with one line saying why; NULL where --io uring cannot run.
+ */
+static const struct io_ops *choose_io(const char *mode)
+{
+	char why[256];
+
+	if (!strcmp(mode, "epoll"))
+		return &io_epoll_ops;
+	if (!io_uring_probe(why, sizeof(why)))
+		return &io_uring_ops;
+	if (!strcmp(mode, "uring")) {
+		log_error("--io uring: %s", why);
+		return NULL;
+	}
+	log_warn("%s; using epoll", why);
+	return &io_epoll_ops;
 }
 
 /* systemd socket activation: LISTEN_PID is us and LISTEN_FDS >= 1. */
@@ -424,7 +462,7 @@ int main(int argc, char **argv)
 {
 	struct options o = { .port = 29500, .listen_fd = -1, .backlog = -1,
 			     .initial_keys = 1024, .control_port = -1,
-			     .keepalive = 60,
+			     .keepalive = 60, .io = "auto",
 			     .control_bind = "127.0.0.1" };
 	struct server srv = { .control_fd = -1 };
 	int *fds = NULL, ret, exit_code = 1;
@@ -452,6 +490,9 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
+	srv.io = choose_io(o.io);
+	if (!srv.io)
+		goto out;
 
 	fds = calloc(srv.cfg.threads, sizeof(*fds));
 	if (!fds)
@@ -537,14 +578,14 @@ int main(int argc, char **argv)
 	}
 	srv.store.max_memory = o.max_memory;
 	srv.reactors = calloc(srv.cfg.threads, sizeof(*srv.reactors));
-	if (!srv.reactors)
+	srv.ios = calloc(srv.cfg.threads, sizeof(*srv.ios));
+	srv.stats = calloc(srv.cfg.threads, sizeof(*srv.stats));
+	if (!srv.reactors || !srv.ios || !srv.stats)
 		goto out_store;
 	for (uint32_t i = 0; i < srv.cfg.threads; i++) {
 		srv.reactors[i] = reactor_create(&srv, i, fds[i]);
-		if (!srv.reactors[i]) {
-			log_error("cannot create reactor %u", i);
+		if (!srv.reactors[i])
 			goto out_reactors;
-		}
 		srv.nreactors++;
 	}
 	for (uint32_t i = 0; i < srv.nreactors; i++) {
@@ -559,9 +600,10 @@ int main(int argc, char **argv)
 	if (srv.control_fd >= 0)
 		printf("ringstore control on %s\n", caddr);
 	fflush(stdout);
-	log_info("ringstore %s: %u reactor thread%s, limits: key %" PRIu64
+	log_info("ringstore %s: %u reactor thread%s on %s, limits: key %" PRIu64
 		 " B, value %" PRIu64 " B, %" PRIu64 " keys/request",
 		 RS_VERSION, srv.nreactors, srv.nreactors == 1 ? "" : "s",
+		 srv.io->name,
 		 srv.cfg.limits.max_key, srv.cfg.limits.max_value,
 		 srv.cfg.limits.max_keys);
 
@@ -582,10 +624,14 @@ out_reactors:
 	char line[2048];
 	for (uint32_t i = 0; i < srv.nreactors; i++)
 		reactor_join(srv.reactors[i], &total);
+	for (uint32_t i = 0; i < srv.nreactors; i++)
+		reactor_destroy(srv.reactors[i]);
 	stats_format(&total, line, sizeof(line));
 	log_info("%s", line);
-	free(srv.reactors);
 out_store:
+	free(srv.reactors);
+	free(srv.ios);
+	free(srv.stats);
 	store_destroy(&srv.store);
 out:
 	for (uint32_t i = 0; i < nfds; i++)

@@ -1,8 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 #
-# run_with_ringstore.sh SERVER TEST - start the ringstore binary SERVER on an
-# ephemeral loopback port, run the test program TEST with RS_TEST_ADDR set to
+# run_with_ringstore.sh SERVER TEST [FLAGS...] - start the ringstore binary
+# SERVER (with FLAGS, e.g. --io epoll) on an ephemeral loopback port, run the test program TEST with RS_TEST_ADDR set to
 # it, stop the server, and exit with TEST's status (the server's own exit
 # status must be 0 too). Used by CTest so `ctest -R client` needs no Python;
 # tests/compat/test_c_client.py runs the same program against PyTorch's
@@ -10,8 +10,9 @@
 set -u
 server=$1
 test=$2
+shift 2
 out=$(mktemp)
-"$server" --port 0 --bind 127.0.0.1 >"$out" 2>/dev/null </dev/null &
+"$server" --port 0 --bind 127.0.0.1 "$@" >"$out" 2>/dev/null </dev/null &
 pid=$!
 addr=
 i=0

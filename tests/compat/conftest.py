@@ -11,6 +11,9 @@ Targets (env ``RINGSTORE_TARGET``):
                        Tests marked ``ringstore_only`` (logs, stats, limits, bad
                        input) are skipped for this target.
 
+Env ``RS_THREADS`` sets ringstore's reactor count (default 1) and ``RS_IO`` its
+I/O backend (``--io auto|uring|epoll``; unset: ringstore's default, auto).
+
 Every test gets a fresh server (``server`` fixture) so key counts are exact.
 Each test runs under a watchdog (default 60 s, ``@pytest.mark.timeout_s(N)``):
 on expiry it dumps all thread stacks and SIGKILLs the servers and helper
@@ -54,6 +57,15 @@ def ringstore_bin() -> Path:
         return Path(env)
     build = os.environ.get("RS_BUILD_DIR") or str(ROOT / "build")
     return Path(build) / "bin" / "ringstore"
+
+
+def io_flags(flags=()) -> list[str]:
+    """["--io", $RS_IO] (the I/O backend under test) unless RS_IO is unset or
+    @flags choose a backend themselves."""
+    io = os.environ.get("RS_IO")
+    if not io or any(str(f).startswith("--io") for f in flags):
+        return []
+    return ["--io", io]
 
 
 def pytest_configure(config):
@@ -392,7 +404,7 @@ def start_ringstore_args(args: list[str], tmp_path: Path, name: str = "ringstore
 
 
 def _start_ringstore(tmp_path: Path, threads: int, extra: list[str], bind: str | None = "127.0.0.1",
-                     listen_sock: socket.socket | None = None) -> Server:
+                     listen_sock: socket.socket | None = None, wrap: list[str] = ()) -> Server:
     binary = ringstore_bin()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(
@@ -403,7 +415,7 @@ def _start_ringstore(tmp_path: Path, threads: int, extra: list[str], bind: str |
     idx = len(list(tmp_path.glob("ringstore-*.err")))
     err = tmp_path / f"ringstore-{idx}.err"
     out = tmp_path / f"ringstore-{idx}.out"
-    args = [str(binary)]
+    args = [*wrap, str(binary)]
     pass_fds = ()
     if listen_sock is not None:
         args += ["--listen-fd", str(listen_sock.fileno())]
@@ -412,7 +424,7 @@ def _start_ringstore(tmp_path: Path, threads: int, extra: list[str], bind: str |
         args += ["--port", "0"]
         if bind is not None:
             args += ["--bind", bind]
-    args += ["--log-level", "debug", "--threads", str(threads), *extra]
+    args += ["--log-level", "debug", "--threads", str(threads), *io_flags(extra), *extra]
     with open(err, "wb") as ferr, open(out, "wb") as fout:
         proc = spawn(args, stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
     rx = re.compile(r"^ringstore listening on (\S+):(\d+)\s*$")
@@ -441,22 +453,23 @@ def _start_ringstore(tmp_path: Path, threads: int, extra: list[str], bind: str |
 
 @pytest.fixture
 def server_factory(tmp_path):
-    """server_factory(*flags, threads=1, bind="127.0.0.1", listen_sock=None) -> Server.
+    """server_factory(*flags, threads=1, bind="127.0.0.1", listen_sock=None, wrap=()) -> Server.
 
     Flags, bind and listen_sock are ignored for target torch. bind=None omits --bind
     (ringstore's default, dual-stack '::'); listen_sock is passed as --listen-fd.
-    The default thread count comes from env RS_THREADS (else 1).
+    The default thread count comes from env RS_THREADS (else 1), the backend
+    from RS_IO. wrap is a command (and arguments) that runs the server.
     """
     started: list[Server] = []
 
     def make(*flags, threads: int | None = None, bind: str | None = "127.0.0.1",
-             listen_sock: socket.socket | None = None) -> Server:
+             listen_sock: socket.socket | None = None, wrap: list[str] = ()) -> Server:
         if threads is None:
             threads = int(os.environ.get("RS_THREADS", "1"))
         if TARGET == "torch":
             s = Server("torch", "127.0.0.1", _TorchHost.new_port())
         else:
-            s = _start_ringstore(tmp_path, threads, [str(f) for f in flags], bind, listen_sock)
+            s = _start_ringstore(tmp_path, threads, [str(f) for f in flags], bind, listen_sock, wrap)
         started.append(s)
         return s
 

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import (Server, i64, req, ringstore_bin, s, spawn, u32, u64,
+from conftest import (Server, i64, io_flags, req, ringstore_bin, s, spawn, u32, u64,
                       unregister_proc, _kill_group)
 
 pytestmark = pytest.mark.ringstore_only
@@ -49,7 +49,7 @@ def _start(tmp_path, *flags, threads=1) -> ControlServer:
     err = tmp_path / f"cp-{idx}.err"
     out = tmp_path / f"cp-{idx}.out"
     args = [str(binary), "--port", "0", "--bind", "127.0.0.1", "--log-level", "debug",
-            "--threads", str(threads), *[str(f) for f in flags]]
+            "--threads", str(threads), *io_flags(flags), *[str(f) for f in flags]]
     want_control_line = "--control-port" in flags
     sock_path = None
     if "--control-socket" in flags:

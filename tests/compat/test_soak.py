@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, reap, ringstore_bin, spawn
+from conftest import ROOT, io_flags, reap, ringstore_bin, spawn
 
 pytestmark = [pytest.mark.ringstore_only, pytest.mark.slow]
 
@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.ringstore_only, pytest.mark.slow]
 def test_soak_quick():
     p = spawn([sys.executable, str(ROOT / "scripts" / "soak"), "--quick",
                "--binary", str(ringstore_bin()),
-               "--threads", os.environ.get("RS_THREADS", "2")],
+               "--threads", os.environ.get("RS_THREADS", "2"),
+               "--server-args=" + " ".join(["--recv-buffers", "64", *io_flags()])],
               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = p.communicate(timeout=140)

@@ -734,7 +734,7 @@ static void test_metrics(void **state)
 	rs[2] = &s[1];
 	set(f, "/a", 2, "1234", 4);
 
-	assert_int_equal(control_metrics(&out, false, rs, 3, &f->st), 0);
+	assert_int_equal(control_metrics(&out, false, "epoll", rs, 3, &f->st), 0);
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_true(check_prometheus(text) > 40);
@@ -752,14 +752,16 @@ static void test_metrics(void **state)
 	assert_non_null(strstr(text, "\nringstore_stored_bytes 6\n"));
 	assert_non_null(strstr(text, "# TYPE ringstore_requests_total counter\n"));
 	assert_null(strstr(text, "ringstore_resident_memory_bytes 0\n"));
+	assert_non_null(strstr(text, "\nringstore_info{backend=\"epoll\"} 1\n"));
 
 	buf_reset(&out);
-	assert_int_equal(control_metrics(&out, true, rs, 3, &f->st), 0);
+	assert_int_equal(control_metrics(&out, true, "io_uring", rs, 3, &f->st), 0);
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_json(text);
 	assert_non_null(strstr(text, "\"ringstore_requests_total\":{\"VALIDATE\":0,\"SET\":7,"));
 	assert_non_null(strstr(text, "\"ringstore_keys\":1,"));
+	assert_non_null(strstr(text, "{\"backend\":\"io_uring\",\"ringstore_"));
 
 	/* Through HTTP, with no server: no reactor counters, still valid. */
 	assert_int_equal(get(f, "/metrics"), 0);
