@@ -281,6 +281,8 @@ static void on_send(struct bench_thread *t, struct bench_conn *c, int res)
 		return;
 	}
 	buf_consume(&c->inflight, (size_t)res);
+	if (t->seen_phase == PH_RUN)
+		t->tx_bytes += (uint64_t)res;
 	mark_dirty(t, c);
 }
 
@@ -324,6 +326,8 @@ static void conn_input(struct bench_thread *t, struct bench_conn *c,
 {
 	uint16_t gen = c->gen;
 
+	if (t->seen_phase == PH_RUN)
+		t->rx_bytes += n;
 	while (n) {
 		if (!c->en) {
 			bench_conn_fail(t, c, "bytes nobody asked for");
@@ -939,6 +943,7 @@ int bench_run(struct bench *b)
 	static struct hist lat;
 	uint64_t ops = 0, keys = 0, errors = 0, resets = 0, done = 0, dead = 0;
 	uint64_t ready = 0, empty = 0, untimed = 0, last_conn = 0, last_done = 0;
+	uint64_t rx = 0, tx = 0;
 	hist_init(&lat);
 	for (uint32_t i = 0; i < o->threads; i++) {
 		struct bench_thread *t = &b->threads[i];
@@ -952,6 +957,8 @@ int bench_run(struct bench *b)
 		ready += t->ready;
 		empty += t->empty_pops;
 		untimed += t->untimed_ops;
+		rx += t->rx_bytes;
+		tx += t->tx_bytes;
 		if (t->last_connect_ns > last_conn)
 			last_conn = t->last_connect_ns;
 		if (t->last_done_ns > last_done)
@@ -991,9 +998,11 @@ int bench_run(struct bench *b)
 		       (unsigned long long)o->keyspace);
 		printf("\"seconds\": %.6f, \"ops\": %llu, \"keys\": %llu, "
 		       "\"untimed_ops\": %llu, \"ops_per_s\": %.1f, "
-		       "\"keys_per_s\": %.1f, ",
+		       "\"keys_per_s\": %.1f, \"rx_bytes\": %llu, "
+		       "\"tx_bytes\": %llu, ",
 		       secs, (unsigned long long)ops, (unsigned long long)keys,
-		       (unsigned long long)untimed, ops / secs, keys / secs);
+		       (unsigned long long)untimed, ops / secs, keys / secs,
+		       (unsigned long long)rx, (unsigned long long)tx);
 		printf("\"lat_us\": {\"count\": %llu, \"mean\": %.2f, "
 		       "\"p50\": %.2f, \"p99\": %.2f, \"p999\": %.2f, "
 		       "\"max\": %.2f}, ",
@@ -1045,6 +1054,8 @@ int bench_run(struct bench *b)
 		       hist_percentile(&lat, 99.9) / 1e3,
 		       (lat.count ? lat.max : 0) / 1e3,
 		       (unsigned long long)lat.count);
+		printf("  bytes in the window: %llu received, %llu sent\n",
+		       (unsigned long long)rx, (unsigned long long)tx);
 		printf("  connect %.3f s (%.0f conn/s), %llu listen-queue "
 		       "overflows (host-wide)\n",
 		       connect_s, rate, (unsigned long long)overflows);

@@ -165,6 +165,7 @@ struct bench_thread {
 	/* Counters, owned by the thread; the interesting ones are published. */
 	uint64_t ops, keys, txs, errors, resets, ready, dead, done;
 	uint64_t empty_pops, untimed_ops;
+	uint64_t rx_bytes, tx_bytes; /* during PH_RUN */
 	uint64_t last_connect_ns; /* latest connect completion */
 	uint64_t last_done_ns;    /* latest workload completion (rendezvous, fanout) */
 	struct hist lat;
