@@ -814,6 +814,7 @@ static bool all_connected(struct bench *b, uint32_t total)
 static bool prepared(struct bench *b, uint32_t total)
 {
 	(void)total;
+	/* seq_cst: pairs with the workloads' atomic_fetch_sub of prep_left. */
 	return atomic_load(&b->prep_left) <= 0;
 }
 
@@ -910,6 +911,10 @@ int bench_run(struct bench *b)
 	struct proc_sample s_run0, s_run1;
 	bool timed_out = false;
 
+	/*
+	 * Every store of the phase (seq_cst) pairs with the acquire load in
+	 * thread_main: a thread that sees a phase sees what came before it.
+	 */
 	atomic_store(&b->phase, in_run ? PH_RUN : PH_CONNECT);
 	s_run0 = s_before;
 	c_cpu0 = self_cpu_s();

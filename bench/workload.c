@@ -335,6 +335,7 @@ static void wl_fanout(struct bench_thread *t, struct bench_conn *c, int phase)
 	} else if (c->id == 0 && phase == PH_RUN) {
 		bench_tx_begin(t, c, 1, 1, 0);
 		proto_enc_key_val(&c->out, OP_SET, key, kb, "go", 2);
+		/* Pairs with the acquire load in wl_fanout_reply. */
 		atomic_store_explicit(&t->b->fire_ns, bench_now(),
 				      memory_order_release);
 		bench_tx_end(t, c);
@@ -545,6 +546,7 @@ static int wl_populated_reply(struct bench_thread *t, struct bench_conn *c,
 	if (op == OP_PING && t->seen_phase == PH_PREPARE && c->id == 0 &&
 	    t->wl_next >= t->b->o.keyspace && c->tn == 1 && !t->wl_acked) {
 		t->wl_acked = 1;
+		/* Pairs with the main thread's load in prepared(). */
 		atomic_fetch_sub(&t->b->prep_left, 1);
 	}
 	return 0;
@@ -680,7 +682,7 @@ static int wl_fanout_reply(struct bench_thread *t, struct bench_conn *c,
 	if (r)
 		return r < 0 ? r : 0;
 	if (op == OP_PING && t->seen_phase == PH_PREPARE)
-		atomic_fetch_sub(&t->b->prep_left, 1);
+		atomic_fetch_sub(&t->b->prep_left, 1); /* as in populate */
 	if (op == OP_WAIT) {
 		/* Pairs with the release store of fire_ns in wl_fanout. */
 		uint64_t fire = atomic_load_explicit(&t->b->fire_ns,
