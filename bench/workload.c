@@ -18,6 +18,8 @@
  *  multi-get  MULTI_GET of --keys random keys, pipelined; the key space is
  *             populated first (unmeasured).
  *  multi-mix  half of each.
+ *             With --rate or --total-rate the multi-* workloads are paced
+ *             (open loop) instead, at most --pipeline in flight each.
  *  multi-get-hot, multi-get-wide
  *             multi-get with 256 connections, 4 requests in flight each,
  *             16 keys x 64 B, drawn from 1024 keys (all in cache) or from
@@ -562,6 +564,58 @@ static int wl_plain_reply(struct bench_thread *t, struct bench_conn *c,
 	return r < 0 ? r : 0;
 }
 
+/* One heartbeat: a CHECK of this connection's key. */
+static void wl_check_one(struct bench_thread *t, struct bench_conn *c)
+{
+	const struct bench_opts *o = &t->b->o;
+	const void *key = wl_key1(t, 'k', c->id % o->keyspace);
+	size_t kb = o->key_bytes;
+
+	bench_tx_begin(t, c, 1, 1, 0);
+	proto_enc_keys(&c->out, OP_CHECK, 1, &key, &kb);
+	bench_expect(c, OP_CHECK, 1);
+	bench_tx_end(t, c);
+}
+
+/*
+ * Open-loop pacing: the credit earned since the last tick at @rate requests
+ * per connection per second (at most one per connection is banked) goes
+ * round-robin to connections with fewer than @depth transactions open;
+ * @one queues one request on a connection.
+ */
+static void wl_pace(struct bench_thread *t, int phase, uint64_t now,
+		    double rate, uint32_t depth,
+		    void (*one)(struct bench_thread *t, struct bench_conn *c))
+{
+	if (phase != PH_RUN) {
+		t->wl_last_ns = now;
+		return;
+	}
+	double dt = (double)(now - t->wl_last_ns) / 1e9;
+	t->wl_last_ns = now;
+	t->wl_credit += dt * rate * t->nconns;
+	if (t->wl_credit > t->nconns)
+		t->wl_credit = t->nconns;
+	for (uint32_t scanned = 0; t->wl_credit >= 1.0 && scanned < t->nconns;
+	     scanned++) {
+		struct bench_conn *c = &t->conns[t->wl_cursor++ % t->nconns];
+		if (!bench_can_issue(c, depth))
+			continue;
+		one(t, c);
+		t->wl_credit -= 1.0;
+		scanned = 0; /* keep going while there is credit */
+	}
+}
+
+/*
+ * multi-*: requests per connection per second when paced (--rate or
+ * --total-rate), else 0: closed loop, --pipeline requests always in flight.
+ */
+static double wl_multi_rate(const struct bench_opts *o)
+{
+	return o->total_rate > 0 ? o->total_rate / o->conns : o->rate;
+}
+
 static void wl_multi_issue(struct bench_thread *t, struct bench_conn *c,
 			   int phase, uint64_t now, int mode)
 {
@@ -572,13 +626,55 @@ static void wl_multi_issue(struct bench_thread *t, struct bench_conn *c,
 		return;
 	if (phase == PH_PREPARE && mode != 1)
 		wl_populate(t, c);
-	if (phase != PH_RUN)
-		return;
+	if (phase != PH_RUN || wl_multi_rate(o) > 0)
+		return; /* paced: the tick issues */
 	for (uint32_t i = 0;
 	     i < o->pipeline && bench_can_issue(c, o->pipeline); i++) {
 		bool set = mode == 1 || (mode == 2 && bench_rand(t, 2));
 		wl_multi(t, c, set);
 	}
+}
+
+static void wl_get_one(struct bench_thread *t, struct bench_conn *c)
+{
+	wl_multi(t, c, false);
+}
+
+static void wl_set_one(struct bench_thread *t, struct bench_conn *c)
+{
+	wl_multi(t, c, true);
+}
+
+static void wl_mix_one(struct bench_thread *t, struct bench_conn *c)
+{
+	wl_multi(t, c, bench_rand(t, 2));
+}
+
+static void wl_get_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	const struct bench_opts *o = &t->b->o;
+
+	if (wl_multi_rate(o) > 0)
+		wl_pace(t, phase, now, wl_multi_rate(o), o->pipeline,
+			wl_get_one);
+}
+
+static void wl_set_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	const struct bench_opts *o = &t->b->o;
+
+	if (wl_multi_rate(o) > 0)
+		wl_pace(t, phase, now, wl_multi_rate(o), o->pipeline,
+			wl_set_one);
+}
+
+static void wl_mix_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	const struct bench_opts *o = &t->b->o;
+
+	if (wl_multi_rate(o) > 0)
+		wl_pace(t, phase, now, wl_multi_rate(o), o->pipeline,
+			wl_mix_one);
 }
 
 /* mode: 0 MULTI_GET, 1 MULTI_SET, 2 half of each. */
@@ -707,30 +803,7 @@ static void wl_heartbeat_issue(struct bench_thread *t, struct bench_conn *c,
 
 static void wl_heartbeat_tick(struct bench_thread *t, int phase, uint64_t now)
 {
-	const struct bench_opts *o = &t->b->o;
-	size_t kb = o->key_bytes;
-
-	if (phase != PH_RUN) {
-		t->wl_last_ns = now;
-		return;
-	}
-	double dt = (double)(now - t->wl_last_ns) / 1e9;
-	t->wl_last_ns = now;
-	t->wl_credit += dt * o->rate * t->nconns;
-	if (t->wl_credit > t->nconns)
-		t->wl_credit = t->nconns;
-	for (uint32_t scanned = 0; t->wl_credit >= 1.0 && scanned < t->nconns;
-	     scanned++) {
-		struct bench_conn *c = &t->conns[t->wl_cursor++ % t->nconns];
-		if (!bench_can_issue(c, 1))
-			continue;
-		const void *key = wl_key1(t, 'k', c->id % o->keyspace);
-		bench_tx_begin(t, c, 1, 1, 0);
-		proto_enc_keys(&c->out, OP_CHECK, 1, &key, &kb);
-		bench_expect(c, OP_CHECK, 1);
-		bench_tx_end(t, c);
-		t->wl_credit -= 1.0;
-	}
+	wl_pace(t, phase, now, t->b->o.rate, 1, wl_check_one);
 }
 
 static void wl_queue_issue(struct bench_thread *t, struct bench_conn *c,
@@ -830,22 +903,26 @@ static const struct bench_workload wl_table[] = {
 	  .help = "MULTI_GET of --keys random keys, --pipeline in flight;\n"
 		  "the key space is written first",
 	  .defaults = wl_multi_defaults, .prep_count = wl_populate_count,
-	  .issue = wl_get_issue, .reply = wl_populated_reply, WL_SCRATCH },
+	  .issue = wl_get_issue, .reply = wl_populated_reply,
+	  .tick = wl_get_tick, WL_SCRATCH },
 	{ .name = "multi-get-hot",
 	  .help = "multi-get, 256 conns, pipeline 4, 1024-key space",
 	  .defaults = wl_hot_defaults, .prep_count = wl_populate_count,
-	  .issue = wl_get_issue, .reply = wl_populated_reply, WL_SCRATCH },
+	  .issue = wl_get_issue, .reply = wl_populated_reply,
+	  .tick = wl_get_tick, WL_SCRATCH },
 	{ .name = "multi-get-wide",
 	  .help = "multi-get, 256 conns, pipeline 4, 100k-key space",
 	  .defaults = wl_wide_defaults, .prep_count = wl_populate_count,
-	  .issue = wl_get_issue, .reply = wl_populated_reply, WL_SCRATCH },
+	  .issue = wl_get_issue, .reply = wl_populated_reply,
+	  .tick = wl_get_tick, WL_SCRATCH },
 	{ .name = "multi-set",
 	  .help = "MULTI_SET of --keys random keys, each with a PING fence",
 	  .defaults = wl_multi_defaults, .issue = wl_set_issue,
-	  .reply = wl_plain_reply, WL_SCRATCH },
+	  .reply = wl_plain_reply, .tick = wl_set_tick, WL_SCRATCH },
 	{ .name = "multi-mix", .help = "half multi-get, half multi-set",
 	  .defaults = wl_multi_defaults, .prep_count = wl_populate_count,
-	  .issue = wl_mix_issue, .reply = wl_populated_reply, WL_SCRATCH },
+	  .issue = wl_mix_issue, .reply = wl_populated_reply,
+	  .tick = wl_mix_tick, WL_SCRATCH },
 	{ .name = "ops-mix",
 	  .help = "one op in flight per connection: get (WAIT+GET) 40%,\n"
 		  "set 20%, add 20%, check 10%, compare_set 10%",
