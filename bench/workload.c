@@ -8,6 +8,9 @@
  * counters), s (COMPARE_SET keys), h (heartbeat), q (queues), f (the fanout
  * key), r (rendezvous counter and release keys).
  *
+ * Each workload is a row of hooks in the table at the end of this file; the
+ * engine calls them and knows no workload by name.
+ *
  * The workloads:
  *  multi-set  MULTI_SET of --keys random keys, followed by a PING fence (the
  *             op has no reply, so the fence gives back-pressure and latency);
@@ -15,6 +18,12 @@
  *  multi-get  MULTI_GET of --keys random keys, pipelined; the key space is
  *             populated first (unmeasured).
  *  multi-mix  half of each.
+ *             With --rate or --total-rate the multi-* workloads are paced
+ *             (open loop) instead, at most --pipeline in flight each.
+ *  multi-get-hot, multi-get-wide
+ *             multi-get with 256 connections, 4 requests in flight each,
+ *             16 keys x 64 B, drawn from 1024 keys (all in cache) or from
+ *             100k keys (the table's cache misses).
  *  ops-mix    one operation at a time per connection, as PyTorch clients
  *             do: get 40 % (WAIT, then GET: two round trips), set 20 % (no
  *             reply, so it rides in front of the next op), add 20 %, check
@@ -25,7 +34,13 @@
  *  fanout     N connections WAIT on a fresh key (a PING after the WAIT
  *             proves the server has registered it), then one extra
  *             connection SETs it; the latency of each wake-up is recorded.
- *  heartbeat  CHECK of one key per connection, --rate times a second each.
+ *  heartbeat  CHECK of one key per connection, --rate times a second each
+ *             (or --total-rate CHECKs a second over all connections);
+ *             heartbeat-16k: 16000 connections, 100k CHECKs a second.
+ *  nccl-init  the shape of NCCL's scalable init: --keys values (782 x
+ *             128 B) are written first; then every connection (2000) sends
+ *             one MULTI_GET of all of them (~100 KB replies), --rounds times
+ *             one after the other; the window ends with the last reply.
  *  queue      even connections produce (QUEUE_PUSH + QUEUE_LEN, pausing while
  *             the queue holds more than --queue-max), odd ones consume like
  *             PyTorch's blocking queue_pop: QUEUE_LEN, WAIT when empty,
@@ -34,16 +49,11 @@
 #include "workload.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "proto.h"
-
-static const char *const wl_names[] = {
-#define WL_X_NAME(name, text) text,
-	WORKLOADS(WL_X_NAME)
-#undef WL_X_NAME
-};
 
 /* Scratch arrays for one request of up to --keys keys. */
 struct wl_scratch {
@@ -67,68 +77,6 @@ enum {
 };
 enum { QC_LEN = 0, QC_LEN_SENT, QC_WAIT, QC_WAIT_SENT, QC_POP, QC_POP_SENT };
 
-int workload_parse(const char *name)
-{
-	for (int i = 0; i < WL__COUNT; i++)
-		if (!strcmp(name, wl_names[i]))
-			return i;
-	return -EINVAL;
-}
-
-const char *workload_name(int w)
-{
-	return w >= 0 && w < WL__COUNT ? wl_names[w] : "?";
-}
-
-void workload_defaults(struct bench_opts *o)
-{
-	switch (o->workload) {
-	case WL_MULTI_SET:
-	case WL_MULTI_GET:
-	case WL_MULTI_MIX:
-		if (!o->keyspace)
-			o->keyspace = 100000;
-		break;
-	case WL_QUEUE:
-		if (!o->keyspace)
-			o->keyspace = o->conns / 8 ? o->conns / 8 : 1;
-		o->pipeline = 1;
-		break;
-	default:
-		if (!o->keyspace)
-			o->keyspace = 10000;
-		o->pipeline = 1; /* one request in flight, like real clients */
-		break;
-	}
-	if (o->workload == WL_HEARTBEAT && o->rate <= 0)
-		o->rate = 1.0;
-}
-
-uint32_t workload_total_conns(const struct bench_opts *o)
-{
-	return o->workload == WL_FANOUT ? o->conns + 1 : o->conns;
-}
-
-static bool populates(int w)
-{
-	return w == WL_MULTI_GET || w == WL_MULTI_MIX || w == WL_OPS_MIX ||
-	       w == WL_HEARTBEAT;
-}
-
-int64_t workload_prep_count(const struct bench_opts *o)
-{
-	if (populates(o->workload))
-		return 1; /* connection 0 populates, then decrements */
-	if (o->workload == WL_FANOUT)
-		return o->conns; /* every waiter decrements once armed */
-	return 0;
-}
-
-bool workload_connects_in_run(const struct bench_opts *o)
-{
-	return o->workload == WL_RENDEZVOUS;
-}
-
 /*
  * Write a @len-byte key for (@tag, @n) into @dst: "/b<tag>/" then @n in
  * decimal, right-aligned and zero-padded (truncated to its low digits if it
@@ -146,7 +94,7 @@ static void wl_key(char *dst, unsigned len, char tag, uint64_t n)
 	}
 }
 
-int workload_thread_init(struct bench_thread *t)
+static int wl_thread_init(struct bench_thread *t)
 {
 	const struct bench_opts *o = &t->b->o;
 	struct wl_scratch *s = calloc(1, sizeof(*s));
@@ -171,7 +119,7 @@ int workload_thread_init(struct bench_thread *t)
 	return 0;
 }
 
-void workload_thread_free(struct bench_thread *t)
+static void wl_thread_free(struct bench_thread *t)
 {
 	struct wl_scratch *s = t->wl_priv;
 
@@ -389,6 +337,7 @@ static void wl_fanout(struct bench_thread *t, struct bench_conn *c, int phase)
 	} else if (c->id == 0 && phase == PH_RUN) {
 		bench_tx_begin(t, c, 1, 1, 0);
 		proto_enc_key_val(&c->out, OP_SET, key, kb, "go", 2);
+		/* Pairs with the acquire load in wl_fanout_reply. */
 		atomic_store_explicit(&t->b->fire_ns, bench_now(),
 				      memory_order_release);
 		bench_tx_end(t, c);
@@ -447,51 +396,7 @@ static void wl_queue(struct bench_thread *t, struct bench_conn *c,
 	bench_tx_end(t, c);
 }
 
-void workload_issue(struct bench_thread *t, struct bench_conn *c, int phase,
-		    uint64_t now)
-{
-	const struct bench_opts *o = &t->b->o;
-
-	if (c->state != CS_READY)
-		return;
-	if (phase == PH_PREPARE) {
-		if (o->workload == WL_FANOUT)
-			wl_fanout(t, c, phase);
-		else if (populates(o->workload))
-			wl_populate(t, c);
-		return;
-	}
-	if (phase != PH_RUN)
-		return;
-	switch (o->workload) {
-	case WL_MULTI_SET:
-	case WL_MULTI_GET:
-	case WL_MULTI_MIX:
-		for (uint32_t i = 0; i < o->pipeline &&
-				     bench_can_issue(c, o->pipeline); i++) {
-			bool set = o->workload == WL_MULTI_SET ||
-				   (o->workload == WL_MULTI_MIX &&
-				    bench_rand(t, 2));
-			wl_multi(t, c, set);
-		}
-		break;
-	case WL_OPS_MIX:
-		wl_ops_mix(t, c);
-		break;
-	case WL_RENDEZVOUS:
-		wl_rendezvous(t, c);
-		break;
-	case WL_FANOUT:
-		wl_fanout(t, c, phase);
-		break;
-	case WL_QUEUE:
-		wl_queue(t, c, now);
-		break;
-	default: /* heartbeat issues from workload_tick */
-		break;
-	}
-}
-
+/* The i64 at the start of a reply (ADD, QUEUE_LEN); 0 if it is shorter. */
 static int64_t cap_i64(const uint8_t *cap, unsigned caplen)
 {
 	int64_t v = 0;
@@ -501,105 +406,354 @@ static int64_t cap_i64(const uint8_t *cap, unsigned caplen)
 	return v;
 }
 
-int workload_reply(struct bench_thread *t, struct bench_conn *c, uint8_t op,
-		   const uint8_t *cap, unsigned caplen, uint64_t now)
+/* Options shared by the multi-* workloads. */
+static void wl_multi_defaults(struct bench_opts *o)
 {
-	const struct bench_opts *o = &t->b->o;
-	int64_t v;
+	if (!o->keyspace)
+		o->keyspace = 100000;
+}
+
+/* multi-get-hot: a small key space that stays in the server's caches. */
+static void wl_hot_defaults(struct bench_opts *o)
+{
+	if (!o->conns)
+		o->conns = 256;
+	if (!o->pipeline)
+		o->pipeline = 4;
+	if (!o->keyspace)
+		o->keyspace = 1024;
+}
+
+/* multi-get-wide: the same traffic over 100k keys. */
+static void wl_wide_defaults(struct bench_opts *o)
+{
+	if (!o->conns)
+		o->conns = 256;
+	if (!o->pipeline)
+		o->pipeline = 4;
+	if (!o->keyspace)
+		o->keyspace = 100000;
+}
+
+/* Workloads of single requests, one in flight like a real client. */
+static void wl_single_defaults(struct bench_opts *o)
+{
+	o->pipeline = 1;
+}
+
+static void wl_heartbeat_defaults(struct bench_opts *o)
+{
+	o->pipeline = 1;
+	if (!o->conns)
+		o->conns = 64;
+	if (o->total_rate > 0 && o->conns)
+		o->rate = o->total_rate / o->conns;
+	if (o->rate <= 0)
+		o->rate = 1.0;
+}
+
+static void wl_heartbeat16k_defaults(struct bench_opts *o)
+{
+	if (!o->conns)
+		o->conns = 16000;
+	if (!(o->rate > 0) && !(o->total_rate > 0))
+		o->total_rate = 100000;
+	wl_heartbeat_defaults(o);
+}
+
+static void wl_queue_defaults(struct bench_opts *o)
+{
+	if (!o->conns)
+		o->conns = 64;
+	if (!o->keyspace)
+		o->keyspace = o->conns / 8 ? o->conns / 8 : 1;
+	o->pipeline = 1;
+}
+
+static void wl_nccl_defaults(struct bench_opts *o)
+{
+	if (!o->conns)
+		o->conns = 2000;
+	if (!o->keys)
+		o->keys = 782;
+	if (o->value_bytes == UINT32_MAX)
+		o->value_bytes = 128;
+	o->keyspace = o->keys; /* every connection reads the same keys */
+	o->pipeline = 1;
+}
+
+static uint32_t wl_fanout_conns(const struct bench_opts *o)
+{
+	return o->conns + 1; /* the releasing SETter */
+}
+
+static int64_t wl_populate_count(const struct bench_opts *o)
+{
+	(void)o;
+	return 1; /* connection 0 populates, then decrements */
+}
+
+static int64_t wl_fanout_prep(const struct bench_opts *o)
+{
+	return o->conns; /* every waiter decrements once armed */
+}
+
+static uint64_t wl_all_done(const struct bench_opts *o, uint32_t total)
+{
+	(void)o;
+	return total;
+}
+
+static uint64_t wl_waiters_done(const struct bench_opts *o, uint32_t total)
+{
+	(void)total;
+	return o->conns;
+}
+
+/*
+ * The reply checks every workload shares. Returns -EPROTO for a wrong
+ * reply, 1 if nothing more is to be done with it, 0 otherwise.
+ */
+static int wl_check(struct bench_conn *c, uint8_t op, const uint8_t *cap,
+		    unsigned caplen)
+{
+	uint32_t nonce;
 
 	switch (op) {
-	case OP_PING: {
-		uint32_t nonce;
+	case OP_PING:
 		if (caplen < 4)
 			return -EPROTO;
 		memcpy(&nonce, cap, 4);
-		if (nonce != c->id)
-			return -EPROTO;
-		if (t->seen_phase != PH_PREPARE)
-			return 0;
-		/* Populating: the fence of the last batch is the last reply. */
-		if (c->id == 0 && populates(o->workload)) {
-			if (t->wl_next >= o->keyspace && c->tn == 1 &&
-			    !t->wl_acked) {
-				t->wl_acked = 1;
-				atomic_fetch_sub(&t->b->prep_left, 1);
-			}
-		} else if (o->workload == WL_FANOUT) {
-			atomic_fetch_sub(&t->b->prep_left, 1);
-		}
-		return 0;
-	}
+		return nonce == c->id ? 0 : -EPROTO;
 	case OP_WAIT:
-		if (caplen < 1 || cap[0] != PROTO_WAIT_STOP)
-			return -EPROTO;
-		break;
+		return caplen >= 1 && cap[0] == PROTO_WAIT_STOP ? 0 : -EPROTO;
 	case OP_CHECK:
-		if (caplen < 1 || cap[0] > PROTO_CHECK_NOT_READY)
-			return -EPROTO;
-		return 0;
+		return caplen >= 1 && cap[0] <= PROTO_CHECK_NOT_READY ? 1 :
+									-EPROTO;
 	default:
-		break;
+		return 0;
 	}
+}
 
-	switch (o->workload) {
-	case WL_OPS_MIX:
-		if (op == OP_WAIT && c->wl == OPM_GET_WAIT)
-			c->wl = OPM_GET_NEXT;
+/* A populating workload's reply: the fence of the last batch ends PREPARE. */
+static int wl_populated_reply(struct bench_thread *t, struct bench_conn *c,
+			      uint8_t op, const uint8_t *cap, unsigned caplen,
+			      uint64_t now)
+{
+	int r = wl_check(c, op, cap, caplen);
+
+	(void)now;
+	if (r)
+		return r < 0 ? r : 0;
+	if (op == OP_PING && t->seen_phase == PH_PREPARE && c->id == 0 &&
+	    t->wl_next >= t->b->o.keyspace && c->tn == 1 && !t->wl_acked) {
+		t->wl_acked = 1;
+		/* Pairs with the main thread's load in prepared(). */
+		atomic_fetch_sub(&t->b->prep_left, 1);
+	}
+	return 0;
+}
+
+static int wl_plain_reply(struct bench_thread *t, struct bench_conn *c,
+			  uint8_t op, const uint8_t *cap, unsigned caplen,
+			  uint64_t now)
+{
+	(void)t;
+	(void)now;
+	int r = wl_check(c, op, cap, caplen);
+	return r < 0 ? r : 0;
+}
+
+/* One heartbeat: a CHECK of this connection's key. */
+static void wl_check_one(struct bench_thread *t, struct bench_conn *c)
+{
+	const struct bench_opts *o = &t->b->o;
+	const void *key = wl_key1(t, 'k', c->id % o->keyspace);
+	size_t kb = o->key_bytes;
+
+	bench_tx_begin(t, c, 1, 1, 0);
+	proto_enc_keys(&c->out, OP_CHECK, 1, &key, &kb);
+	bench_expect(c, OP_CHECK, 1);
+	bench_tx_end(t, c);
+}
+
+/*
+ * Open-loop pacing: the credit earned since the last tick at @rate requests
+ * per connection per second (at most one per connection is banked) goes
+ * round-robin to connections with fewer than @depth transactions open;
+ * @one queues one request on a connection.
+ */
+static void wl_pace(struct bench_thread *t, int phase, uint64_t now,
+		    double rate, uint32_t depth,
+		    void (*one)(struct bench_thread *t, struct bench_conn *c))
+{
+	if (phase != PH_RUN) {
+		t->wl_last_ns = now;
+		return;
+	}
+	double dt = (double)(now - t->wl_last_ns) / 1e9;
+	t->wl_last_ns = now;
+	t->wl_credit += dt * rate * t->nconns;
+	if (t->wl_credit > t->nconns)
+		t->wl_credit = t->nconns;
+	for (uint32_t scanned = 0; t->wl_credit >= 1.0 && scanned < t->nconns;
+	     scanned++) {
+		struct bench_conn *c = &t->conns[t->wl_cursor++ % t->nconns];
+		if (!bench_can_issue(c, depth))
+			continue;
+		one(t, c);
+		t->wl_credit -= 1.0;
+		scanned = 0; /* keep going while there is credit */
+	}
+}
+
+/*
+ * multi-*: requests per connection per second when paced (--rate or
+ * --total-rate), else 0: closed loop, --pipeline requests always in flight.
+ */
+static double wl_multi_rate(const struct bench_opts *o)
+{
+	return o->total_rate > 0 ? o->total_rate / o->conns : o->rate;
+}
+
+static void wl_multi_issue(struct bench_thread *t, struct bench_conn *c,
+			   int phase, uint64_t now, int mode)
+{
+	const struct bench_opts *o = &t->b->o;
+
+	(void)now;
+	if (c->state != CS_READY)
+		return;
+	if (phase == PH_PREPARE && mode != 1)
+		wl_populate(t, c);
+	if (phase != PH_RUN || wl_multi_rate(o) > 0)
+		return; /* paced: the tick issues */
+	for (uint32_t i = 0;
+	     i < o->pipeline && bench_can_issue(c, o->pipeline); i++) {
+		bool set = mode == 1 || (mode == 2 && bench_rand(t, 2));
+		wl_multi(t, c, set);
+	}
+}
+
+static void wl_get_one(struct bench_thread *t, struct bench_conn *c)
+{
+	wl_multi(t, c, false);
+}
+
+static void wl_set_one(struct bench_thread *t, struct bench_conn *c)
+{
+	wl_multi(t, c, true);
+}
+
+static void wl_mix_one(struct bench_thread *t, struct bench_conn *c)
+{
+	wl_multi(t, c, bench_rand(t, 2));
+}
+
+static void wl_get_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	const struct bench_opts *o = &t->b->o;
+
+	if (wl_multi_rate(o) > 0)
+		wl_pace(t, phase, now, wl_multi_rate(o), o->pipeline,
+			wl_get_one);
+}
+
+static void wl_set_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	const struct bench_opts *o = &t->b->o;
+
+	if (wl_multi_rate(o) > 0)
+		wl_pace(t, phase, now, wl_multi_rate(o), o->pipeline,
+			wl_set_one);
+}
+
+static void wl_mix_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	const struct bench_opts *o = &t->b->o;
+
+	if (wl_multi_rate(o) > 0)
+		wl_pace(t, phase, now, wl_multi_rate(o), o->pipeline,
+			wl_mix_one);
+}
+
+/* mode: 0 MULTI_GET, 1 MULTI_SET, 2 half of each. */
+static void wl_get_issue(struct bench_thread *t, struct bench_conn *c,
+			 int phase, uint64_t now)
+{
+	wl_multi_issue(t, c, phase, now, 0);
+}
+
+static void wl_set_issue(struct bench_thread *t, struct bench_conn *c,
+			 int phase, uint64_t now)
+{
+	wl_multi_issue(t, c, phase, now, 1);
+}
+
+static void wl_mix_issue(struct bench_thread *t, struct bench_conn *c,
+			 int phase, uint64_t now)
+{
+	wl_multi_issue(t, c, phase, now, 2);
+}
+
+static void wl_ops_mix_issue(struct bench_thread *t, struct bench_conn *c,
+			     int phase, uint64_t now)
+{
+	(void)now;
+	if (c->state != CS_READY)
+		return;
+	if (phase == PH_PREPARE)
+		wl_populate(t, c);
+	else if (phase == PH_RUN)
+		wl_ops_mix(t, c);
+}
+
+static int wl_ops_mix_reply(struct bench_thread *t, struct bench_conn *c,
+			    uint8_t op, const uint8_t *cap, unsigned caplen,
+			    uint64_t now)
+{
+	int r = wl_populated_reply(t, c, op, cap, caplen, now);
+
+	if (!r && op == OP_WAIT && c->wl == OPM_GET_WAIT)
+		c->wl = OPM_GET_NEXT;
+	return r;
+}
+
+static void wl_rendezvous_issue(struct bench_thread *t, struct bench_conn *c,
+				int phase, uint64_t now)
+{
+	(void)now;
+	if (c->state == CS_READY && phase == PH_RUN)
+		wl_rendezvous(t, c);
+}
+
+static int wl_rendezvous_reply(struct bench_thread *t, struct bench_conn *c,
+			       uint8_t op, const uint8_t *cap, unsigned caplen,
+			       uint64_t now)
+{
+	int r = wl_check(c, op, cap, caplen);
+
+	if (r)
+		return r < 0 ? r : 0;
+	switch (c->wl) {
+	case RV_INIT_SENT:
+		c->wl = RV_COUNT;
 		break;
-	case WL_RENDEZVOUS:
-		switch (c->wl) {
-		case RV_INIT_SENT:
-			c->wl = RV_COUNT;
-			break;
-		case RV_COUNT_SENT:
-			v = cap_i64(cap, caplen);
-			c->wl = v == (int64_t)o->conns ? RV_LAST : RV_OTHER;
-			break;
-		case RV_WAIT_SENT:
-			c->wl = RV_GET_WAIT;
-			break;
-		case RV_GET_WAIT_SENT:
-			c->wl = RV_GET;
-			break;
-		case RV_GET_SENT:
-			c->wl = RV_DONE;
-			t->done++;
-			t->last_done_ns = now;
-			hist_record(&t->lat, now - c->t_start);
-			break;
-		default:
-			break;
-		}
+	case RV_COUNT_SENT:
+		c->wl = cap_i64(cap, caplen) == (int64_t)t->b->o.conns ?
+				RV_LAST : RV_OTHER;
 		break;
-	case WL_FANOUT:
-		if (op == OP_WAIT) {
-			uint64_t fire = atomic_load_explicit(
-				&t->b->fire_ns, memory_order_acquire);
-			if (!fire || now < fire)
-				return -EPROTO; /* woken before the SET */
-			hist_record(&t->lat, now - fire);
-			t->done++;
-			t->last_done_ns = now;
-		}
+	case RV_WAIT_SENT:
+		c->wl = RV_GET_WAIT;
 		break;
-	case WL_QUEUE:
-		v = cap_i64(cap, caplen);
-		if (!(c->id & 1)) {
-			if (op == OP_QUEUE_LEN && v > (int64_t)o->queue_max) {
-				c->wl_b = now + 2000000;
-				t->wl_paused++;
-			}
-			break;
-		}
-		if (c->wl == QC_LEN_SENT)
-			c->wl = v > 0 ? QC_POP : QC_WAIT;
-		else if (c->wl == QC_WAIT_SENT)
-			c->wl = QC_POP;
-		else if (c->wl == QC_POP_SENT) {
-			if (v <= 0)
-				t->empty_pops++;
-			c->wl = QC_LEN;
-		}
+	case RV_GET_WAIT_SENT:
+		c->wl = RV_GET;
+		break;
+	case RV_GET_SENT:
+		c->wl = RV_DONE;
+		t->done++;
+		t->last_done_ns = now;
+		hist_record(&t->lat, now - c->t_start);
 		break;
 	default:
 		break;
@@ -607,42 +761,228 @@ int workload_reply(struct bench_thread *t, struct bench_conn *c, uint8_t op,
 	return 0;
 }
 
-void workload_tick(struct bench_thread *t, int phase, uint64_t now)
+static void wl_fanout_issue(struct bench_thread *t, struct bench_conn *c,
+			    int phase, uint64_t now)
+{
+	(void)now;
+	if (c->state == CS_READY && (phase == PH_PREPARE || phase == PH_RUN))
+		wl_fanout(t, c, phase);
+}
+
+static int wl_fanout_reply(struct bench_thread *t, struct bench_conn *c,
+			   uint8_t op, const uint8_t *cap, unsigned caplen,
+			   uint64_t now)
+{
+	int r = wl_check(c, op, cap, caplen);
+
+	if (r)
+		return r < 0 ? r : 0;
+	if (op == OP_PING && t->seen_phase == PH_PREPARE)
+		atomic_fetch_sub(&t->b->prep_left, 1); /* as in populate */
+	if (op == OP_WAIT) {
+		/* Pairs with the release store of fire_ns in wl_fanout. */
+		uint64_t fire = atomic_load_explicit(&t->b->fire_ns,
+						     memory_order_acquire);
+		if (!fire || now < fire)
+			return -EPROTO; /* woken before the SET */
+		hist_record(&t->lat, now - fire);
+		t->done++;
+		t->last_done_ns = now;
+	}
+	return 0;
+}
+
+static void wl_heartbeat_issue(struct bench_thread *t, struct bench_conn *c,
+			       int phase, uint64_t now)
+{
+	(void)now;
+	/* The CHECKs themselves are issued from the tick, at --rate. */
+	if (c->state == CS_READY && phase == PH_PREPARE)
+		wl_populate(t, c);
+}
+
+static void wl_heartbeat_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	wl_pace(t, phase, now, t->b->o.rate, 1, wl_check_one);
+}
+
+static void wl_queue_issue(struct bench_thread *t, struct bench_conn *c,
+			   int phase, uint64_t now)
+{
+	if (c->state == CS_READY && phase == PH_RUN)
+		wl_queue(t, c, now);
+}
+
+static int wl_queue_reply(struct bench_thread *t, struct bench_conn *c,
+			  uint8_t op, const uint8_t *cap, unsigned caplen,
+			  uint64_t now)
+{
+	int r = wl_check(c, op, cap, caplen);
+	int64_t v = cap_i64(cap, caplen);
+
+	if (r)
+		return r < 0 ? r : 0;
+	if (!(c->id & 1)) {
+		if (op == OP_QUEUE_LEN && v > (int64_t)t->b->o.queue_max) {
+			c->wl_b = now + 2000000;
+			t->wl_paused++;
+		}
+		return 0;
+	}
+	if (c->wl == QC_LEN_SENT)
+		c->wl = v > 0 ? QC_POP : QC_WAIT;
+	else if (c->wl == QC_WAIT_SENT)
+		c->wl = QC_POP;
+	else if (c->wl == QC_POP_SENT) {
+		if (v <= 0)
+			t->empty_pops++;
+		c->wl = QC_LEN;
+	}
+	return 0;
+}
+
+/* Producers paused above --queue-max resume here, checked every 1 ms. */
+static void wl_queue_tick(struct bench_thread *t, int phase, uint64_t now)
+{
+	if (phase != PH_RUN || !t->wl_paused) {
+		t->wl_last_ns = now;
+		return;
+	}
+	if (now - t->wl_last_ns < 1000000)
+		return;
+	t->wl_last_ns = now;
+	for (uint32_t i = 0; i < t->nconns && t->wl_paused; i++) {
+		struct bench_conn *c = &t->conns[i];
+		if (c->wl_b && now >= c->wl_b)
+			wl_queue(t, c, now);
+	}
+}
+
+/* nccl-init: c->wl counts the MULTI_GETs this connection has sent. */
+static void wl_nccl_issue(struct bench_thread *t, struct bench_conn *c,
+			  int phase, uint64_t now)
 {
 	const struct bench_opts *o = &t->b->o;
+	struct wl_scratch *s = t->wl_priv;
 
-	if (phase != PH_RUN) {
-		t->wl_last_ns = now;
+	(void)now;
+	if (c->state != CS_READY)
+		return;
+	if (phase == PH_PREPARE) {
+		wl_populate(t, c);
 		return;
 	}
-	if (o->workload == WL_QUEUE && t->wl_paused &&
-	    now - t->wl_last_ns >= 1000000) {
-		t->wl_last_ns = now;
-		for (uint32_t i = 0; i < t->nconns && t->wl_paused; i++) {
-			struct bench_conn *c = &t->conns[i];
-			if (c->wl_b && now >= c->wl_b)
-				wl_queue(t, c, now);
+	if (phase != PH_RUN || c->wl >= o->rounds || !bench_can_issue(c, 1))
+		return;
+	wl_fill_keys(t, o->keys, false, 0);
+	bench_tx_begin(t, c, 1, (uint16_t)o->keys, 0);
+	proto_enc_keys(&c->out, OP_MULTI_GET, o->keys, s->keys, s->klens);
+	bench_expect(c, OP_MULTI_GET, (uint16_t)o->keys);
+	bench_tx_end(t, c);
+	c->wl++;
+}
+
+static int wl_nccl_reply(struct bench_thread *t, struct bench_conn *c,
+			 uint8_t op, const uint8_t *cap, unsigned caplen,
+			 uint64_t now)
+{
+	int r = wl_populated_reply(t, c, op, cap, caplen, now);
+
+	if (!r && op == OP_MULTI_GET && t->seen_phase == PH_RUN &&
+	    c->wl == t->b->o.rounds) {
+		t->done++;
+		t->last_done_ns = now;
+	}
+	return r;
+}
+
+#define WL_SCRATCH .thread_init = wl_thread_init, .thread_free = wl_thread_free
+
+static const struct bench_workload wl_table[] = {
+	{ .name = "multi-get",
+	  .help = "MULTI_GET of --keys random keys, --pipeline in flight;\n"
+		  "the key space is written first",
+	  .defaults = wl_multi_defaults, .prep_count = wl_populate_count,
+	  .issue = wl_get_issue, .reply = wl_populated_reply,
+	  .tick = wl_get_tick, WL_SCRATCH },
+	{ .name = "multi-get-hot",
+	  .help = "multi-get, 256 conns, pipeline 4, 1024-key space",
+	  .defaults = wl_hot_defaults, .prep_count = wl_populate_count,
+	  .issue = wl_get_issue, .reply = wl_populated_reply,
+	  .tick = wl_get_tick, WL_SCRATCH },
+	{ .name = "multi-get-wide",
+	  .help = "multi-get, 256 conns, pipeline 4, 100k-key space",
+	  .defaults = wl_wide_defaults, .prep_count = wl_populate_count,
+	  .issue = wl_get_issue, .reply = wl_populated_reply,
+	  .tick = wl_get_tick, WL_SCRATCH },
+	{ .name = "multi-set",
+	  .help = "MULTI_SET of --keys random keys, each with a PING fence",
+	  .defaults = wl_multi_defaults, .issue = wl_set_issue,
+	  .reply = wl_plain_reply, .tick = wl_set_tick, WL_SCRATCH },
+	{ .name = "multi-mix", .help = "half multi-get, half multi-set",
+	  .defaults = wl_multi_defaults, .prep_count = wl_populate_count,
+	  .issue = wl_mix_issue, .reply = wl_populated_reply,
+	  .tick = wl_mix_tick, WL_SCRATCH },
+	{ .name = "ops-mix",
+	  .help = "one op in flight per connection: get (WAIT+GET) 40%,\n"
+		  "set 20%, add 20%, check 10%, compare_set 10%",
+	  .defaults = wl_single_defaults, .prep_count = wl_populate_count,
+	  .issue = wl_ops_mix_issue, .reply = wl_ops_mix_reply, WL_SCRATCH },
+	{ .name = "rendezvous",
+	  .help = "every rank connects (timed), ADDs, WAITs for the last\n"
+		  "rank's SET and GETs it",
+	  .defaults = wl_single_defaults, .issue = wl_rendezvous_issue,
+	  .reply = wl_rendezvous_reply, .done_target = wl_all_done,
+	  .connects_in_run = true, .own_latency = true, WL_SCRATCH },
+	{ .name = "fanout",
+	  .help = "--conns WAITs on one key, then one SET wakes them all",
+	  .defaults = wl_single_defaults, .total_conns = wl_fanout_conns,
+	  .prep_count = wl_fanout_prep, .issue = wl_fanout_issue,
+	  .reply = wl_fanout_reply, .done_target = wl_waiters_done,
+	  .own_latency = true, WL_SCRATCH },
+	{ .name = "heartbeat",
+	  .help = "CHECK of one key per connection, --rate per connection\n"
+		  "or --total-rate per second",
+	  .defaults = wl_heartbeat_defaults, .prep_count = wl_populate_count,
+	  .issue = wl_heartbeat_issue, .reply = wl_populated_reply,
+	  .tick = wl_heartbeat_tick, WL_SCRATCH },
+	{ .name = "heartbeat-16k",
+	  .help = "heartbeat, 16000 conns, 100k CHECKs/s in total",
+	  .defaults = wl_heartbeat16k_defaults,
+	  .prep_count = wl_populate_count, .issue = wl_heartbeat_issue,
+	  .reply = wl_populated_reply, .tick = wl_heartbeat_tick, WL_SCRATCH },
+	{ .name = "queue",
+	  .help = "producers QUEUE_PUSH, consumers pop like PyTorch's\n"
+		  "blocking queue_pop (QUEUE_LEN, WAIT, QUEUE_POP)",
+	  .defaults = wl_queue_defaults, .issue = wl_queue_issue,
+	  .reply = wl_queue_reply, .tick = wl_queue_tick, WL_SCRATCH },
+	{ .name = "nccl-init",
+	  .help = "NCCL's scalable init: --keys (782) values of --value-bytes\n"
+		  "(128) are written, then each of --conns (2000) sends\n"
+		  "--rounds (1) MULTI_GETs of all of them",
+	  .defaults = wl_nccl_defaults, .prep_count = wl_populate_count,
+	  .issue = wl_nccl_issue, .reply = wl_nccl_reply,
+	  .done_target = wl_all_done, WL_SCRATCH },
+};
+
+const struct bench_workload *workload_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(wl_table) / sizeof(wl_table[0]); i++)
+		if (!strcmp(name, wl_table[i].name))
+			return &wl_table[i];
+	return NULL;
+}
+
+void workload_usage(FILE *f)
+{
+	for (size_t i = 0; i < sizeof(wl_table) / sizeof(wl_table[0]); i++) {
+		const char *h = wl_table[i].help;
+		fprintf(f, "  %-22s  ", wl_table[i].name);
+		for (; *h; h++) {
+			fputc(*h, f);
+			if (*h == '\n')
+				fprintf(f, "  %-22s  ", "");
 		}
-		return;
-	}
-	if (o->workload != WL_HEARTBEAT)
-		return;
-	double dt = (double)(now - t->wl_last_ns) / 1e9;
-	t->wl_last_ns = now;
-	t->wl_credit += dt * o->rate * t->nconns;
-	if (t->wl_credit > t->nconns)
-		t->wl_credit = t->nconns;
-	size_t kb = o->key_bytes;
-	for (uint32_t scanned = 0; t->wl_credit >= 1.0 && scanned < t->nconns;
-	     scanned++) {
-		struct bench_conn *c = &t->conns[t->wl_cursor++ % t->nconns];
-		if (!bench_can_issue(c, 1))
-			continue;
-		const void *key = wl_key1(t, 'k', c->id % o->keyspace);
-		bench_tx_begin(t, c, 1, 1, 0);
-		proto_enc_keys(&c->out, OP_CHECK, 1, &key, &kb);
-		bench_expect(c, OP_CHECK, 1);
-		bench_tx_end(t, c);
-		t->wl_credit -= 1.0;
+		fputc('\n', f);
 	}
 }

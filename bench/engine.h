@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench.h - the engine of ringstore-bench, as seen by the workloads.
+ * engine.h - the engine of ringstore-bench, and the hook table through which
+ * it drives a workload.
  *
- * The engine (bench.c) owns threads, rings and connections: it connects with
+ * The engine (engine.c) owns threads, rings and connections: it connects with
  * a bounded number of connects in flight, does the TCPStore handshake
- * (VALIDATE, PING, echo check), sends whatever a connection has queued and
- * scans replies with proto's incremental reply scanner. A workload
- * (workload.c) only decides what each connection sends next and what a reply
+ * (VALIDATE, PING, echo check), sends whatever a connection has queued, scans
+ * replies with proto's incremental reply scanner, times transactions into
+ * histograms, samples the server's CPU from /proc around the measured window
+ * and prints the report. It knows no workload by name: it calls the hooks of
+ * the struct bench_workload it is given (workload.c defines the table), so
+ * dependencies run one way: main.c -> workload.c -> engine.c.
+ *
+ * A workload only decides what each connection sends next and what a reply
  * means. It queues requests with the proto_enc_* encoders into c->out and
  * frames them as a transaction:
  *
@@ -23,8 +29,8 @@
  * counters outright; the main thread reads the published counters (relaxed
  * atomics) and drives the run through the phase word.
  */
-#ifndef RS_BENCH_BENCH_H
-#define RS_BENCH_BENCH_H
+#ifndef RS_BENCH_ENGINE_H
+#define RS_BENCH_ENGINE_H
 
 #include <liburing.h>
 #include <pthread.h>
@@ -40,6 +46,7 @@
 #define BENCH_EXPQ 128 /* expected replies per connection, a power of two */
 #define BENCH_TXQ 64   /* transactions per connection, a power of two */
 #define BENCH_CAP 16   /* bytes of each reply kept for the workload */
+#define BENCH_PORTS_PER_SRC 28000u /* connections per source address */
 
 enum bench_phase {
 	PH_CONNECT, /* connect and handshake every connection */
@@ -58,6 +65,8 @@ enum bench_conn_state {
 	CS_DEAD,       /* failed for good; counted in errors */
 };
 
+struct bench_workload;
+
 struct bench_opts {
 	char host[256];
 	uint16_t port;
@@ -70,12 +79,14 @@ struct bench_opts {
 	double duration;
 	uint64_t ops;
 	uint32_t threads;
+	uint32_t rounds; /* nccl-init: MULTI_GETs per connection */
 	bool json;
-	int workload;
+	const struct bench_workload *wl; /* borrowed, static */
 	int server_pid;
 	uint32_t src_addrs;
 	uint32_t connect_inflight;
 	double rate;       /* heartbeat: CHECKs per connection per second */
+	double total_rate; /* heartbeat: CHECKs per second, all connections */
 	uint32_t queue_max; /* queue: producers pause above this length */
 	bool progress;
 	const char *label; /* free text copied into the JSON */
@@ -154,6 +165,7 @@ struct bench_thread {
 	/* Counters, owned by the thread; the interesting ones are published. */
 	uint64_t ops, keys, txs, errors, resets, ready, dead, done;
 	uint64_t empty_pops, untimed_ops;
+	uint64_t rx_bytes, tx_bytes; /* during PH_RUN */
 	uint64_t last_connect_ns; /* latest connect completion */
 	uint64_t last_done_ns;    /* latest workload completion (rendezvous, fanout) */
 	struct hist lat;
@@ -176,6 +188,52 @@ struct bench {
 	_Atomic int64_t prep_left; /* PH_PREPARE ends when this reaches 0 */
 	uint64_t run_id;           /* makes this run's keys unique */
 	uint8_t *value;            /* value_bytes of filler */
+};
+
+/*
+ * A workload, as the engine sees it: a row of the table in workload.c. Every
+ * hook runs on the bench thread that owns @t and @c, except defaults,
+ * total_conns and prep_count (the main thread, before the threads start).
+ * Hooks that may be NULL say so.
+ */
+struct bench_workload {
+	const char *name;
+	const char *help; /* one line or more for --help, "\n"-separated */
+	/* Fill options the user left unset with this workload's defaults. */
+	void (*defaults)(struct bench_opts *o);
+	/* Connections to open (NULL: o->conns). */
+	uint32_t (*total_conns)(const struct bench_opts *o);
+	/*
+	 * The initial value of bench.prep_left: what PH_PREPARE must achieve
+	 * before PH_RUN (NULL or 0: no prepare phase). Workloads decrement it.
+	 */
+	int64_t (*prep_count)(const struct bench_opts *o);
+	/*
+	 * Queue the next transactions on a ready connection @c, as many as
+	 * the workload and the pipeline depth allow in @phase. Called when
+	 * the phase changes and after every batch of replies on @c.
+	 */
+	void (*issue)(struct bench_thread *t, struct bench_conn *c, int phase,
+		      uint64_t now);
+	/*
+	 * One reply of @op ended on @c; @cap holds its first @caplen bytes.
+	 * Returns 0, or -EPROTO if the reply is wrong (the engine fails @c).
+	 */
+	int (*reply)(struct bench_thread *t, struct bench_conn *c, uint8_t op,
+		     const uint8_t *cap, unsigned caplen, uint64_t now);
+	/* Once per loop iteration (NULL: none): timed workloads. */
+	void (*tick)(struct bench_thread *t, int phase, uint64_t now);
+	/* Per-thread scratch space: 0 or -ENOMEM; free takes a failed init. */
+	int (*thread_init)(struct bench_thread *t);
+	void (*thread_free)(struct bench_thread *t);
+	/*
+	 * Ends the measured window when done + dead connections reach this
+	 * (NULL: the window lasts --duration or --ops). The window's limit is
+	 * then at least 60 s plus 2 ms per connection.
+	 */
+	uint64_t (*done_target)(const struct bench_opts *o, uint32_t total);
+	bool connects_in_run; /* connections are made (and timed) in PH_RUN */
+	bool own_latency;     /* records its own latencies, not per transaction */
 };
 
 /* CLOCK_MONOTONIC in nanoseconds. */
@@ -215,5 +273,16 @@ static inline bool bench_can_issue(const struct bench_conn *c, uint32_t depth)
 /* Count a connection-level error and close @c for good. */
 void bench_conn_fail(struct bench_thread *t, struct bench_conn *c,
 		     const char *why);
+
+/* Fill what @o still leaves unset (0) with the engine's defaults. */
+void bench_opts_fallback(struct bench_opts *o);
+
+/*
+ * Run the benchmark described by @b->o against the server (whose address
+ * must be resolved), then print the report on stdout (text or JSON).
+ * Returns 0, 1 if the run timed out or was interrupted, or -errno if it
+ * could not start.
+ */
+int bench_run(struct bench *b);
 
 #endif

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench.c - ringstore-bench: a TCPStore load generator that drives its
- * connections through io_uring, for ringstore and for PyTorch's own servers.
+ * engine.c - the engine of ringstore-bench (see engine.h): a TCPStore load
+ * generator that drives its connections through io_uring, for ringstore and
+ * for PyTorch's own servers, and calls a workload's hooks for what to send.
  *
  * Each bench thread owns one ring and a contiguous share of the connections.
  * Connections are opened with at most --connect-inflight connects in flight
@@ -20,11 +21,11 @@
  * window, prints a progress line on a terminal, and merges the threads'
  * histograms and counters into the report (text or --json).
  */
-#include "bench.h"
+#include "engine.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -39,12 +40,10 @@
 
 #include "log.h"
 #include "net.h"
-#include "workload.h"
 
 enum ud_kind { UD_CONNECT = 1, UD_RECV, UD_SEND };
 
 #define BENCH_MAX_RETRIES 20
-#define BENCH_PORTS_PER_SRC 28000u
 
 static struct sockaddr_storage g_addr;
 static socklen_t g_addrlen;
@@ -283,6 +282,8 @@ static void on_send(struct bench_thread *t, struct bench_conn *c, int res)
 		return;
 	}
 	buf_consume(&c->inflight, (size_t)res);
+	if (t->seen_phase == PH_RUN)
+		t->tx_bytes += (uint64_t)res;
 	mark_dirty(t, c);
 }
 
@@ -296,7 +297,7 @@ static void tx_complete(struct bench_thread *t, struct bench_conn *c,
 	if (!x->measured || t->seen_phase != PH_RUN)
 		return;
 	/* Rendezvous and fanout record their own latencies. */
-	if (t->b->o.workload != WL_RENDEZVOUS && t->b->o.workload != WL_FANOUT)
+	if (!t->b->o.wl->own_latency)
 		hist_record(&t->lat, now > x->t0 ? now - x->t0 : 0);
 	t->ops += x->ops;
 	t->keys += x->keys;
@@ -317,7 +318,7 @@ static int reply_done(struct bench_thread *t, struct bench_conn *c, uint8_t op,
 		t->ready++;
 		return 0;
 	}
-	return workload_reply(t, c, op, c->cap, c->caplen, now);
+	return t->b->o.wl->reply(t, c, op, c->cap, c->caplen, now);
 }
 
 /* Scan @n received bytes of @c against its expected replies. */
@@ -326,6 +327,8 @@ static void conn_input(struct bench_thread *t, struct bench_conn *c,
 {
 	uint16_t gen = c->gen;
 
+	if (t->seen_phase == PH_RUN)
+		t->rx_bytes += n;
 	while (n) {
 		if (!c->en) {
 			bench_conn_fail(t, c, "bytes nobody asked for");
@@ -369,7 +372,7 @@ static void conn_input(struct bench_thread *t, struct bench_conn *c,
 			tx_complete(t, c, now);
 	}
 	if (t->seen_phase == PH_PREPARE || t->seen_phase == PH_RUN)
-		workload_issue(t, c, t->seen_phase, now);
+		t->b->o.wl->issue(t, c, t->seen_phase, now);
 }
 
 static void on_recv(struct bench_thread *t, struct bench_conn *c,
@@ -474,7 +477,7 @@ static int thread_setup(struct bench_thread *t)
 				      t->bufsz, (unsigned short)i,
 				      io_uring_buf_ring_mask(t->nbufs), (int)i);
 	io_uring_buf_ring_advance(t->br, (int)t->nbufs);
-	return workload_thread_init(t);
+	return t->b->o.wl->thread_init ? t->b->o.wl->thread_init(t) : 0;
 }
 
 static void publish(struct bench_thread *t)
@@ -492,7 +495,7 @@ static void *thread_main(void *arg)
 	struct bench *b = t->b;
 	const struct bench_opts *o = &b->o;
 	uint32_t cap = o->connect_inflight / o->threads;
-	bool connect_in_run = workload_connects_in_run(o);
+	bool connect_in_run = o->wl->connects_in_run;
 	int ret = thread_setup(t);
 
 	if (ret < 0) {
@@ -519,8 +522,8 @@ static void *thread_main(void *arg)
 			t->seen_phase = phase;
 			if (phase == PH_PREPARE || phase == PH_RUN)
 				for (uint32_t i = 0; i < t->nconns; i++)
-					workload_issue(t, &t->conns[i], phase,
-						       now);
+					o->wl->issue(t, &t->conns[i], phase,
+						     now);
 		}
 		if (phase == PH_DONE)
 			break;
@@ -539,7 +542,8 @@ static void *thread_main(void *arg)
 				conn_start(t, c, now);
 			}
 		}
-		workload_tick(t, phase, now);
+		if (o->wl->tick)
+			o->wl->tick(t, phase, now);
 		for (uint32_t i = 0; i < t->ndirty; i++) {
 			t->dirty[i]->dirty = false;
 			flush_conn(t, t->dirty[i]);
@@ -575,14 +579,57 @@ static void thread_free(struct bench_thread *t)
 		buf_free(&c->out);
 		buf_free(&c->inflight);
 	}
-	workload_thread_free(t);
+	if (t->b->o.wl->thread_free)
+		t->b->o.wl->thread_free(t);
 	free(t->conns);
 	free(t->dirty);
 	free(t->br);
 	free(t->bufs);
 }
 
-/* The server's CPU time and memory, from /proc/<pid>/{stat,status}. */
+/*
+ * The CPU time of @pid in seconds, to the nanosecond: the sum over its
+ * threads of /proc/<pid>/task/<tid>/schedstat's first field (time on a CPU,
+ * which is utime + stime unrounded). -1 if unreadable.
+ */
+static double proc_cpu_precise(int pid)
+{
+	char path[64], line[128];
+	struct dirent *de;
+	double sum = 0;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((de = readdir(d))) {
+		char tpath[300];
+		unsigned long long ns;
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(tpath, sizeof(tpath), "%s/%.32s/schedstat", path,
+			 de->d_name);
+		FILE *f = fopen(tpath, "r");
+		if (!f)
+			continue;
+		if (fgets(line, sizeof(line), f) &&
+		    sscanf(line, "%llu", &ns) == 1) {
+			sum += (double)ns / 1e9;
+			n++;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return n ? sum : -1;
+}
+
+/*
+ * The server's CPU time and memory, from /proc/<pid>/{stat,status}; the CPU
+ * time from the threads' schedstat when readable (clock ticks of 10 ms are
+ * too coarse for a burst like nccl-init), else utime + stime of stat.
+ */
 struct proc_sample {
 	bool ok;
 	double cpu_s;
@@ -611,7 +658,9 @@ static struct proc_sample proc_sample(int pid)
 			 "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
 			 &ut, &st) != 2)
 		return s;
-	s.cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	s.cpu_s = proc_cpu_precise(pid);
+	if (s.cpu_s < 0)
+		s.cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
 	f = fopen(path, "r");
 	if (!f)
@@ -668,155 +717,22 @@ static double self_cpu_s(void)
 		       1e6;
 }
 
-static void usage(FILE *f)
+void bench_opts_fallback(struct bench_opts *o)
 {
-	fprintf(f,
-		"Usage: ringstore-bench [options]\n"
-		"Load generator for TCPStore servers (ringstore, PyTorch's libuv and\n"
-		"classic servers), driving its connections through io_uring.\n\n"
-		"  --addr HOST:PORT        server (default 127.0.0.1:29500)\n"
-		"  --workload W            multi-set, multi-get, multi-mix, ops-mix,\n"
-		"                          rendezvous, fanout, heartbeat, queue\n"
-		"                          (default multi-get)\n"
-		"  --conns N               connections / ranks / waiters (default 64)\n"
-		"  --pipeline D            requests in flight per connection, multi-*\n"
-		"                          only (default 8, max %d)\n"
-		"  --keys K                keys per MULTI_* request (default 16)\n"
-		"  --key-bytes N           key size (default 16, min 12)\n"
-		"  --value-bytes N         value size (default 64)\n"
-		"  --keyspace N            distinct keys (default per workload)\n"
-		"  --duration S            measured seconds (default 10)\n"
-		"  --ops N                 stop after N operations instead\n"
-		"  --threads T             bench threads, one ring each (default 1)\n"
-		"  --rate R                heartbeat: CHECKs per connection per second\n"
-		"  --queue-max N           queue: producers pause above N (default 1000)\n"
-		"  --src-addrs K           spread connections over 127.0.0.1..K\n"
-		"                          (default: one per %u connections)\n"
-		"  --connect-inflight N    connects in flight (default 256)\n"
-		"  --server-pid PID        sample the server's CPU and RSS from /proc\n"
-		"  --label TEXT            copied into the JSON report\n"
-		"  --json                  one JSON object on stdout\n"
-		"  --no-progress           no live line on stderr\n"
-		"  -h, --help\n",
-		BENCH_MAX_PIPELINE, BENCH_PORTS_PER_SRC);
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-')
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int parse_opts(int argc, char **argv, struct bench_opts *o)
-{
-	enum {
-		O_ADDR = 256, O_CONNS, O_PIPE, O_KEYS, O_KB, O_VB, O_KS, O_DUR,
-		O_OPS, O_THR, O_JSON, O_WL, O_PID, O_SRC, O_CI, O_RATE, O_QMAX,
-		O_NOPROG, O_LABEL,
-	};
-	static const struct option lo[] = {
-		{ "addr", 1, NULL, O_ADDR },
-		{ "conns", 1, NULL, O_CONNS },
-		{ "pipeline", 1, NULL, O_PIPE },
-		{ "keys", 1, NULL, O_KEYS },
-		{ "key-bytes", 1, NULL, O_KB },
-		{ "value-bytes", 1, NULL, O_VB },
-		{ "keyspace", 1, NULL, O_KS },
-		{ "duration", 1, NULL, O_DUR },
-		{ "ops", 1, NULL, O_OPS },
-		{ "threads", 1, NULL, O_THR },
-		{ "json", 0, NULL, O_JSON },
-		{ "workload", 1, NULL, O_WL },
-		{ "server-pid", 1, NULL, O_PID },
-		{ "src-addrs", 1, NULL, O_SRC },
-		{ "connect-inflight", 1, NULL, O_CI },
-		{ "rate", 1, NULL, O_RATE },
-		{ "queue-max", 1, NULL, O_QMAX },
-		{ "no-progress", 0, NULL, O_NOPROG },
-		{ "label", 1, NULL, O_LABEL },
-		{ "help", 0, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *addr = "127.0.0.1:29500";
-	int c;
-	uint64_t v;
-
-	*o = (struct bench_opts){
-		.conns = 64, .pipeline = 8, .keys = 16, .key_bytes = 16,
-		.value_bytes = 64, .duration = 10, .threads = 1,
-		.workload = WL_MULTI_GET, .connect_inflight = 256,
-		.queue_max = 1000, .progress = isatty(STDERR_FILENO),
-	};
-	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		int err = 0;
-		switch (c) {
-		case O_ADDR: addr = optarg; break;
-		case O_JSON: o->json = true; break;
-		case O_NOPROG: o->progress = false; break;
-		case O_LABEL: o->label = optarg; break;
-		case O_WL:
-			o->workload = workload_parse(optarg);
-			err = o->workload < 0;
-			break;
-		case O_DUR:
-			o->duration = strtod(optarg, NULL);
-			err = !(o->duration > 0);
-			break;
-		case O_RATE:
-			o->rate = strtod(optarg, NULL);
-			err = !(o->rate > 0);
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		case '?':
-			return -EINVAL;
-		default:
-			err = parse_u64(optarg, &v) < 0;
-			if (err)
-				break;
-			switch (c) {
-			case O_CONNS: o->conns = (uint32_t)v; err = !v || v > 1000000; break;
-			case O_PIPE: o->pipeline = (uint32_t)v; err = !v || v > BENCH_MAX_PIPELINE; break;
-			case O_KEYS: o->keys = (uint32_t)v; err = !v || v > 4096; break;
-			case O_KB: o->key_bytes = (uint32_t)v; err = v < 12 || v > 8192; break;
-			case O_VB: o->value_bytes = (uint32_t)v; err = v > (1u << 20); break;
-			case O_KS: o->keyspace = v; err = !v || v >= 100000000ull; break;
-			case O_OPS: o->ops = v; break;
-			case O_THR: o->threads = (uint32_t)v; err = !v || v > 64; break;
-			case O_PID: o->server_pid = (int)v; break;
-			case O_SRC: o->src_addrs = (uint32_t)v; err = v > 65000; break;
-			case O_CI: o->connect_inflight = (uint32_t)v; err = !v; break;
-			case O_QMAX: o->queue_max = (uint32_t)v; break;
-			}
-			break;
-		}
-		if (err) {
-			fprintf(stderr, "ringstore-bench: bad value for --%s: %s\n",
-				lo[c - O_ADDR].name, optarg ? optarg : "");
-			return -EINVAL;
-		}
-	}
-	if (optind != argc) {
-		fprintf(stderr, "ringstore-bench: unexpected argument %s\n",
-			argv[optind]);
-		return -EINVAL;
-	}
-	if (net_split_hostport(addr, o->host, sizeof(o->host), &o->port) ||
-	    !o->port) {
-		fprintf(stderr, "ringstore-bench: bad --addr %s\n", addr);
-		return -EINVAL;
-	}
-	if (!o->host[0])
-		strcpy(o->host, "127.0.0.1");
-	workload_defaults(o);
-	return 0;
+	if (!o->conns)
+		o->conns = 64;
+	if (!o->pipeline)
+		o->pipeline = 8;
+	if (!o->keys)
+		o->keys = 16;
+	if (!o->key_bytes)
+		o->key_bytes = 16;
+	if (o->value_bytes == UINT32_MAX)
+		o->value_bytes = 64;
+	if (!o->keyspace)
+		o->keyspace = 10000;
+	if (!o->rounds)
+		o->rounds = 1;
 }
 
 static int resolve(const struct bench_opts *o)
@@ -898,6 +814,7 @@ static bool all_connected(struct bench *b, uint32_t total)
 static bool prepared(struct bench *b, uint32_t total)
 {
 	(void)total;
+	/* seq_cst: pairs with the workloads' atomic_fetch_sub of prep_left. */
 	return atomic_load(&b->prep_left) <= 0;
 }
 
@@ -936,21 +853,17 @@ static void raise_nofile(uint32_t need)
 			 (unsigned long long)rl.rlim_cur, need);
 }
 
-int main(int argc, char **argv)
+int bench_run(struct bench *b)
 {
-	static struct bench b;
-	struct bench_opts *o = &b.o;
+	struct bench_opts *o = &b->o;
+	const struct bench_workload *wl = o->wl;
 	int ret;
 
-	if (parse_opts(argc, argv, o) < 0) {
-		usage(stderr);
-		return 2;
-	}
 	if (resolve(o) < 0) {
 		fprintf(stderr, "ringstore-bench: cannot resolve %s\n", o->host);
-		return 2;
+		return -EHOSTUNREACH;
 	}
-	uint32_t total = workload_total_conns(o);
+	uint32_t total = wl->total_conns ? wl->total_conns(o) : o->conns;
 	if (o->threads > total)
 		o->threads = total;
 	g_nsrc = o->src_addrs;
@@ -960,27 +873,27 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_sigint);
 	signal(SIGPIPE, SIG_IGN);
 
-	b.value = malloc(o->value_bytes + 1);
-	if (!b.value)
-		return 1;
-	memset(b.value, 'v', o->value_bytes + 1);
-	b.run_id = (bench_now() ^ ((uint64_t)getpid() << 20)) % 100000000000ull;
-	b.threads = calloc(o->threads, sizeof(*b.threads));
-	if (!b.threads)
-		return 1;
+	b->value = malloc(o->value_bytes + 1);
+	if (!b->value)
+		return -ENOMEM;
+	memset(b->value, 'v', o->value_bytes + 1);
+	b->run_id = (bench_now() ^ ((uint64_t)getpid() << 20)) % 100000000000ull;
+	b->threads = calloc(o->threads, sizeof(*b->threads));
+	if (!b->threads)
+		return -ENOMEM;
 
 	uint32_t base = 0;
 	for (uint32_t i = 0; i < o->threads; i++) {
-		struct bench_thread *t = &b.threads[i];
-		t->b = &b;
+		struct bench_thread *t = &b->threads[i];
+		t->b = b;
 		t->id = (int)i;
 		t->base = base;
 		t->nconns = total / o->threads + (i < total % o->threads);
-		t->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ b.run_id;
+		t->rng = 0x9E3779B97F4A7C15ull * (i + 1) ^ b->run_id;
 		t->conns = calloc(t->nconns, sizeof(*t->conns));
 		t->dirty = calloc(t->nconns, sizeof(*t->dirty));
 		if (!t->conns || !t->dirty)
-			return 1;
+			return -ENOMEM;
 		hist_init(&t->lat);
 		for (uint32_t k = 0; k < t->nconns; k++) {
 			t->conns[k].fd = -1;
@@ -990,7 +903,7 @@ int main(int argc, char **argv)
 		base += t->nconns;
 	}
 
-	bool in_run = workload_connects_in_run(o);
+	bool in_run = wl->connects_in_run;
 	struct proc_sample s_before = proc_sample(o->server_pid), s_idle = { 0 };
 	uint64_t lo0 = listen_overflows();
 	uint64_t t_start = bench_now(), t_run0, t_run1;
@@ -998,76 +911,81 @@ int main(int argc, char **argv)
 	struct proc_sample s_run0, s_run1;
 	bool timed_out = false;
 
-	atomic_store(&b.phase, in_run ? PH_RUN : PH_CONNECT);
+	/*
+	 * Every store of the phase (seq_cst) pairs with the acquire load in
+	 * thread_main: a thread that sees a phase sees what came before it.
+	 */
+	atomic_store(&b->phase, in_run ? PH_RUN : PH_CONNECT);
 	s_run0 = s_before;
 	c_cpu0 = self_cpu_s();
 	for (uint32_t i = 0; i < o->threads; i++) {
-		ret = pthread_create(&b.threads[i].th, NULL, thread_main,
-				     &b.threads[i]);
+		ret = pthread_create(&b->threads[i].th, NULL, thread_main,
+				     &b->threads[i]);
 		if (ret) {
 			fprintf(stderr, "ringstore-bench: pthread_create: %s\n",
 				strerror(ret));
-			return 1;
+			return -ret;
 		}
 	}
 	if (!in_run) {
-		timed_out |= !wait_for(&b, all_connected, 120 + total / 200.0,
+		timed_out |= !wait_for(b, all_connected, 120 + total / 200.0,
 				       total);
 		connect_s = (double)(bench_now() - t_start) / 1e9;
 		usleep(300000);
 		s_idle = proc_sample(o->server_pid);
-		int64_t prep = workload_prep_count(o);
+		int64_t prep = wl->prep_count ? wl->prep_count(o) : 0;
 		if (prep > 0 && !timed_out) {
-			atomic_store(&b.prep_left, prep);
-			atomic_store(&b.phase, PH_PREPARE);
-			timed_out |= !wait_for(&b, prepared, 300, total);
+			atomic_store(&b->prep_left, prep);
+			atomic_store(&b->phase, PH_PREPARE);
+			timed_out |= !wait_for(b, prepared, 300, total);
 		}
 		s_run0 = proc_sample(o->server_pid);
 		c_cpu0 = self_cpu_s();
-		atomic_store(&b.phase, PH_RUN);
+		atomic_store(&b->phase, PH_RUN);
 	}
 	t_run0 = in_run ? t_start : bench_now();
 
 	/* The measured window. */
 	uint64_t last = t_run0, last_ops = 0;
-	uint32_t want_done = o->workload == WL_FANOUT ? o->conns : total;
+	uint64_t want_done = wl->done_target ? wl->done_target(o, total) : 0;
 	double limit = o->duration;
-	if (in_run || o->workload == WL_FANOUT)
+	if (want_done)
 		limit = o->duration > 60 ? o->duration : 60 + total / 500.0;
 	for (;;) {
 		uint64_t now = bench_now();
-		struct totals s = sum_pub(&b);
+		struct totals s = sum_pub(b);
 		if (g_interrupted || timed_out)
 			break;
-		if (in_run || o->workload == WL_FANOUT) {
+		if (s.dead >= total)
+			break;
+		if (want_done) {
 			if (s.done + s.dead >= want_done)
-				break;
-			if (o->workload == WL_FANOUT && s.dead >= total)
 				break;
 		} else if (o->ops && s.ops >= o->ops) {
 			break;
 		}
 		if ((double)(now - t_run0) / 1e9 >= limit) {
-			if (in_run || o->workload == WL_FANOUT)
+			if (want_done)
 				timed_out = true;
-			if (!o->ops || in_run || o->workload == WL_FANOUT)
+			if (!o->ops || want_done)
 				break;
 		}
-		progress(&b, now, &last, &last_ops, total);
-		usleep(o->workload == WL_FANOUT ? 200 : 2000);
+		progress(b, now, &last, &last_ops, total);
+		/* A window that ends on an event is polled more often. */
+		usleep(want_done ? 500 : 2000);
 	}
 	t_run1 = bench_now();
 	s_run1 = proc_sample(o->server_pid);
 	c_cpu1 = self_cpu_s();
 	if (in_run)
 		s_idle = s_run1;
-	atomic_store(&b.phase, PH_DRAIN);
+	atomic_store(&b->phase, PH_DRAIN);
 	usleep(100000);
 	struct proc_sample s_end = proc_sample(o->server_pid);
 	uint64_t overflows = listen_overflows() - lo0;
-	atomic_store(&b.phase, PH_DONE);
+	atomic_store(&b->phase, PH_DONE);
 	for (uint32_t i = 0; i < o->threads; i++)
-		pthread_join(b.threads[i].th, NULL);
+		pthread_join(b->threads[i].th, NULL);
 	if (o->progress)
 		fprintf(stderr, "\n");
 
@@ -1075,9 +993,10 @@ int main(int argc, char **argv)
 	static struct hist lat;
 	uint64_t ops = 0, keys = 0, errors = 0, resets = 0, done = 0, dead = 0;
 	uint64_t ready = 0, empty = 0, untimed = 0, last_conn = 0, last_done = 0;
+	uint64_t rx = 0, tx = 0;
 	hist_init(&lat);
 	for (uint32_t i = 0; i < o->threads; i++) {
-		struct bench_thread *t = &b.threads[i];
+		struct bench_thread *t = &b->threads[i];
 		hist_merge(&lat, &t->lat);
 		ops += t->ops;
 		keys += t->keys;
@@ -1088,6 +1007,8 @@ int main(int argc, char **argv)
 		ready += t->ready;
 		empty += t->empty_pops;
 		untimed += t->untimed_ops;
+		rx += t->rx_bytes;
+		tx += t->tx_bytes;
 		if (t->last_connect_ns > last_conn)
 			last_conn = t->last_connect_ns;
 		if (t->last_done_ns > last_done)
@@ -1097,7 +1018,7 @@ int main(int argc, char **argv)
 	double srv_cpu = s_run0.ok && s_run1.ok ? s_run1.cpu_s - s_run0.cpu_s : NAN;
 	double cli_cpu = c_cpu1 - c_cpu0;
 	double rdzv_ms = NAN, rate = NAN, fan_ms = NAN;
-	uint64_t fire = atomic_load(&b.fire_ns);
+	uint64_t fire = atomic_load(&b->fire_ns);
 	if (in_run) {
 		if (last_done > t_start)
 			rdzv_ms = (double)(last_done - t_start) / 1e6;
@@ -1108,7 +1029,7 @@ int main(int argc, char **argv)
 	} else if (connect_s > 0) {
 		rate = (double)total / connect_s;
 	}
-	if (o->workload == WL_FANOUT && fire && last_done > fire)
+	if (fire && last_done > fire)
 		fan_ms = (double)(last_done - fire) / 1e6;
 	double rss_per_conn = NAN;
 	if (s_before.ok && s_idle.ok && total)
@@ -1121,15 +1042,17 @@ int main(int argc, char **argv)
 		       "\"total_conns\": %u, \"threads\": %u, \"pipeline\": %u, "
 		       "\"keys_per_req\": %u, \"key_bytes\": %u, "
 		       "\"value_bytes\": %u, \"keyspace\": %llu, ",
-		       workload_name(o->workload), o->label ? o->label : "",
+		       wl->name, o->label ? o->label : "",
 		       o->conns, total, o->threads, o->pipeline, o->keys,
 		       o->key_bytes, o->value_bytes,
 		       (unsigned long long)o->keyspace);
 		printf("\"seconds\": %.6f, \"ops\": %llu, \"keys\": %llu, "
 		       "\"untimed_ops\": %llu, \"ops_per_s\": %.1f, "
-		       "\"keys_per_s\": %.1f, ",
+		       "\"keys_per_s\": %.1f, \"rx_bytes\": %llu, "
+		       "\"tx_bytes\": %llu, ",
 		       secs, (unsigned long long)ops, (unsigned long long)keys,
-		       (unsigned long long)untimed, ops / secs, keys / secs);
+		       (unsigned long long)untimed, ops / secs, keys / secs,
+		       (unsigned long long)rx, (unsigned long long)tx);
 		printf("\"lat_us\": {\"count\": %llu, \"mean\": %.2f, "
 		       "\"p50\": %.2f, \"p99\": %.2f, \"p999\": %.2f, "
 		       "\"max\": %.2f}, ",
@@ -1167,7 +1090,7 @@ int main(int argc, char **argv)
 	} else {
 		printf("workload %s: %u conns, %u threads, pipeline %u, %u keys/req, "
 		       "%u B keys, %u B values\n",
-		       workload_name(o->workload), total, o->threads,
+		       wl->name, total, o->threads,
 		       o->pipeline, o->keys, o->key_bytes, o->value_bytes);
 		printf("  %.2f s: %llu ops (%.0f ops/s), %llu keys (%.0f keys/s), "
 		       "%llu errors, %llu resets\n",
@@ -1181,6 +1104,8 @@ int main(int argc, char **argv)
 		       hist_percentile(&lat, 99.9) / 1e3,
 		       (lat.count ? lat.max : 0) / 1e3,
 		       (unsigned long long)lat.count);
+		printf("  bytes in the window: %llu received, %llu sent\n",
+		       (unsigned long long)rx, (unsigned long long)tx);
 		printf("  connect %.3f s (%.0f conn/s), %llu listen-queue "
 		       "overflows (host-wide)\n",
 		       connect_s, rate, (unsigned long long)overflows);
@@ -1188,11 +1113,11 @@ int main(int argc, char **argv)
 			printf("  rendezvous: %.1f ms from first connect to last "
 			       "release, %llu/%u ranks released\n",
 			       rdzv_ms, (unsigned long long)done, total);
-		if (o->workload == WL_FANOUT)
+		if (fire)
 			printf("  fanout: last of %llu/%u waiters woke %.3f ms "
 			       "after the SET\n",
 			       (unsigned long long)done, o->conns, fan_ms);
-		if (o->workload == WL_QUEUE)
+		if (empty)
 			printf("  queue: %llu empty pops\n",
 			       (unsigned long long)empty);
 		if (s_run1.ok)
@@ -1209,8 +1134,8 @@ int main(int argc, char **argv)
 		       100 * cli_cpu / secs, timed_out ? "  [TIMED OUT]" : "");
 	}
 	for (uint32_t i = 0; i < o->threads; i++)
-		thread_free(&b.threads[i]);
-	free(b.threads);
-	free(b.value);
+		thread_free(&b->threads[i]);
+	free(b->threads);
+	free(b->value);
 	return timed_out || g_interrupted ? 1 : 0;
 }
