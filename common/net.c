@@ -199,6 +199,27 @@ int net_connect(const char *host, uint16_t port, const char *src,
 	return fd;
 }
 
+void net_v4_mapped(uint8_t out[16], const void *v4)
+{
+	memset(out, 0, 10);
+	out[10] = out[11] = 0xff;
+	memcpy(out + 12, v4, 4);
+}
+
+void net_to_v6(const struct sockaddr *sa, struct sockaddr_in6 *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (sa->sa_family == AF_INET6) {
+		memcpy(out, sa, sizeof(*out));
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a4 = (const void *)sa;
+
+		out->sin6_family = AF_INET6;
+		out->sin6_port = a4->sin_port;
+		net_v4_mapped(out->sin6_addr.s6_addr, &a4->sin_addr);
+	}
+}
+
 void net_format_addr(const struct sockaddr *sa, char *out, size_t len)
 {
 	char ip[INET6_ADDRSTRLEN];
@@ -279,8 +300,7 @@ int net_parse_cidr(const char *s, struct net_cidr *out)
 	memset(out, 0, sizeof(*out));
 	if (inet_pton(AF_INET, host, &a4) == 1) {
 		v4 = true;
-		out->addr[10] = out->addr[11] = 0xff;
-		memcpy(&out->addr[12], &a4, 4);
+		net_v4_mapped(out->addr, &a4);
 	} else if (inet_pton(AF_INET6, host, out->addr) == 1) {
 		v4 = false;
 	} else {

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+struct sockaddr_in6;
+
 /* Longest string net_format_addr writes, NUL included ("[v6%scope]:65535"). */
 #define NET_ADDRSTRLEN 72
 
@@ -39,6 +41,14 @@ int net_listen(const char *host, uint16_t port, int backlog, bool reuseport);
  */
 int net_connect(const char *host, uint16_t port, const char *src,
 		int timeout_ms);
+
+/* The 16-byte v4-mapped form (::ffff:a.b.c.d) of the IPv4 address @v4. */
+void net_v4_mapped(uint8_t out[16], const void *v4);
+/*
+ * @sa as an IPv6 socket address: IPv6 copied, IPv4 v4-mapped (port kept);
+ * any other family leaves @out zeroed.
+ */
+void net_to_v6(const struct sockaddr *sa, struct sockaddr_in6 *out);
 
 /* "1.2.3.4:5", "[::1]:5", "[::ffff:1.2.3.4]:5" shown as "1.2.3.4:5". */
 void net_format_addr(const struct sockaddr *sa, char *out, size_t len);

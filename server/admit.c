@@ -22,18 +22,8 @@ static void peer_addr(int fd, struct sockaddr_in6 *out)
 	socklen_t sl = sizeof(ss);
 
 	memset(out, 0, sizeof(*out));
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl))
-		return;
-	if (ss.ss_family == AF_INET6) {
-		memcpy(out, &ss, sizeof(*out));
-	} else if (ss.ss_family == AF_INET) {
-		const struct sockaddr_in *a4 = (const void *)&ss;
-		out->sin6_family = AF_INET6;
-		out->sin6_port = a4->sin_port;
-		out->sin6_addr.s6_addr[10] = 0xff;
-		out->sin6_addr.s6_addr[11] = 0xff;
-		memcpy(&out->sin6_addr.s6_addr[12], &a4->sin_addr, 4);
-	}
+	if (!getpeername(fd, (struct sockaddr *)&ss, &sl))
+		net_to_v6((struct sockaddr *)&ss, out);
 }
 
 /* Count a refused connection; log it at most one line a second. */

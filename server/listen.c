@@ -36,21 +36,13 @@ struct laddr {
 	uint8_t a[16];
 };
 
-static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-
-static void laddr_from_v4(struct laddr *l, const void *v4)
-{
-	memcpy(l->a, v4mapped, 12);
-	memcpy(l->a + 12, v4, 4);
-}
-
 static bool laddr_any(const struct laddr *l)
 {
 	static const uint8_t zero[16];
+	uint8_t any4[16];
 
-	if (!memcmp(l->a, zero, 16))
-		return true;
-	return !memcmp(l->a, v4mapped, 12) && !memcmp(l->a + 12, zero, 4);
+	net_v4_mapped(any4, zero); /* ::ffff:0.0.0.0 */
+	return !memcmp(l->a, zero, 16) || !memcmp(l->a, any4, 16);
 }
 
 /* Would a connection to one of these addresses possibly reach the other? */
@@ -62,14 +54,13 @@ static bool laddr_overlap(const struct laddr *x, const struct laddr *y)
 static int sock_laddr(int fd, struct laddr *l)
 {
 	struct sockaddr_storage ss;
+	struct sockaddr_in6 a6;
 	socklen_t sl = sizeof(ss);
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl))
 		return -errno;
-	if (ss.ss_family == AF_INET)
-		laddr_from_v4(l, &((struct sockaddr_in *)&ss)->sin_addr);
-	else
-		memcpy(l->a, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	net_to_v6((struct sockaddr *)&ss, &a6);
+	memcpy(l->a, &a6.sin6_addr, 16);
 	return 0;
 }
 
@@ -132,7 +123,7 @@ static int foreign_listeners(uint16_t port, const struct laddr *mine,
 				if (ntohs(d->id.idiag_sport) != port)
 					continue;
 				if (d->idiag_family == AF_INET)
-					laddr_from_v4(&theirs, d->id.idiag_src);
+					net_v4_mapped(theirs.a, d->id.idiag_src);
 				else
 					memcpy(theirs.a, d->id.idiag_src, 16);
 				for (uint32_t i = 0; i < nours; i++)
