@@ -14,7 +14,8 @@
  * the orphan list is not empty), so idle reactors stay cheap.
  *
  * Grace period. An object tagged e is freed once E >= e + 2. Proof sketch,
- * with X the seq_cst fence in qsbr_retire() that follows the caller's unlink,
+ * with X the seq_cst fence in qsbr_retire() that follows the caller's unlink
+ * (or, for qsbr_retire_sc(), that unlink itself: see there),
  * B the seq_cst load of E after it (it returned e), C1 the CAS e -> e + 1,
  * C2 the CAS e + 1 -> e + 2, all in the single total order S:
  *   - B read e, so B precedes C1 in S.
@@ -57,6 +58,7 @@
 
 #define QSBR_MAX_THREADS 128
 #define QSBR_RING_INITIAL 1024
+#define RECLAIM_AHEAD 4
 
 struct qsbr_retired {
 	void *p;
@@ -74,12 +76,16 @@ struct qsbr_ring {
 
 struct qsbr_record {
 	_Atomic uint64_t seen; /* 0: offline or unused */
+	/* Objects in the owner's ring, stored by the owner only (relaxed):
+	 * a count shared by all threads made every retirement a contended
+	 * atomic add. On its own line, so advancers reading `seen` do not
+	 * collide with the owner's retirements. */
+	_Atomic size_t pending RS_ALIGNED_CACHELINE;
 } RS_ALIGNED_CACHELINE;
 
 struct qsbr {
 	_Atomic uint64_t epoch RS_ALIGNED_CACHELINE;
-	_Atomic size_t pending RS_ALIGNED_CACHELINE;
-	_Atomic size_t leaked;
+	_Atomic size_t leaked RS_ALIGNED_CACHELINE;
 	_Atomic unsigned nslots;    /* records [0, nslots) may be in use */
 	_Atomic size_t norphans;    /* objects on the orphan list */
 	pthread_mutex_t lock;       /* registration and orphans */
@@ -99,6 +105,13 @@ struct qsbr_thread {
 static _Atomic uint64_t *seen_of(struct qsbr_thread *t)
 {
 	return &t->q->rec[t->idx].seen;
+}
+
+/* Publish the size of our ring for qsbr_pending(). */
+static void note_pending(struct qsbr_thread *t)
+{
+	atomic_store_explicit(&t->q->rec[t->idx].pending, t->ring.n,
+			      memory_order_relaxed);
 }
 
 /*
@@ -148,18 +161,22 @@ static size_t reclaim(struct qsbr *q, struct qsbr_ring *r)
 
 		if (it->epoch + 2 > e)
 			break;
+		/* fn() will touch an object retired long ago (cold): start
+		 * fetching the one a few places further on. */
+		if (r->n > RECLAIM_AHEAD)
+			__builtin_prefetch(
+				r->items[(r->head + RECLAIM_AHEAD) &
+					 (r->cap - 1)].p,
+				1);
 		it->fn(it->p);
 		r->head = (r->head + 1) & (r->cap - 1);
 		r->n--;
 		freed++;
 	}
-	if (freed)
-		atomic_fetch_sub_explicit(&q->pending, freed,
-					  memory_order_relaxed);
 	return freed;
 }
 
-static void ring_free_all(struct qsbr *q, struct qsbr_ring *r)
+static void ring_free_all(struct qsbr_ring *r)
 {
 	while (r->n > 0) {
 		struct qsbr_retired *it = &r->items[r->head];
@@ -167,7 +184,6 @@ static void ring_free_all(struct qsbr *q, struct qsbr_ring *r)
 		it->fn(it->p);
 		r->head = (r->head + 1) & (r->cap - 1);
 		r->n--;
-		atomic_fetch_sub_explicit(&q->pending, 1, memory_order_relaxed);
 	}
 	free(r->items);
 	r->items = NULL;
@@ -242,12 +258,14 @@ struct qsbr *qsbr_create(void)
 		return NULL;
 	}
 	atomic_init(&q->epoch, 1);
-	atomic_init(&q->pending, 0);
 	atomic_init(&q->leaked, 0);
 	atomic_init(&q->nslots, 0);
 	atomic_init(&q->norphans, 0);
 	for (unsigned i = 0; i < QSBR_MAX_THREADS; i++)
+	{
 		atomic_init(&q->rec[i].seen, 0);
+		atomic_init(&q->rec[i].pending, 0);
+	}
 	return q;
 }
 
@@ -265,7 +283,7 @@ void qsbr_destroy(struct qsbr *q)
 		struct qsbr_thread *o = q->orphans;
 
 		q->orphans = o->next;
-		ring_free_all(q, &o->ring);
+		ring_free_all(&o->ring);
 		free(o);
 	}
 	pthread_mutex_destroy(&q->lock);
@@ -329,6 +347,9 @@ void qsbr_unregister(struct qsbr_thread *t)
 		try_advance(q);
 		reclaim(q, &t->ring);
 	}
+	/* Our ring is counted in norphans from here on. */
+	atomic_store_explicit(&q->rec[t->idx].pending, 0,
+			      memory_order_relaxed);
 	pthread_mutex_lock(&q->lock);
 	q->used[t->idx] = false;
 	if (t->ring.n > 0) {
@@ -355,7 +376,8 @@ void qsbr_quiescent(struct qsbr_thread *t)
 	struct qsbr *q = t->q;
 
 	if (!t->online) {
-		reclaim(q, &t->ring);
+		if (reclaim(q, &t->ring))
+			note_pending(t);
 		return;
 	}
 	publish(t);
@@ -366,7 +388,8 @@ void qsbr_quiescent(struct qsbr_thread *t)
 		publish(t);
 		try_advance(q);
 	}
-	reclaim(q, &t->ring);
+	if (reclaim(q, &t->ring))
+		note_pending(t);
 	reclaim_orphans(q);
 }
 
@@ -398,31 +421,59 @@ void qsbr_online(struct qsbr_thread *t)
  * @p. Never fails: when the ring is full and cannot grow even after freeing
  * what is safe, @p is leaked and counted rather than freed early.
  */
-void qsbr_retire(struct qsbr_thread *t, void *p, qsbr_free_fn fn)
+static void retire(struct qsbr_thread *t, void *p, qsbr_free_fn fn,
+		   uint64_t e)
 {
-	struct qsbr *q = t->q;
 	struct qsbr_ring *r = &t->ring;
-	uint64_t e;
 
-	/* X: orders the caller's unlink before our load of E in S. */
-	atomic_thread_fence(memory_order_seq_cst);
-	e = atomic_load_explicit(&q->epoch, memory_order_seq_cst);
 	if (r->n == r->cap) {
-		reclaim(q, r);
+		reclaim(t->q, r);
 		if (r->n == r->cap && ring_grow(r) != 0) {
-			atomic_fetch_add_explicit(&q->leaked, 1,
+			atomic_fetch_add_explicit(&t->q->leaked, 1,
 						  memory_order_relaxed);
+			note_pending(t);
 			return;
 		}
 	}
 	r->items[(r->head + r->n) & (r->cap - 1)] =
 		(struct qsbr_retired){ .p = p, .fn = fn, .epoch = e };
 	r->n++;
-	atomic_fetch_add_explicit(&q->pending, 1, memory_order_relaxed);
+	note_pending(t);
+}
+
+void qsbr_retire(struct qsbr_thread *t, void *p, qsbr_free_fn fn)
+{
+	/* X: orders the caller's unlink before our load of E in S. */
+	atomic_thread_fence(memory_order_seq_cst);
+	retire(t, p, fn,
+	       atomic_load_explicit(&t->q->epoch, memory_order_seq_cst));
+}
+
+/*
+ * The same for a caller whose unlink was itself a seq_cst read-modify-write
+ * (a CAS or exchange with memory_order_seq_cst): that operation takes the
+ * place of X in the proof at the top of the file, without a second fence.
+ * It precedes our seq_cst load of E in S (sequenced before it), and a
+ * thread j whose fence Y_j follows it in S loads, after Y_j, the unlinked
+ * value or a later one (C11 7.17.3: a load sequenced after a seq_cst fence
+ * observes the last seq_cst modification preceding that fence in S, or a
+ * later one). On x86 this saves an mfence per retirement: the CAS is a
+ * locked instruction either way.
+ */
+void qsbr_retire_sc(struct qsbr_thread *t, void *p, qsbr_free_fn fn)
+{
+	retire(t, p, fn,
+	       atomic_load_explicit(&t->q->epoch, memory_order_seq_cst));
 }
 
 /* Objects retired and not yet freed, including orphaned ones (relaxed). */
 size_t qsbr_pending(struct qsbr *q)
 {
-	return atomic_load_explicit(&q->pending, memory_order_relaxed);
+	unsigned n = atomic_load_explicit(&q->nslots, memory_order_relaxed);
+	size_t sum = atomic_load_explicit(&q->norphans, memory_order_relaxed);
+
+	for (unsigned i = 0; i < n; i++)
+		sum += atomic_load_explicit(&q->rec[i].pending,
+					    memory_order_relaxed);
+	return sum;
 }

@@ -39,6 +39,9 @@ void qsbr_online(struct qsbr_thread *t);
 
 /* Call fn(p) once every thread has passed a quiescent point. Never fails. */
 void qsbr_retire(struct qsbr_thread *t, void *p, qsbr_free_fn fn);
+/* The same, when the caller unlinked @p with a seq_cst read-modify-write
+ * (it stands in for the fence qsbr_retire issues; see qsbr.c). */
+void qsbr_retire_sc(struct qsbr_thread *t, void *p, qsbr_free_fn fn);
 
 /* Objects retired and not yet freed (for stats and tests). */
 size_t qsbr_pending(struct qsbr *q);

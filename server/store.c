@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "blkcache.h"
 #include "compiler.h"
 #include "hash.h"
 #include "outq.h"
@@ -51,6 +52,8 @@ void store_destroy(struct store *st)
 	waiters_destroy(st->waiters);
 	if (st->qsbr)
 		qsbr_destroy(st->qsbr);
+	/* The entries freed above sit in this thread's block cache. */
+	blk_drain();
 	memset(st, 0, sizeof(*st));
 }
 
@@ -120,11 +123,13 @@ static int put_value(struct outq *out, struct table_entry *e)
 	return ret ? ret : outq_put_entry(out, e, table_entry_val(e), len);
 }
 
+/* After a table write: every successful table_put/table_cas publishes with
+ * a seq_cst CAS, which lets the wake-up skip its fence. */
 static void wake_all(struct store_thread *th, uint64_t h,
 		     const struct proto_slice *k)
 {
-	waiters_wake(th->st->waiters, h, k->p, k->len, UINT64_MAX,
-		     th->deliver, th->darg);
+	waiters_wake_sc(th->st->waiters, h, k->p, k->len, UINT64_MAX,
+			th->deliver, th->darg);
 }
 
 static struct table_entry *get(struct store_thread *th, uint64_t h,
@@ -166,16 +171,17 @@ static int replace(struct store_thread *th, uint64_t h,
 static int do_set(struct store_thread *th, const struct proto_slice *k,
 		  uint64_t h, const struct proto_slice *v)
 {
+	struct table_entry *e = table_entry_new(h, k->p, k->len, v->p, v->len,
+						NULL, 0);
 	int ret;
 
-	do {
-		struct table_entry *cur = get(th, h, k);
-		ret = replace(th, h, k, cur,
-			      table_entry_new(h, k->p, k->len, v->p, v->len,
-					      NULL, 0));
-	} while (ret == -EAGAIN);
-	if (ret)
+	if (!e)
+		return -ENOMEM;
+	ret = table_put(th->st->table, th->qt, h, k->p, k->len, e);
+	if (ret) {
+		table_entry_unref(e);
 		return ret;
+	}
 	wake_all(th, h, k);
 	return 0;
 }

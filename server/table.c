@@ -82,7 +82,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
+#include "blkcache.h"
 #include "compiler.h"
 #include "qsbr.h"
 
@@ -175,7 +177,7 @@ struct table_entry *table_entry_new(uint64_t hash, const void *key,
 	if (l2 > SIZE_MAX - total)
 		return NULL;
 	total += l2;
-	e = malloc(total);
+	e = blk_alloc(total);
 	if (!e)
 		return NULL;
 	atomic_init(&e->refs, 1);
@@ -206,7 +208,7 @@ void table_entry_unref(struct table_entry *e)
 	 * release decrement plus an acquire fence would do, but TSan does not
 	 * model fences and would report the free as a race.) */
 	if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
-		free(e);
+		blk_free(e, sizeof(*e) + entry_bytes(e));
 }
 
 static void entry_retired(void *p)
@@ -214,13 +216,36 @@ static void entry_retired(void *p)
 	table_entry_unref(p);
 }
 
+/*
+ * A large array is aligned to 2 MiB and advised into transparent huge
+ * pages: lookups of random keys touch random slots, and with 4 KiB pages
+ * each one is a TLB miss as well as a cache miss (a page walk that costs
+ * twice as much under virtualization).
+ */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 static struct table_array *array_new(size_t cap)
 {
 	struct table_array *a;
+	size_t bytes;
 
-	if (cap > (SIZE_MAX - sizeof(*a)) / sizeof(struct table_slot))
+	if (cap > (SIZE_MAX - sizeof(*a) - HUGE_PAGE) /
+			  sizeof(struct table_slot))
 		return NULL;
-	a = calloc(1, sizeof(*a) + cap * sizeof(struct table_slot));
+	bytes = sizeof(*a) + cap * sizeof(struct table_slot);
+	if (bytes < HUGE_PAGE) {
+		a = calloc(1, bytes);
+	} else {
+		bytes = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+		if (posix_memalign((void **)&a, HUGE_PAGE, bytes) != 0)
+			a = NULL;
+		if (a) {
+			/* Advice only: without THP the array just uses small
+			 * pages. */
+			(void)madvise(a, bytes, MADV_HUGEPAGE);
+			memset(a, 0, bytes);
+		}
+	}
 	if (!a)
 		return NULL;
 	a->cap = cap;
@@ -637,17 +662,18 @@ static void account(struct table *t, const struct table_entry *gone,
 }
 
 /*
- * Compare-and-swap the live entry of K (see table.h). On success the table
- * takes the caller's reference to @desired, and @expected (and any
- * tombstone replaced) is retired through @qt. A delete allocates a
+ * Compare-and-swap the live entry of K (see table.h), or with @any swap
+ * whatever is live (table_put). On success the table takes the caller's
+ * reference to @desired, and the entry replaced (and any tombstone
+ * replaced) is retired through @qt. A delete allocates a
  * key-only tombstone; if that fails the old entry itself becomes the
  * tombstone, so a delete never fails for lack of memory.
  */
-int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
-	      const void *key, size_t klen, struct table_entry *expected,
-	      struct table_entry *desired)
+static int swap(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+		const void *key, size_t klen, bool any,
+		struct table_entry *expected, struct table_entry *desired)
 {
-	bool claim = !expected && desired;
+	bool claim = desired && (any || !expected);
 	struct table_entry *tomb = NULL; /* owned while not installed */
 	struct table_array *a;
 	int ret;
@@ -678,8 +704,8 @@ int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 			continue;
 		}
 		if (r != PROBE_FOUND) {
-			/* K is absent everywhere. */
-			ret = expected ? -EAGAIN : 0;
+			/* K is absent everywhere (only a delete gets here). */
+			ret = expected && !any ? -EAGAIN : 0;
 			break;
 		}
 		s = &a->slots[i];
@@ -692,7 +718,7 @@ int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 			continue;
 		}
 		cur = e && !(w & SLOT_TOMB) ? e : NULL;
-		if (cur != expected) {
+		if (!any && cur != expected) {
 			ret = -EAGAIN;
 			break;
 		}
@@ -709,10 +735,12 @@ int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 					break;
 				continue;
 			}
-			/* Release: pairs with the acquire loads of ptr. */
+			/* Release: pairs with the acquire loads of ptr.
+			 * seq_cst: a publication waiters_wake_sc relies on
+			 * (see below). */
 			if (atomic_compare_exchange_strong_explicit(
 				    &s->ptr, &w, (uintptr_t)desired,
-				    memory_order_release,
+				    memory_order_seq_cst,
 				    memory_order_relaxed)) {
 				account(t, NULL, desired);
 				ret = 0;
@@ -730,14 +758,17 @@ int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 		}
 		/* Release: pairs with the acquire loads of ptr (the new
 		 * entry's bytes); a failure means a writer or a freeze got
-		 * there first, so re-probe. */
+		 * there first, so re-probe. seq_cst (the same locked
+		 * instruction on x86) because this CAS is the unlink that
+		 * qsbr_retire_sc() relies on in place of its fence, and the
+		 * publication that waiters_wake_sc() does. */
 		if (atomic_compare_exchange_strong_explicit(
-			    &s->ptr, &w, nw, memory_order_release,
+			    &s->ptr, &w, nw, memory_order_seq_cst,
 			    memory_order_relaxed)) {
 			if (w & SLOT_TOMB)
-				qsbr_retire(qt, e, entry_retired);
+				qsbr_retire_sc(qt, e, entry_retired);
 			if (cur && (desired || tomb))
-				qsbr_retire(qt, cur, entry_retired);
+				qsbr_retire_sc(qt, cur, entry_retired);
 			tomb = NULL;
 			account(t, cur, desired);
 			ret = 0;
@@ -747,6 +778,24 @@ int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	if (tomb)
 		table_entry_unref(tomb);
 	return ret;
+}
+
+int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+	      const void *key, size_t klen, struct table_entry *expected,
+	      struct table_entry *desired)
+{
+	return swap(t, qt, hash, key, klen, false, expected, desired);
+}
+
+/*
+ * Make @desired the live entry of K whatever it was: one probe, where a
+ * lookup followed by table_cas would probe twice.
+ */
+int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+	      const void *key, size_t klen, struct table_entry *desired)
+{
+	assert(desired);
+	return swap(t, qt, hash, key, klen, true, NULL, desired);
 }
 
 /* Live keys (relaxed; may lag concurrent writers). */

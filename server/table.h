@@ -13,7 +13,9 @@
  * stopping readers; see table.c for the protocol.
  *
  * Every function may be called from any number of threads at once, each with
- * its own struct qsbr_thread.
+ * its own struct qsbr_thread. A successful table_cas or table_put publishes
+ * with a seq_cst read-modify-write (qsbr_retire_sc and waiters_wake_sc rely
+ * on it).
  */
 #ifndef RS_SERVER_TABLE_H
 #define RS_SERVER_TABLE_H
@@ -84,6 +86,16 @@ void table_prefetch_entry(struct table *t, uint64_t hash);
 int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, struct table_entry *expected,
 	      struct table_entry *desired);
+
+/*
+ * Make @desired (not NULL, made with @key and @hash) the live entry of
+ * @key, replacing whatever was there; the table takes the caller's
+ * reference and retires the old entry. Returns 0 or -ENOMEM (then
+ * @desired still belongs to the caller). Cheaper than a table_get and a
+ * table_cas when the old value does not matter (SET).
+ */
+int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+	      const void *key, size_t klen, struct table_entry *desired);
 
 /* Live keys, and the bytes of their keys and values (relaxed reads). */
 size_t table_count(struct table *t);

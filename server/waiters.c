@@ -10,7 +10,8 @@
  *
  * The no-lost-wake-up argument (Dekker): a writer publishes its change with a
  * table CAS, issues a seq_cst fence (waiters_wake), then loads the stripe
- * count (first the global one, then the stripe's). A waiter increments
+ * count (first the global one, then the stripe's); or, when the CAS itself
+ * was seq_cst, loads the counts seq_cst with no fence (waiters_wake_sc). A waiter increments
  * both counts (seq_cst, under the lock), then
  * re-checks readiness. Of two such sequences at least one sees the other:
  * either the writer sees count > 0 and takes the lock (and so sees the node,
@@ -331,13 +332,15 @@ bool waiters_cancel(struct waiters *w, struct wait_state *ws)
 	return completed;
 }
 
+static uint64_t wake(struct waiters *w, struct stripe *s, uint64_t hash,
+		     const uint8_t *key, size_t klen, uint64_t max,
+		     waiters_deliver_fn deliver, void *darg);
+
 uint64_t waiters_wake(struct waiters *w, uint64_t hash, const uint8_t *key,
 		      size_t klen, uint64_t max, waiters_deliver_fn deliver,
 		      void *darg)
 {
 	struct stripe *s = stripe_of(w, hash);
-	struct wait_key *wk;
-	uint64_t woken = 0;
 
 	/* Pairs with the seq_cst increments in enlist (see file header):
 	 * nobody waiting anywhere, or on this stripe, means nobody to wake. */
@@ -345,6 +348,36 @@ uint64_t waiters_wake(struct waiters *w, uint64_t hash, const uint8_t *key,
 	if (atomic_load_explicit(&w->total, memory_order_relaxed) == 0 ||
 	    atomic_load_explicit(&s->count, memory_order_relaxed) == 0)
 		return 0;
+	return wake(w, s, hash, key, klen, max, deliver, darg);
+}
+
+/*
+ * For a change published by a seq_cst read-modify-write (the table's CAS):
+ * that operation and the seq_cst loads of the counts below replace the
+ * fence. If our load of a count misses a waiter's increment I, it precedes
+ * I in S; the publication precedes our load, and I precedes the waiter's
+ * fence before its re-check, so that re-check observes the publication or
+ * a later value (C11 7.17.3). Either way one side sees the other.
+ */
+uint64_t waiters_wake_sc(struct waiters *w, uint64_t hash, const uint8_t *key,
+			 size_t klen, uint64_t max, waiters_deliver_fn deliver,
+			 void *darg)
+{
+	struct stripe *s = stripe_of(w, hash);
+
+	if (atomic_load_explicit(&w->total, memory_order_seq_cst) == 0 ||
+	    atomic_load_explicit(&s->count, memory_order_seq_cst) == 0)
+		return 0;
+	return wake(w, s, hash, key, klen, max, deliver, darg);
+}
+
+static uint64_t wake(struct waiters *w, struct stripe *s, uint64_t hash,
+		     const uint8_t *key, size_t klen, uint64_t max,
+		     waiters_deliver_fn deliver, void *darg)
+{
+	struct wait_key *wk;
+	uint64_t woken = 0;
+
 	pthread_mutex_lock(&s->lock);
 	wk = find_key(s, hash, key, klen);
 	while (wk && woken < max) {

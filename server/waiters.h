@@ -116,6 +116,11 @@ bool waiters_cancel(struct waiters *w, struct wait_state *ws);
 uint64_t waiters_wake(struct waiters *w, uint64_t hash, const uint8_t *key,
 		      size_t klen, uint64_t max, waiters_deliver_fn deliver,
 		      void *darg);
+/* The same after a change published by a seq_cst read-modify-write (every
+ * table write): no fence needed (see waiters.c). */
+uint64_t waiters_wake_sc(struct waiters *w, uint64_t hash, const uint8_t *key,
+			 size_t klen, uint64_t max, waiters_deliver_fn deliver,
+			 void *darg);
 
 /* Registered wait nodes in total (relaxed). */
 uint64_t waiters_count(struct waiters *w);

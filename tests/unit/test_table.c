@@ -175,6 +175,66 @@ static void test_cas_mismatch(void **state)
 	assert_int_equal(table_count(f->t), 1);
 }
 
+static int put_h(struct fixture *f, uint64_t h, const char *k, uint64_t v)
+{
+	struct table_entry *n = mk_h(h, k, v);
+
+	assert_non_null(n);
+	return table_put(f->t, f->qt, h, k, strlen(k), n);
+}
+
+/* table_put: insert, replace whatever is live, re-insert over a tombstone,
+ * and keep keys with one hash apart; the counters follow. */
+static void test_put(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t h = hash_key("p", 1);
+	struct table_entry *first;
+
+	assert_int_equal(put_h(f, h, "p", 1), 0);
+	first = get(f, "p");
+	assert_non_null(first);
+	assert_int_equal(val_of(first), 1);
+	assert_int_equal(table_count(f->t), 1);
+	assert_int_equal(table_bytes(f->t), 1 + 8);
+	assert_int_equal(put_h(f, h, "p", 2), 0);
+	assert_ptr_not_equal(get(f, "p"), first);
+	assert_int_equal(val_of(get(f, "p")), 2);
+	assert_int_equal(table_count(f->t), 1);
+	assert_int_equal(table_bytes(f->t), 1 + 8);
+	/* A CAS expecting the replaced entry now fails. */
+	assert_int_equal(cas(f, "p", first, NULL), -EAGAIN);
+	del(f, "p");
+	assert_null(get(f, "p"));
+	assert_int_equal(table_count(f->t), 0);
+	assert_int_equal(put_h(f, h, "p", 3), 0);
+	assert_int_equal(val_of(get(f, "p")), 3);
+	/* Same hash, other key: a slot of its own. */
+	assert_int_equal(put_h(f, h, "q", 4), 0);
+	assert_int_equal(put_h(f, h, "q", 5), 0);
+	assert_int_equal(val_of(get_h(f, h, "p")), 3);
+	assert_int_equal(val_of(get_h(f, h, "q")), 5);
+	assert_int_equal(table_count(f->t), 2);
+	/* Through growth: every put is found, last value wins. */
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 3000; i++) {
+			char k[24];
+
+			snprintf(k, sizeof(k), "grow-%d", i);
+			assert_int_equal(put_h(f, hash_key(k, strlen(k)), k,
+					       (uint64_t)(i + round)), 0);
+		}
+		qsbr_quiescent(f->qt);
+	}
+	for (int i = 0; i < 3000; i++) {
+		char k[24];
+
+		snprintf(k, sizeof(k), "grow-%d", i);
+		assert_int_equal(val_of(get(f, k)), (uint64_t)i + 1);
+	}
+	assert_int_equal(table_count(f->t), 3002);
+}
+
 static void test_growth(void **state)
 {
 	struct fixture *f = *state;
@@ -487,7 +547,8 @@ static void *writer(void *arg)
 			if (n && table_cas(g.t, qt, h, k, strlen(k), NULL, n))
 				s_fail();
 		}
-		/* Replace it for some i. */
+		/* Replace it for some i: by CAS, or every other time by an
+		 * unconditional put. */
 		if (i % 5 == 1) {
 			struct table_entry *cur =
 				table_get(g.t, qt, h, k, strlen(k));
@@ -495,7 +556,19 @@ static void *writer(void *arg)
 
 			if (!cur || sval(cur) != (uint64_t)i)
 				s_fail();
-			if (n && table_cas(g.t, qt, h, k, strlen(k), cur, n))
+			if (n && (i % 10 == 1
+					  ? table_put(g.t, qt, h, k, strlen(k), n)
+					  : table_cas(g.t, qt, h, k, strlen(k),
+						      cur, n)))
+				s_fail();
+		}
+		/* Everyone puts the shared key: the last put wins. */
+		if (i % 4 == 0) {
+			struct table_entry *n = s_new("shared-put",
+						      (uint64_t)i);
+
+			if (n && table_put(g.t, qt, hash_key("shared-put", 10),
+					   "shared-put", 10, n))
 				s_fail();
 		}
 		/* Delete the previous key for some i. */
@@ -638,6 +711,17 @@ static void test_stress(void **state)
 			want_bytes += strlen(k) + 8;
 		}
 	}
+	{
+		/* The shared key holds one writer's last put. */
+		struct table_entry *e = table_get(g.t, qt,
+						  hash_key("shared-put", 10),
+						  "shared-put", 10);
+
+		assert_non_null(e);
+		assert_int_equal(sval(e), (S_ITERS - 1) / 4 * 4);
+		want_count++;
+		want_bytes += 10 + 8;
+	}
 	assert_int_equal(table_count(g.t), want_count);
 	assert_int_equal(table_bytes(g.t), want_bytes);
 	assert_int_equal(table_foreach(g.t, qt, count_cb, &walked), 0);
@@ -654,6 +738,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_basic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cas_mismatch, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_put, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_growth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstone_reuse, setup,
 						teardown),
