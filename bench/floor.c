@@ -7,10 +7,10 @@
  *
  * It reads the same request bytes and writes the same reply bytes as
  * ringstore does for every ringstore-bench workload that does not depend on
- * the store's state (everything but rendezvous, fanout and queue), with the
- * same batching: replies are gathered per connection while a batch of
- * events is handled and written with one send per connection per loop
- * iteration. Requests are framed by proto's decoder (framing is not store
+ * the store's state (everything but rendezvous, fanout and queue; fanout
+ * with --park-waits, below), with the same batching: replies are gathered
+ * per connection while a batch of events is handled and written with one
+ * send per connection per loop iteration. Requests are framed by proto's decoder (framing is not store
  * work); only their first bytes (opcode, then a count or a nonce) are kept.
  * Replies are canned, with the shape of each opcode: none for VALIDATE, SET,
  * MULTI_SET, APPEND and QUEUE_PUSH; the nonce for PING; READY for CHECK;
@@ -19,6 +19,11 @@
  * GET, COMPARE_SET and QUEUE_POP; n of them for a MULTI_GET of n keys (the
  * bench populates every key it reads with --value-bytes values, so these are
  * the bytes ringstore sends). LIST_KEYS and BARRIER close the connection.
+ *
+ * With --park-waits (the fanout workload) a WAIT gets no reply until the
+ * next SET, which answers every parked WAIT with STOP_WAITING at once: the
+ * wake-up burst ringstore sends when a key that N connections wait for is
+ * set, with no store behind it.
  *
  * Replies of 4 KiB or more are sent by reference from one immutable
  * template of values, so the kernel copies them once, as it must; smaller
@@ -98,6 +103,7 @@ struct fconn {
 	struct iovec iov[FLOOR_SEGS];
 	struct msghdr msg;
 	int64_t counter; /* ADD replies */
+	uint32_t parked; /* --park-waits: WAITs not yet answered */
 };
 
 struct floor {
@@ -119,6 +125,9 @@ struct floor {
 	unsigned returned;
 	uint8_t *rbuf; /* epoll: owned receive buffer */
 	uint64_t closed_bad;
+	bool park_waits;
+	struct fconn **parked; /* owned: connections with parked WAITs */
+	uint32_t nparked;
 };
 
 static volatile sig_atomic_t g_stop;
@@ -246,6 +255,23 @@ static int put_values(struct floor *f, struct fout *o, uint64_t n)
 	return 0;
 }
 
+/* --park-waits: a SET answers every parked WAIT. */
+static int release_parked(struct floor *f)
+{
+	static const uint8_t stop = PROTO_WAIT_STOP;
+
+	for (uint32_t i = 0; i < f->nparked; i++) {
+		struct fconn *w = f->parked[i];
+
+		for (; w->parked; w->parked--)
+			if (fout_copy(&w->out, &stop, 1))
+				return -ENOMEM;
+		mark_dirty(f, w);
+	}
+	f->nparked = 0;
+	return 0;
+}
+
 /*
  * The canned reply to the request whose first bytes are c->hdr. Returns 0,
  * -ENOMEM, or -EPROTO for an opcode the floor does not serve.
@@ -257,6 +283,20 @@ static int reply(struct floor *f, struct fconn *c)
 	int64_t i64;
 	uint64_t n;
 
+	switch (c->hdr[0]) {
+	case OP_WAIT:
+		if (!f->park_waits)
+			break;
+		if (!c->parked++)
+			f->parked[f->nparked++] = c;
+		return 0;
+	case OP_SET:
+		if (f->park_waits)
+			return release_parked(f);
+		return 0;
+	default:
+		break;
+	}
 	switch (c->hdr[0]) {
 	case OP_VALIDATE:
 	case OP_SET:
@@ -327,6 +367,14 @@ static int conn_input(struct floor *f, struct fconn *c, const uint8_t *p,
 
 static void conn_free(struct floor *f, struct fconn *c)
 {
+	if (c->parked) {
+		for (uint32_t i = 0; i < f->nparked; i++) {
+			if (f->parked[i] == c) {
+				f->parked[i] = f->parked[--f->nparked];
+				break;
+			}
+		}
+	}
 	f->conns[c->fd] = NULL;
 	close(c->fd);
 	buf_free(&c->out.bytes);
@@ -677,6 +725,8 @@ static void usage(FILE *out)
 		"  --port N            port (default 29500, 0: any)\n"
 		"  --value-bytes N     size of every value it replies (default 64)\n"
 		"  --io uring|epoll    I/O mechanism (default uring)\n"
+		"  --park-waits        answer WAITs only at the next SET, all at\n"
+		"                      once (the floor of the fanout workload)\n"
 		"  -h, --help\n"
 		"Prints 'ringstore-floor listening on HOST:PORT' when ready.\n");
 }
@@ -688,6 +738,7 @@ int main(int argc, char **argv)
 		{ "port", 1, NULL, 'p' },
 		{ "value-bytes", 1, NULL, 'v' },
 		{ "io", 1, NULL, 'i' },
+		{ "park-waits", 0, NULL, 'w' },
 		{ "help", 0, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -703,6 +754,7 @@ int main(int argc, char **argv)
 		case 'b': host = optarg; break;
 		case 'p': port = strtol(optarg, NULL, 10); break;
 		case 'v': vb = strtol(optarg, NULL, 10); break;
+		case 'w': f.park_waits = true; break;
 		case 'i':
 			if (!strcmp(optarg, "epoll")) {
 				f.epoll = true;
@@ -734,7 +786,8 @@ int main(int argc, char **argv)
 			  (1u << 16) : (uint32_t)rl.rlim_cur;
 	f.conns = calloc(f.maxfd, sizeof(*f.conns));
 	f.dirty = calloc(f.maxfd, sizeof(*f.dirty));
-	if (!f.conns || !f.dirty || make_template(&f)) {
+	f.parked = calloc(f.maxfd, sizeof(*f.parked));
+	if (!f.conns || !f.dirty || !f.parked || make_template(&f)) {
 		log_error("floor: out of memory");
 		return 1;
 	}
