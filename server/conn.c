@@ -336,8 +336,14 @@ int conn_input(struct conn *c, struct store_thread *th, const uint8_t *p,
 			return r;
 		}
 		if (r == 0) {
-			/* Partial request: keep its bytes for the next read. */
-			if (buf_append(&c->spill, p, n)) {
+			/* Partial request: keep its bytes for the next read.
+			 * A request that fills a receive buffer is usually
+			 * large (a MULTI_GET of many keys): start the spill
+			 * at twice what has arrived, so that it is not grown
+			 * and copied again at every doubling from 256 B. */
+			if ((!buf_used(&c->spill) &&
+			     buf_reserve(&c->spill, 2 * n)) ||
+			    buf_append(&c->spill, p, n)) {
 				*why = STATS_CLOSE_NOMEM;
 				return -ENOMEM;
 			}

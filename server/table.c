@@ -141,11 +141,26 @@ static struct table_entry *entry_of(uintptr_t w)
 	return (struct table_entry *)(w & ~SLOT_FLAGS);
 }
 
-static bool key_eq(const struct table_entry *e, uint64_t hash,
-		   const void *key, size_t klen)
+/* Bytes [0, n) of @a and @b equal? Keys are mostly 8 to 16 bytes (rank
+ * and store keys): two overlapping word compares instead of a call. */
+static inline bool bytes_eq(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint64_t x0, x1, y0, y1;
+
+	if (n < 8 || n > 16)
+		return memcmp(a, b, n) == 0;
+	memcpy(&x0, a, 8);
+	memcpy(&y0, b, 8);
+	memcpy(&x1, a + n - 8, 8);
+	memcpy(&y1, b + n - 8, 8);
+	return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+}
+
+static inline bool key_eq(const struct table_entry *e, uint64_t hash,
+			  const void *key, size_t klen)
 {
 	return e->hash == hash && e->klen == klen &&
-	       memcmp(e->data, key, klen) == 0;
+	       bytes_eq(e->data, key, klen);
 }
 
 static struct table_array *next_of(struct table_array *a)
@@ -644,10 +659,43 @@ void table_prefetch_entry(struct table *t, uint64_t hash)
 struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
 			      uint64_t hash, const void *key, size_t klen)
 {
-	(void)qt;
 	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
-	return lookup(atomic_load_explicit(&t->cur, memory_order_acquire),
-		      hash, key, klen);
+	struct table_array *a = atomic_load_explicit(&t->cur,
+						     memory_order_acquire);
+	uint64_t tag = tag_of(hash);
+	size_t mask = a->cap - 1, i = hash & mask;
+
+	(void)qt;
+	/*
+	 * The common case inline, with the loads and answers of probe() and
+	 * lookup(): K's terminal in the current array, its slot neither DEAD
+	 * nor frozen. Anything else (DEAD, MOVED: a migration is under way)
+	 * goes the general way, which starts over from @a.
+	 */
+	for (size_t n = 0; n < a->cap; n++, i = (i + 1) & mask) {
+		struct table_slot *s = &a->slots[i];
+		/* Acquire: as in probe(). */
+		uint64_t hw = atomic_load_explicit(&s->hw,
+						   memory_order_acquire);
+		struct table_entry *e;
+		uintptr_t w;
+
+		if (hw == HW_EMPTY)
+			return NULL;
+		if (hw == HW_DEAD)
+			break; /* K may be in the next array */
+		if (hw != tag)
+			continue;
+		/* Acquire: pairs with the CAS that installed the entry. */
+		w = atomic_load_explicit(&s->ptr, memory_order_acquire);
+		e = entry_of(w);
+		if (e && !key_eq(e, hash, key, klen))
+			continue; /* same hash, other key */
+		if (w & SLOT_MOVED)
+			break;
+		return e && !(w & SLOT_TOMB) ? e : NULL;
+	}
+	return lookup(a, hash, key, klen);
 }
 
 static void account(struct table *t, const struct table_entry *gone,
