@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blkcache.h"
@@ -36,8 +37,14 @@ int store_init(struct store *st, size_t initial_keys)
 	st->table = table_create(st->qsbr, initial_keys);
 	st->waiters = waiters_create();
 	st->queues = queues_create();
-	if (!st->table || !st->waiters || !st->queues)
+	if (posix_memalign((void **)&st->gens, 64,
+			   STORE_MAX_THREADS * sizeof(*st->gens)) != 0)
+		st->gens = NULL;
+	if (!st->table || !st->waiters || !st->queues || !st->gens)
 		goto fail;
+	for (unsigned i = 0; i < STORE_MAX_THREADS; i++)
+		atomic_init(&st->gens[i].v, 0);
+	atomic_init(&st->ngens, 0);
 	return 0;
 fail:
 	store_destroy(st);
@@ -52,6 +59,7 @@ void store_destroy(struct store *st)
 	waiters_destroy(st->waiters);
 	if (st->qsbr)
 		qsbr_destroy(st->qsbr);
+	free(st->gens);
 	/* The entries freed above sit in this thread's block cache. */
 	blk_drain();
 	memset(st, 0, sizeof(*st));
@@ -64,12 +72,31 @@ int store_thread_init(struct store_thread *th, struct store *st,
 	th->st = st;
 	th->deliver = deliver;
 	th->darg = darg;
+	th->gen = atomic_fetch_add(&st->ngens, 1);
+	if (th->gen >= STORE_MAX_THREADS)
+		return -ENOMEM;
+	/* A reused slot keeps counting up, so no snapshot can match again. */
+	th->genv = atomic_load_explicit(&st->gens[th->gen].v,
+					memory_order_relaxed);
 	th->qt = qsbr_register(st->qsbr);
 	return th->qt ? 0 : -ENOMEM;
 }
 
+static void mget_cache_free(struct mget_cache *c)
+{
+	if (!c)
+		return;
+	if (c->reply)
+		table_entry_unref(c->reply);
+	free(c->req);
+	free(c->ents);
+	free(c);
+}
+
 void store_thread_destroy(struct store_thread *th)
 {
+	mget_cache_free(th->mget);
+	th->mget = NULL;
 	if (th->qt)
 		qsbr_unregister(th->qt);
 	buf_free(&th->scratch);
@@ -148,6 +175,31 @@ static bool ready(void *arg, uint64_t h, const uint8_t *key, size_t klen)
 }
 
 /*
+ * The write generation (see the reply cache in store.h and at
+ * op_multi_get). Before a request's first table write our counter goes odd;
+ * store_exec makes it even again after the request. Both stores are
+ * seq_cst, so they are ordered in S with the table's seq_cst CASes between
+ * them and with the cache's seq_cst loads.
+ */
+static void gen_begin(struct store_thread *th)
+{
+	if (th->genv & 1)
+		return;
+	th->genv++;
+	atomic_store_explicit(&th->st->gens[th->gen].v, th->genv,
+			      memory_order_seq_cst);
+}
+
+static void gen_end(struct store_thread *th)
+{
+	if (!(th->genv & 1))
+		return;
+	th->genv++;
+	atomic_store_explicit(&th->st->gens[th->gen].v, th->genv,
+			      memory_order_seq_cst);
+}
+
+/*
  * Publish @e (a new entry for @k, made with hash @h) in place of @cur, the
  * entry read before (NULL: absent). Returns 0, -EAGAIN when @cur was
  * replaced meanwhile (re-read and retry), or -errno; on failure @e is
@@ -161,6 +213,7 @@ static int replace(struct store_thread *th, uint64_t h,
 
 	if (!e)
 		return -ENOMEM;
+	gen_begin(th);
 	ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
 	if (ret)
 		table_entry_unref(e);
@@ -177,6 +230,7 @@ static int do_set(struct store_thread *th, const struct proto_slice *k,
 
 	if (!e)
 		return -ENOMEM;
+	gen_begin(th);
 	ret = table_put(th->st->table, th->qt, h, k->p, k->len, e);
 	if (ret) {
 		table_entry_unref(e);
@@ -274,6 +328,7 @@ static int op_delete(struct store_thread *th, const struct proto_req *r,
 		cur = get(th, h, &r->key);
 		if (!cur)
 			return put_i64(out, 0);
+		gen_begin(th);
 		ret = table_cas(th->st->table, th->qt, h, r->key.p, r->key.len,
 				cur, NULL);
 	} while (ret == -EAGAIN);
@@ -384,28 +439,197 @@ static int put_short_values(struct outq *out, struct table_entry *const *e,
 	return outq_commit(out, used);
 }
 
+/*
+ * Parse the next @m keys at *@cur and look them up into @e, their slot and
+ * entry misses overlapped by prefetching.
+ */
+static void lookup_batch(struct store_thread *th, const uint8_t **cur,
+			 size_t m, struct table_entry **e)
+{
+	struct proto_slice k[LOOKUP_BATCH];
+	uint64_t h[LOOKUP_BATCH];
+	struct table *t = th->st->table;
+
+	for (size_t j = 0; j < m; j++) {
+		proto_next_str(cur, &k[j]);
+		h[j] = hash_key(k[j].p, k[j].len);
+		table_prefetch(t, h[j]);
+	}
+	for (size_t j = 0; j < m; j++)
+		table_prefetch_entry(t, h[j]);
+	for (size_t j = 0; j < m; j++)
+		e[j] = get(th, h[j], &k[j]);
+}
+
+/*
+ * Every store_thread's write generation into @snap; false if one is odd (a
+ * write in progress). seq_cst loads: see mget_cached().
+ */
+static bool gens_snapshot(const struct store *st, uint64_t *snap,
+			  unsigned *n)
+{
+	*n = atomic_load_explicit(&st->ngens, memory_order_seq_cst);
+	if (*n > STORE_MAX_THREADS)
+		*n = STORE_MAX_THREADS;
+	for (unsigned i = 0; i < *n; i++) {
+		snap[i] = atomic_load_explicit(&st->gens[i].v,
+					       memory_order_seq_cst);
+		if (snap[i] & 1)
+			return false;
+	}
+	return true;
+}
+
+static bool gens_unchanged(const struct store *st, const uint64_t *snap,
+			   unsigned n)
+{
+	if (atomic_load_explicit(&st->ngens, memory_order_seq_cst) != n)
+		return false;
+	for (unsigned i = 0; i < n; i++)
+		if (atomic_load_explicit(&st->gens[i].v,
+					 memory_order_seq_cst) != snap[i])
+			return false;
+	return true;
+}
+
+/*
+ * The cached reply, if @r asks for exactly the cached list and nothing was
+ * written since the reply was built. Why serving it is linearizable: the
+ * build read every counter even (loads S1), looked the keys up, and read
+ * them unchanged (loads S2). A write W brackets its CASes with the stores
+ * O (odd) before and E (even) after, all seq_cst. If E precedes S1 in S,
+ * S1 read E or later, so W's CASes happen before the lookups, which see
+ * them. Otherwise O follows S1 (S1 read even), so O follows S2 too (S2 read
+ * the same value), and no lookup saw W: a lookup that read W's CAS would
+ * put O before S2 in happens-before, and S2 would read O. So the reply is
+ * the table's state at S2. Serving checks every counter again (loads C):
+ * unchanged means no write's O precedes C in S, so the state at C is the
+ * state at S2, and C is the read's linearization point. A new store_thread
+ * changes ngens, which also fails the check.
+ */
+static struct table_entry *mget_cached(struct store_thread *th,
+				       const struct proto_req *r)
+{
+	struct mget_cache *c = th->mget;
+	size_t len = (size_t)(r->end - r->list);
+
+	if (!c || !c->reply || c->count != r->count || c->req_len != len ||
+	    memcmp(c->req, r->list, len) != 0 ||
+	    !gens_unchanged(th->st, c->snap, c->ngens))
+		return NULL;
+	c->hits++;
+	return c->reply;
+}
+
+/*
+ * Build the reply to @r into one block (the value of a key-less entry),
+ * queue it by reference, and cache it if no write overlapped the build.
+ * Returns 0, -ENOMEM, or 1 when @r does not qualify (a value long enough
+ * to go by reference, or a reply over STORE_MGET_CACHE_MAX): the caller
+ * then answers the usual way. Nothing is queued unless 0 is returned.
+ */
+static int mget_build(struct store_thread *th, const struct proto_req *r,
+		      struct outq *out)
+{
+	struct mget_cache *c = th->mget;
+	size_t len = (size_t)(r->end - r->list), need = 0, used = 0;
+	const uint8_t *cur = r->list;
+	struct table_entry *blob;
+	uint64_t snap[STORE_MAX_THREADS];
+	unsigned n;
+	bool cacheable;
+	int ret;
+
+	if (!c && !(c = th->mget = calloc(1, sizeof(*c))))
+		return -ENOMEM;
+	if (c->ents_cap < r->count) {
+		struct table_entry **p = realloc(c->ents,
+						 r->count * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		c->ents = p;
+		c->ents_cap = r->count;
+	}
+	cacheable = gens_snapshot(th->st, snap, &n);
+	for (uint64_t i = 0; i < r->count; i += LOOKUP_BATCH) {
+		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
+						       : LOOKUP_BATCH;
+
+		lookup_batch(th, &cur, m, c->ents + i);
+		for (size_t j = 0; j < m; j++) {
+			struct table_entry *e = c->ents[i + j];
+
+			if (e && e->vlen >= OUTQ_REF_MIN)
+				return 1;
+			need += sizeof(uint64_t) + (e ? e->vlen : 0);
+		}
+		if (need > STORE_MGET_CACHE_MAX)
+			return 1;
+	}
+	cacheable = cacheable && gens_unchanged(th->st, snap, n);
+	blob = table_entry_new(0, NULL, 0, NULL, need, NULL, 0);
+	if (!blob)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < r->count; i++) {
+		struct table_entry *e = c->ents[i];
+		uint64_t vlen = e ? e->vlen : 0;
+
+		memcpy(blob->data + used, &vlen, sizeof(vlen));
+		used += sizeof(vlen);
+		if (vlen)
+			memcpy(blob->data + used, table_entry_val(e), vlen);
+		used += vlen;
+	}
+	ret = outq_put_entry(out, blob, table_entry_val(blob), need);
+	if (ret || !cacheable) {
+		table_entry_unref(blob);
+		return ret;
+	}
+	/* Keep it: our reference moves to the cache. */
+	if (c->req_len < len || !c->req) {
+		uint8_t *p = realloc(c->req, len);
+		if (!p) {
+			table_entry_unref(blob);
+			return 0;
+		}
+		c->req = p;
+	}
+	memcpy(c->req, r->list, len);
+	c->req_len = len;
+	c->count = r->count;
+	if (c->reply)
+		table_entry_unref(c->reply);
+	c->reply = blob;
+	c->ngens = n;
+	memcpy(c->snap, snap, n * sizeof(*snap));
+	c->builds++;
+	return 0;
+}
+
 static int op_multi_get(struct store_thread *th, const struct proto_req *r,
 			struct outq *out)
 {
-	struct proto_slice k[LOOKUP_BATCH];
 	struct table_entry *e[LOOKUP_BATCH];
-	uint64_t h[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;
-	struct table *t = th->st->table;
 	int ret = 0;
 
+	if (r->count >= STORE_MGET_CACHE_MIN) {
+		struct table_entry *reply = mget_cached(th, r);
+
+		if (reply)
+			return outq_put_entry(out, reply,
+					      table_entry_val(reply),
+					      reply->vlen);
+		ret = mget_build(th, r, out);
+		if (ret <= 0)
+			return ret;
+		ret = 0; /* not cacheable: the usual way */
+	}
 	for (uint64_t i = 0; i < r->count && !ret; i += LOOKUP_BATCH) {
 		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
 						       : LOOKUP_BATCH;
-		for (size_t j = 0; j < m; j++) {
-			proto_next_str(&cur, &k[j]);
-			h[j] = hash_key(k[j].p, k[j].len);
-			table_prefetch(t, h[j]);
-		}
-		for (size_t j = 0; j < m; j++)
-			table_prefetch_entry(t, h[j]);
-		for (size_t j = 0; j < m; j++)
-			e[j] = get(th, h[j], &k[j]);
+
+		lookup_batch(th, &cur, m, e);
 		ret = put_short_values(out, e, m,
 				       i ? 1 : (r->count + m - 1) / m);
 		if (ret != 1)
@@ -577,11 +801,9 @@ static bool over_memory(struct store *st, const struct proto_req *r)
 	       st->max_memory;
 }
 
-int store_exec(struct store_thread *th, struct wait_state *ws,
-	       const struct proto_req *r, struct outq *out)
+static int exec(struct store_thread *th, struct wait_state *ws,
+		const struct proto_req *r, struct outq *out)
 {
-	if (unlikely(over_memory(th->st, r)))
-		return -ENOSPC;
 	switch (r->op) {
 	case OP_VALIDATE:
 		return 0; /* checked by the decoder; never answered */
@@ -628,6 +850,18 @@ int store_exec(struct store_thread *th, struct wait_state *ws,
 		break;
 	}
 	return -EPROTO;
+}
+
+int store_exec(struct store_thread *th, struct wait_state *ws,
+	       const struct proto_req *r, struct outq *out)
+{
+	int ret;
+
+	if (unlikely(over_memory(th->st, r)))
+		return -ENOSPC;
+	ret = exec(th, ws, r, out);
+	gen_end(th); /* after the request's last table write, if any */
+	return ret;
 }
 
 int store_wake_arrived(struct wait_state *ws, uint32_t seq, struct outq *out)

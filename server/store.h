@@ -16,10 +16,24 @@
  * with -ENOSPC before changing anything (its connection is closed); reads,
  * deletes and pops keep working. The check is against a relaxed total, so
  * concurrent writers may overshoot the cap by at most one request each.
+ *
+ * Reply cache. NCCL's scalable init has every rank fetch the same list of
+ * keys (every root's unique id) with one MULTI_GET, thousands of times in a
+ * burst with no write in between. Each store_thread keeps the reply to its
+ * last large MULTI_GET (STORE_MGET_CACHE_MIN keys or more, all values
+ * short) and sends it again, by reference, for a byte-identical request as
+ * long as no write happened anywhere since it was built. "No write" is
+ * checked with one generation counter per store_thread, bumped to odd
+ * before a request's first table write and back to even after it (a
+ * seqlock with one writer per counter, so writers share no cache line):
+ * a reply is cached only if every counter was even and unchanged across
+ * its build, and served only while every counter still has the value it
+ * had then. See store.c for why that is linearizable.
  */
 #ifndef RS_SERVER_STORE_H
 #define RS_SERVER_STORE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -32,12 +46,36 @@ struct qsbr_thread;
 struct queues;
 struct table;
 
+#define STORE_MAX_THREADS 256
+#define STORE_MGET_CACHE_MIN 64             /* keys */
+#define STORE_MGET_CACHE_MAX ((size_t)8 << 20) /* reply bytes */
+
+/* A store_thread's write generation: odd while it is writing. */
+struct store_gen {
+	_Atomic uint64_t v;
+} __attribute__((aligned(64)));
+
 struct store {
 	struct qsbr *qsbr;       /* owned */
 	struct table *table;     /* owned */
 	struct waiters *waiters; /* owned */
 	struct queues *queues;   /* owned */
 	uint64_t max_memory;     /* cap on stored key+value bytes; 0: none */
+	struct store_gen *gens;  /* owned: [STORE_MAX_THREADS] */
+	_Atomic unsigned ngens;  /* generations handed out */
+};
+
+/* The reply to the last large MULTI_GET, and what it was built from. */
+struct mget_cache {
+	uint8_t *req;              /* owned: the key list's bytes */
+	size_t req_len;
+	uint64_t count;
+	struct table_entry *reply; /* owned reference: value = reply bytes */
+	unsigned ngens;
+	uint64_t snap[STORE_MAX_THREADS];
+	struct table_entry **ents; /* owned scratch: one per key */
+	size_t ents_cap;
+	uint64_t hits, builds;     /* for tests and stats */
 };
 
 struct store_thread {
@@ -46,6 +84,9 @@ struct store_thread {
 	waiters_deliver_fn deliver;
 	void *darg;
 	struct buf scratch;        /* owned: LIST_KEYS assembly */
+	unsigned gen;              /* our index in st->gens */
+	uint64_t genv;             /* our generation (we are its only writer) */
+	struct mget_cache *mget;   /* owned; NULL until first needed */
 };
 
 /* Build the shared store. Returns 0 or -ENOMEM (and leaves *st empty). */

@@ -201,7 +201,7 @@ struct table_entry *table_entry_new(uint64_t hash, const void *key,
 	e->vlen = l1 + l2;
 	if (klen)
 		memcpy(e->data, key, klen);
-	if (l1)
+	if (l1 && v1)
 		memcpy(e->data + klen, v1, l1);
 	if (l2)
 		memcpy(e->data + klen + l1, v2, l2);

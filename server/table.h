@@ -49,7 +49,8 @@ static inline const uint8_t *table_entry_val(const struct table_entry *e)
 /*
  * A new entry with refs = 1, holding the key and the concatenation of two
  * value parts (APPEND builds old+new without a temporary; pass len 0 for an
- * unused part). Returns NULL on ENOMEM.
+ * unused part). A NULL @v1 leaves its @l1 bytes for the caller to fill
+ * before anyone else sees the entry. Returns NULL on ENOMEM.
  */
 struct table_entry *table_entry_new(uint64_t hash, const void *key,
 				    size_t klen, const void *v1, size_t l1,

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,8 +81,8 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* Run the request in f->req as client @cl; returns store_exec's result. */
-static int exec(struct fixture *f, int cl)
+/* Run the request in f->req as client @cl on store thread @th. */
+static int exec_on(struct fixture *f, struct store_thread *th, int cl)
 {
 	struct proto_limits lim;
 	struct proto_decoder d;
@@ -95,9 +96,15 @@ static int exec(struct fixture *f, int cl)
 			 1);
 	assert_int_equal(used, buf_used(&f->req));
 	assert_int_equal(proto_parse(buf_head(&f->req), used, &r), 0);
-	int ret = store_exec(&f->th, &f->ws[cl], &r, &f->out[cl]);
+	int ret = store_exec(th, &f->ws[cl], &r, &f->out[cl]);
 	buf_reset(&f->req);
 	return ret;
+}
+
+/* Run the request in f->req as client @cl; returns store_exec's result. */
+static int exec(struct fixture *f, int cl)
+{
+	return exec_on(f, &f->th, cl);
 }
 
 /* Move client @cl's pending reply bytes into f->reply. */
@@ -470,6 +477,155 @@ static void test_multi_get_set(void **state)
 	want_bytes(f, 0, want, sizeof(want));
 }
 
+/*
+ * The MULTI_GET reply cache (store.h): a byte-identical large MULTI_GET is
+ * answered from the cache only while nothing was written, by any store
+ * thread; every reply is checked against the table's values byte for byte.
+ */
+#define MG_KEYS 100
+
+static void mg_request(struct fixture *f, size_t n, const char *const *keys)
+{
+	const void *kp[MG_KEYS + 1];
+	size_t kl[MG_KEYS + 1];
+
+	for (size_t i = 0; i < n; i++) {
+		kp[i] = keys[i];
+		kl[i] = strlen(keys[i]);
+	}
+	assert_int_equal(proto_enc_keys(&f->req, OP_MULTI_GET, n, kp, kl), 0);
+}
+
+/* Run the MULTI_GET of @keys on @th and check the reply against @vals
+ * (NULL: missing, empty). */
+static void mg_check(struct fixture *f, struct store_thread *th, size_t n,
+		     const char *const *keys, const char *const *vals)
+{
+	static uint8_t want[1 << 17];
+	size_t wl = 0;
+
+	mg_request(f, n, keys);
+	assert_int_equal(exec_on(f, th, 0), 0);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t l = vals[i] ? strlen(vals[i]) : 0;
+
+		memcpy(want + wl, &l, 8);
+		wl += 8;
+		memcpy(want + wl, vals[i] ? vals[i] : "", l);
+		wl += l;
+	}
+	want_bytes(f, 0, want, wl);
+}
+
+static void test_multi_get_cache(void **state)
+{
+	struct fixture *f = *state;
+	static char kbuf[MG_KEYS][16], vbuf[MG_KEYS][16], big[5001];
+	const char *keys[MG_KEYS + 1], *vals[MG_KEYS + 1], *rev[MG_KEYS];
+	struct store_thread th2;
+	uint64_t builds, hits;
+
+	assert_int_equal(store_thread_init(&th2, &f->st, fake_deliver, f), 0);
+	for (int i = 0; i < MG_KEYS; i++) {
+		snprintf(kbuf[i], sizeof(kbuf[i]), "/c%03d", i);
+		snprintf(vbuf[i], sizeof(vbuf[i]), "v%03d", i);
+		keys[i] = kbuf[i];
+		vals[i] = vbuf[i];
+		rev[MG_KEYS - 1 - i] = kbuf[i];
+		assert_int_equal(do_set(f, 1, keys[i], vals[i]), 0);
+	}
+	/* Built, then served from the cache. */
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_non_null(f->th.mget);
+	assert_int_equal(f->th.mget->builds, 1);
+	assert_int_equal(f->th.mget->hits, 0);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->hits, 1);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->hits, 2);
+
+	/* A write on another store thread invalidates it. */
+	assert_int_equal(proto_enc_key_val(&f->req, OP_SET, "/c005", 5, "new",
+					   3), 0);
+	assert_int_equal(exec_on(f, &th2, 1), 0);
+	vals[5] = "new";
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->hits, 2);
+	assert_int_equal(f->th.mget->builds, 2);
+	/* So does one on our own thread, and a write to a key not in the
+	 * list (any write counts). */
+	assert_int_equal(do_key(f, 1, OP_DELETE_KEY, "/c006"), 0);
+	take(f, 1);
+	vals[6] = NULL;
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->builds, 3);
+	assert_int_equal(do_add(f, 1, "/elsewhere", 1), 0);
+	take(f, 1);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->builds, 4);
+	assert_int_equal(f->th.mget->hits, 2);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->hits, 3);
+
+	/* Another list of the same length is another request. */
+	{
+		const char *rv[MG_KEYS];
+
+		for (int i = 0; i < MG_KEYS; i++)
+			rv[i] = vals[MG_KEYS - 1 - i];
+		mg_check(f, &f->th, MG_KEYS, rev, rv);
+		assert_int_equal(f->th.mget->builds, 5);
+		mg_check(f, &f->th, MG_KEYS, keys, vals);
+		assert_int_equal(f->th.mget->builds, 6);
+		assert_int_equal(f->th.mget->hits, 3);
+	}
+
+	/* A write in progress on another thread (odd generation): answered,
+	 * not cached, until it ends. */
+	builds = f->th.mget->builds;
+	hits = f->th.mget->hits;
+	atomic_fetch_add(&f->st.gens[th2.gen].v, 1);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->builds, builds);
+	assert_int_equal(f->th.mget->hits, hits);
+	atomic_fetch_add(&f->st.gens[th2.gen].v, 1);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	mg_check(f, &f->th, MG_KEYS, keys, vals);
+	assert_int_equal(f->th.mget->builds, builds + 1);
+	assert_int_equal(f->th.mget->hits, hits + 1);
+
+	/* A new store thread (ngens changes) invalidates too. */
+	{
+		struct store_thread th3;
+
+		assert_int_equal(store_thread_init(&th3, &f->st, fake_deliver,
+						   f), 0);
+		mg_check(f, &f->th, MG_KEYS, keys, vals);
+		assert_int_equal(f->th.mget->builds, builds + 2);
+		store_thread_destroy(&th3);
+	}
+
+	/* A value that goes by reference: answered the usual way. */
+	memset(big, 'b', sizeof(big) - 1);
+	assert_int_equal(do_set(f, 1, "/big", big), 0);
+	keys[MG_KEYS] = "/big";
+	vals[MG_KEYS] = big;
+	builds = f->th.mget->builds;
+	hits = f->th.mget->hits;
+	mg_check(f, &f->th, MG_KEYS + 1, keys, vals);
+	mg_check(f, &f->th, MG_KEYS + 1, keys, vals);
+	assert_int_equal(f->th.mget->builds, builds);
+	assert_int_equal(f->th.mget->hits, hits);
+
+	/* Below STORE_MGET_CACHE_MIN keys: never cached. */
+	mg_check(f, &f->th, STORE_MGET_CACHE_MIN - 1, keys, vals);
+	mg_check(f, &f->th, STORE_MGET_CACHE_MIN - 1, keys, vals);
+	assert_int_equal(f->th.mget->builds, builds);
+	assert_int_equal(f->th.mget->hits, hits);
+	store_thread_destroy(&th2);
+}
+
 static void test_cancel_wait(void **state)
 {
 	struct fixture *f = *state;
@@ -680,6 +836,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_multi_get_set, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_multi_get_cache, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_wait, setup,
 						teardown),
