@@ -42,6 +42,7 @@ struct options {
 	const char *control_bind;
 	const char *control_socket; /* Unix socket path, or NULL */
 	const char *io;             /* "auto", "uring" or "epoll" */
+	bool mget_cache;            /* --mget-cache on|off */
 };
 
 static void usage(FILE *f)
@@ -94,6 +95,9 @@ static void usage(FILE *f)
 "                            (default 1024)\n"
 "      --recv-buffer-size N  bytes per receive buffer (default 16384)\n"
 "      --initial-keys N      table slots to start with (default 1024)\n"
+"      --mget-cache on|off   answer a repeated identical MULTI_GET of 64 or\n"
+"                            more keys from a per-thread reply cache while\n"
+"                            nothing is written (default on)\n"
 "Control plane (HTTP: /health, /metrics, /handler/<name>; off by default):\n"
 "      --control-port N      serve it on TCP port N (0 picks a free one)\n"
 "      --control-bind ADDR   its address (default 127.0.0.1)\n"
@@ -194,6 +198,7 @@ enum {
 	OPT_KEEPALIVE,
 	OPT_CONTROL_IDLE,
 	OPT_IO,
+	OPT_MGET_CACHE,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -233,6 +238,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "control-idle-timeout", required_argument, NULL,
 		  OPT_CONTROL_IDLE },
 		{ "io", required_argument, NULL, OPT_IO },
+		{ "mget-cache", required_argument, NULL, OPT_MGET_CACHE },
 		{ 0 }
 	};
 	int c, lvl;
@@ -352,6 +358,14 @@ static void parse_args(int argc, char **argv, struct options *o,
 			}
 			o->io = optarg;
 			break;
+		case OPT_MGET_CACHE:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "ringstore: --mget-cache wants "
+						"'on' or 'off'\n");
+				exit(2);
+			}
+			o->mget_cache = !strcmp(optarg, "on");
+			break;
 		case OPT_ACCEPT:
 			if (!strcmp(optarg, "single")) {
 				cfg->single_acceptor = true;
@@ -462,7 +476,7 @@ int main(int argc, char **argv)
 {
 	struct options o = { .port = 29500, .listen_fd = -1, .backlog = -1,
 			     .initial_keys = 1024, .control_port = -1,
-			     .keepalive = 60, .io = "auto",
+			     .keepalive = 60, .io = "auto", .mget_cache = true,
 			     .control_bind = "127.0.0.1" };
 	struct server srv = { .control_fd = -1 };
 	int *fds = NULL, ret, exit_code = 1;
@@ -577,6 +591,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	srv.store.max_memory = o.max_memory;
+	srv.store.mget_cache_off = !o.mget_cache;
 	srv.reactors = calloc(srv.cfg.threads, sizeof(*srv.reactors));
 	srv.ios = calloc(srv.cfg.threads, sizeof(*srv.ios));
 	srv.stats = calloc(srv.cfg.threads, sizeof(*srv.stats));

@@ -613,7 +613,7 @@ static int op_multi_get(struct store_thread *th, const struct proto_req *r,
 	const uint8_t *cur = r->list;
 	int ret = 0;
 
-	if (r->count >= STORE_MGET_CACHE_MIN) {
+	if (r->count >= STORE_MGET_CACHE_MIN && !th->st->mget_cache_off) {
 		struct table_entry *reply = mget_cached(th, r);
 
 		if (reply)

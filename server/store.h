@@ -34,6 +34,7 @@
 #define RS_SERVER_STORE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "buf.h"
@@ -61,6 +62,7 @@ struct store {
 	struct waiters *waiters; /* owned */
 	struct queues *queues;   /* owned */
 	uint64_t max_memory;     /* cap on stored key+value bytes; 0: none */
+	bool mget_cache_off;     /* no MULTI_GET reply cache */
 	struct store_gen *gens;  /* owned: [STORE_MAX_THREADS] */
 	_Atomic unsigned ngens;  /* generations handed out */
 };

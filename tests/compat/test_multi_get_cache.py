@@ -24,9 +24,11 @@ def value(i: int, gen: int) -> bytes:
     return f"{i:04d}:{gen:08d}:".encode().ljust(128, b"x")
 
 
-@pytest.mark.parametrize("threads", [1, 2, 4])
-def test_every_acknowledged_write_is_seen(server_factory, threads):
-    srv = server_factory(threads=threads)
+@pytest.mark.parametrize("threads, flags", [(1, ()), (2, ()), (4, ()),
+                                            (2, ("--mget-cache", "off"))])
+def test_every_acknowledged_write_is_seen(server_factory, threads, flags):
+    """With the cache, and without it (--mget-cache off: the same answers)."""
+    srv = server_factory(*flags, threads=threads)
     writer, reader = srv.client(), srv.client()
     vals = [value(i, 0) for i in range(NKEYS)]
     writer.multi_set(KEYS, vals)
@@ -58,7 +60,7 @@ def test_every_acknowledged_write_is_seen(server_factory, threads):
     writer.set(KEYS[7], vals[7])
     writer.get(KEYS[7])
     assert reader.multi_get(KEYS) == vals
-    report(f"{threads} reactor(s): 150 writes, each seen by the next identical "
+    report(f"{threads} reactor(s) {' '.join(flags)}: 150 writes, each seen by the next identical "
            f"200-key MULTI_GET ({hits} repeated requests in between)")
 
 

@@ -40,7 +40,8 @@ def test_help_and_version():
     r = run("--help")
     assert r.returncode == 0
     for flag in ("--port", "--bind", "--threads", "--listen-fd", "--max-key-bytes",
-                 "--max-value-bytes", "--max-keys-per-request", "--log-level"):
+                 "--max-value-bytes", "--max-keys-per-request", "--log-level",
+                 "--mget-cache"):
         assert flag in r.stdout, flag
     r = run("--version")
     assert r.returncode == 0
@@ -52,6 +53,7 @@ def test_help_and_version():
     (["--threads", "0"], "--threads"),
     (["--max-key-bytes", "x"], "--max-key-bytes"),
     (["--log-level", "loud"], "log level"),
+    (["--mget-cache", "maybe"], "--mget-cache"),
     (["--no-such-flag"], "Usage"),
     (["extra"], "unexpected argument"),
 ])
