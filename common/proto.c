@@ -369,7 +369,8 @@ static bool rd_str(struct rd *r, struct proto_slice *s)
 	return true;
 }
 
-int proto_parse(const uint8_t *p, size_t len, struct proto_req *req)
+static int parse(const uint8_t *p, size_t len, struct proto_req *req,
+		 bool framed)
 {
 	struct rd r = { p, p + len };
 	unsigned nval = 0;
@@ -434,6 +435,10 @@ int proto_parse(const uint8_t *p, size_t len, struct proto_req *req)
 				return -EPROTO;
 			req->count = v;
 			req->list = r.p;
+			/* A list is the last part of its request: framed by
+			 * the decoder, it fills the rest exactly. */
+			if (framed)
+				return 0;
 			left = v;
 			if (v == 0)
 				step += pg->gsz + 1;
@@ -445,6 +450,16 @@ int proto_parse(const uint8_t *p, size_t len, struct proto_req *req)
 			break;
 		}
 	}
+}
+
+int proto_parse(const uint8_t *p, size_t len, struct proto_req *req)
+{
+	return parse(p, len, req, false);
+}
+
+int proto_parse_framed(const uint8_t *p, size_t len, struct proto_req *req)
+{
+	return parse(p, len, req, true);
 }
 
 void proto_next_str(const uint8_t **cur, struct proto_slice *out)

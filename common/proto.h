@@ -164,6 +164,13 @@ struct proto_req {
 int proto_parse(const uint8_t *p, size_t len, struct proto_req *req);
 
 /*
+ * The same for bytes that proto_decoder_feed framed as one request, without
+ * walking a key list again (the decoder walked it): a server's hot path.
+ * On other bytes a list's items are not checked.
+ */
+int proto_parse_framed(const uint8_t *p, size_t len, struct proto_req *req);
+
+/*
  * Read one length-prefixed string at *cur (which must be inside a list that
  * the decoder validated) and advance *cur past it.
  */

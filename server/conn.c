@@ -307,7 +307,7 @@ static int run(struct conn *c, struct store_thread *th, const uint8_t *p,
 	       size_t len, enum stats_close *why, struct stats *stats)
 {
 	struct proto_req req;
-	int ret = proto_parse(p, len, &req);
+	int ret = proto_parse_framed(p, len, &req);
 
 	if (ret) {
 		*why = STATS_CLOSE_PROTO;

@@ -850,7 +850,55 @@ int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, struct table_entry *desired)
 {
-	assert(desired);
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	struct table_array *a = atomic_load_explicit(&t->cur,
+						     memory_order_acquire);
+	uint64_t tag = tag_of(hash);
+	size_t mask = a->cap - 1, i = hash & mask;
+
+	assert(desired && desired->hash == hash && desired->klen == klen);
+	/*
+	 * The common case inline: K already has its slot in the only array
+	 * (no migration under way, so nothing to help with). A slot frozen
+	 * after our check of `next` fails the CAS (MOVED changed the word),
+	 * and one frozen after the CAS copies our entry: either way as in
+	 * swap(). Inserts, frozen slots and lost races go the general way.
+	 */
+	if (next_of(a))
+		goto general;
+	for (size_t n = 0; n < a->cap; n++, i = (i + 1) & mask) {
+		struct table_slot *s = &a->slots[i];
+		/* Acquire: as in probe(). */
+		uint64_t hw = atomic_load_explicit(&s->hw,
+						   memory_order_acquire);
+		struct table_entry *e;
+		uintptr_t w;
+
+		if (hw == HW_EMPTY || hw == HW_DEAD)
+			break;
+		if (hw != tag)
+			continue;
+		/* Acquire: pairs with the CAS that installed the entry. */
+		w = atomic_load_explicit(&s->ptr, memory_order_acquire);
+		e = entry_of(w);
+		if (!e)
+			break;
+		if (!key_eq(e, hash, key, klen))
+			continue;
+		if (w & SLOT_MOVED)
+			break;
+		/* seq_cst and release as in swap(): the unlink for
+		 * qsbr_retire_sc() and the publication for readers and for
+		 * waiters_wake_sc(). */
+		if (!atomic_compare_exchange_strong_explicit(
+			    &s->ptr, &w, (uintptr_t)desired,
+			    memory_order_seq_cst, memory_order_relaxed))
+			break;
+		qsbr_retire_sc(qt, e, entry_retired);
+		account(t, (w & SLOT_TOMB) ? NULL : e, desired);
+		return 0;
+	}
+general:
 	return swap(t, qt, hash, key, klen, true, NULL, desired);
 }
 

@@ -97,6 +97,13 @@ static void check_request(const uint8_t *p, size_t len)
 	/* The request ends exactly where the decoder said. */
 	CHECK(proto_parse(p, len - 1, &req) == -EPROTO);
 	CHECK(proto_parse(p, len, &req) == 0);
+	{
+		/* The server's parse of framed bytes gives the same. */
+		struct proto_req fr;
+
+		CHECK(proto_parse_framed(p, len, &fr) == 0);
+		CHECK(memcmp(&fr, &req, sizeof(fr)) == 0);
+	}
 	CHECK(req.op < OP__COUNT);
 	CHECK(req.end == p + len);
 	CHECK(in_req(&req, p, &req.key));

@@ -207,6 +207,12 @@ static void check_parsed(const uint8_t *p, size_t len, const struct sample *s)
 	struct proto_req req;
 
 	assert_int_equal(proto_parse(p, len, &req), 0);
+	{
+		struct proto_req fr;
+
+		assert_int_equal(proto_parse_framed(p, len, &fr), 0);
+		assert_memory_equal(&fr, &req, sizeof(fr));
+	}
 	assert_int_equal(req.op, s->op);
 	assert_ptr_equal(req.end, p + len);
 	switch (s->op) {
