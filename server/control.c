@@ -405,6 +405,12 @@ int control_metrics(struct buf *out, bool json, const char *backend,
 	fam_sample(&m, "remote_sent", stat_get(&t.wakes_remote_sent));
 	fam_sample(&m, "remote_received", stat_get(&t.wakes_remote_recv));
 	fam_end(&m);
+	fam_begin(&m, "ringstore_mget_cache_total", "counter", "kind",
+		  "Large MULTI_GETs answered from the reply cache (hit), and "
+		  "replies built and cached (build).");
+	fam_sample(&m, "hit", stat_get(&t.mget_cache_hits));
+	fam_sample(&m, "build", stat_get(&t.mget_cache_builds));
+	fam_end(&m);
 	metric(&m, "ringstore_stale_completions_total", "counter",
 	       "Completions for a connection slot that was reused.",
 	       stat_get(&t.stale_cqes));

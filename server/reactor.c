@@ -261,6 +261,16 @@ static void loop(struct reactor *r)
 			break;
 		}
 		unsigned n = r->ops->dispatch(r->io);
+		if (r->th.mget) {
+			/* Before the replies go out, so a client that saw
+			 * its reply sees the count. One writer: plain stores. */
+			atomic_store_explicit(&r->stats.mget_cache_hits,
+					      r->th.mget->hits,
+					      memory_order_relaxed);
+			atomic_store_explicit(&r->stats.mget_cache_builds,
+					      r->th.mget->builds,
+					      memory_order_relaxed);
+		}
 		conn_expire(&r->ct);
 		flush(r);
 		stat_add(&r->stats.loops, 1);

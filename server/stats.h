@@ -61,6 +61,8 @@ struct stats {
 	stat_t enobufs;
 	stat_t rejected;                     /* closed at accept (limit, allow) */
 	stat_t control_conns;                /* control-plane HTTP connections */
+	stat_t mget_cache_hits;              /* MULTI_GETs answered from the */
+	stat_t mget_cache_builds;            /* reply cache; replies cached */
 };
 
 static inline void stat_add(stat_t *s, uint64_t n)

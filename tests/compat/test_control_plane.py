@@ -423,6 +423,26 @@ def test_metrics_parse_and_families(cp):
     assert ("ringstore_protocol_errors_total", (("kind", "bad_magic"),)) in m
 
 
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_metrics_count_mget_cache(cp_factory, cache):
+    """ringstore_mget_cache_total: one build, then hits for identical 100-key
+    MULTI_GETs; a write makes the next one a build again; none with it off."""
+    srv = cp_factory("--control-port", "0", "--mget-cache", cache)
+    st = srv.client()
+    keys = [f"k{i:03d}" for i in range(100)]
+    vals = [f"v{i}".encode() for i in range(100)]
+    st.multi_set(keys, vals)
+    for _ in range(3):
+        assert st.multi_get(keys) == vals
+    st.set("k005", "w")
+    vals[5] = b"w"
+    assert st.multi_get(keys) == vals
+    m = scrape(srv)
+    on = cache == "on"
+    assert metric(m, "ringstore_mget_cache_total", kind="build") == (2 if on else 0)
+    assert metric(m, "ringstore_mget_cache_total", kind="hit") == (2 if on else 0)
+
+
 def test_metrics_per_reactor(cp_factory):
     srv = cp_factory("--control-port", "0", threads=3)
     m = scrape(srv)
