@@ -343,14 +343,15 @@ static int slot_migrate(struct table *t, struct qsbr_thread *qt,
 			struct table_array *a, size_t i);
 
 /*
- * Find K's terminal in @a. With @claim (an insert or a copy), an empty
- * terminal is claimed with K's tag first, or, when @a already has a next
- * array or must grow, closed by migrating it. Returns a probe_result or
- * -ENOMEM (from migrating a slot).
+ * Find K's terminal in @a without changing anything: PROBE_FOUND (*idx has
+ * K's tag and either no identity or identity K; *wp is its pointer word),
+ * PROBE_ABSENT (*idx is an empty slot), PROBE_NEXT (a DEAD slot, or no
+ * terminal while @a has a next array) or PROBE_FULL. Inline: it is the
+ * whole of a lookup's work on the hot path.
  */
-static int probe(struct table *t, struct qsbr_thread *qt,
-		 struct table_array *a, uint64_t hash, const void *key,
-		 size_t klen, bool claim, size_t *idx, uintptr_t *wp)
+static inline int probe_read(struct table_array *a, uint64_t hash,
+			     const void *key, size_t klen, size_t *idx,
+			     uintptr_t *wp)
 {
 	uint64_t tag = tag_of(hash);
 	size_t mask = a->cap - 1;
@@ -358,63 +359,79 @@ static int probe(struct table *t, struct qsbr_thread *qt,
 
 	for (size_t n = 0; n < a->cap; n++, i = (i + 1) & mask) {
 		struct table_slot *s = &a->slots[i];
+		/* Acquire: pairs with the CAS that set hw (claim or DEAD,
+		 * the latter published after `next`). */
+		uint64_t hw = atomic_load_explicit(&s->hw,
+						   memory_order_acquire);
+		struct table_entry *e;
+		uintptr_t w;
 
-		for (;;) {
-			/* Acquire: pairs with the CAS that set hw (claim or
-			 * DEAD, the latter published after `next`). */
-			uint64_t hw = atomic_load_explicit(
-				&s->hw, memory_order_acquire);
-			uint64_t zero = HW_EMPTY;
-			struct table_array *nx;
-			struct table_entry *e;
-			uintptr_t w;
-
-			if (hw == HW_DEAD)
-				return PROBE_NEXT;
-			if (hw != HW_EMPTY && hw != tag)
-				break; /* another hash: probe on */
-			if (hw == tag) {
-				/* Acquire: pairs with the release CAS that
-				 * installed the entry (its bytes). */
-				w = atomic_load_explicit(&s->ptr,
-							 memory_order_acquire);
-				e = entry_of(w);
-				if (e && !key_eq(e, hash, key, klen))
-					break; /* same hash, other key */
-				*idx = i;
-				*wp = w;
-				return PROBE_FOUND;
-			}
-			if (!claim)
-				return PROBE_ABSENT;
-			nx = next_of(a);
-			if (!nx && atomic_load_explicit(&a->used,
-							memory_order_relaxed) >=
-					   a->limit) {
-				/* On ENOMEM, use the room that is left. */
-				(void)grow(t, a);
-				nx = next_of(a);
-			}
-			if (nx) {
-				/* Close this terminal so that no insert of K
-				 * can land here once K may be in nx. */
-				int r = slot_migrate(t, qt, a, i);
-
-				if (r < 0)
-					return r;
-				continue;
-			}
-			/* Release: pairs with the acquire loads of hw in
-			 * other threads' probes (ordering the slot's zeroed
-			 * state, published with the array, before it). */
-			if (atomic_compare_exchange_strong_explicit(
-				    &s->hw, &zero, tag, memory_order_release,
-				    memory_order_relaxed))
-				atomic_fetch_add_explicit(&a->used, 1,
-							  memory_order_relaxed);
+		if (hw == HW_DEAD)
+			return PROBE_NEXT;
+		if (hw == HW_EMPTY) {
+			*idx = i;
+			return PROBE_ABSENT;
 		}
+		if (hw != tag)
+			continue; /* another hash: probe on */
+		/* Acquire: pairs with the release CAS that installed the
+		 * entry (its bytes). */
+		w = atomic_load_explicit(&s->ptr, memory_order_acquire);
+		e = entry_of(w);
+		if (e && !key_eq(e, hash, key, klen))
+			continue; /* same hash, other key */
+		*idx = i;
+		*wp = w;
+		return PROBE_FOUND;
 	}
 	return next_of(a) ? PROBE_NEXT : PROBE_FULL;
+}
+
+/*
+ * Find K's terminal in @a. With @claim (an insert or a copy), an empty
+ * terminal is claimed with K's tag first, or, when @a already has a next
+ * array or must grow, closed by migrating it, and the probe starts over
+ * (the slot is no longer empty, so every pass makes progress). Returns a
+ * probe_result or -ENOMEM (from migrating a slot).
+ */
+static int probe(struct table *t, struct qsbr_thread *qt,
+		 struct table_array *a, uint64_t hash, const void *key,
+		 size_t klen, bool claim, size_t *idx, uintptr_t *wp)
+{
+	for (;;) {
+		int r = probe_read(a, hash, key, klen, idx, wp);
+		struct table_slot *s;
+		uint64_t zero = HW_EMPTY;
+		struct table_array *nx;
+
+		if (r != PROBE_ABSENT || !claim)
+			return r;
+		s = &a->slots[*idx];
+		nx = next_of(a);
+		if (!nx && atomic_load_explicit(&a->used,
+						memory_order_relaxed) >=
+				   a->limit) {
+			/* On ENOMEM, use the room that is left. */
+			(void)grow(t, a);
+			nx = next_of(a);
+		}
+		if (nx) {
+			/* Close this terminal so that no insert of K can land
+			 * here once K may be in nx. */
+			r = slot_migrate(t, qt, a, *idx);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		/* Release: pairs with the acquire loads of hw in other
+		 * threads' probes (ordering the slot's zeroed state, published
+		 * with the array, before it). */
+		if (atomic_compare_exchange_strong_explicit(
+			    &s->hw, &zero, tag_of(hash), memory_order_release,
+			    memory_order_relaxed))
+			atomic_fetch_add_explicit(&a->used, 1,
+						  memory_order_relaxed);
+	}
 }
 
 /*
@@ -549,14 +566,15 @@ static void help_migrate(struct table *t, struct qsbr_thread *qt)
 }
 
 /* The current entry for K starting at array @a, or NULL. Loads only. */
-static struct table_entry *lookup(struct table_array *a, uint64_t hash,
-				  const void *key, size_t klen)
+static inline struct table_entry *lookup(struct table_array *a,
+					 uint64_t hash, const void *key,
+					 size_t klen)
 {
 	for (;;) {
 		size_t i;
 		uintptr_t w;
 		struct table_entry *e;
-		int r = probe(NULL, NULL, a, hash, key, klen, false, &i, &w);
+		int r = probe_read(a, hash, key, klen, &i, &w);
 
 		if (r == PROBE_ABSENT || r == PROBE_FULL)
 			return NULL;
@@ -659,43 +677,10 @@ void table_prefetch_entry(struct table *t, uint64_t hash)
 struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
 			      uint64_t hash, const void *key, size_t klen)
 {
-	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_acquire);
-	uint64_t tag = tag_of(hash);
-	size_t mask = a->cap - 1, i = hash & mask;
-
 	(void)qt;
-	/*
-	 * The common case inline, with the loads and answers of probe() and
-	 * lookup(): K's terminal in the current array, its slot neither DEAD
-	 * nor frozen. Anything else (DEAD, MOVED: a migration is under way)
-	 * goes the general way, which starts over from @a.
-	 */
-	for (size_t n = 0; n < a->cap; n++, i = (i + 1) & mask) {
-		struct table_slot *s = &a->slots[i];
-		/* Acquire: as in probe(). */
-		uint64_t hw = atomic_load_explicit(&s->hw,
-						   memory_order_acquire);
-		struct table_entry *e;
-		uintptr_t w;
-
-		if (hw == HW_EMPTY)
-			return NULL;
-		if (hw == HW_DEAD)
-			break; /* K may be in the next array */
-		if (hw != tag)
-			continue;
-		/* Acquire: pairs with the CAS that installed the entry. */
-		w = atomic_load_explicit(&s->ptr, memory_order_acquire);
-		e = entry_of(w);
-		if (e && !key_eq(e, hash, key, klen))
-			continue; /* same hash, other key */
-		if (w & SLOT_MOVED)
-			break;
-		return e && !(w & SLOT_TOMB) ? e : NULL;
-	}
-	return lookup(a, hash, key, klen);
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	return lookup(atomic_load_explicit(&t->cur, memory_order_acquire),
+		      hash, key, klen);
 }
 
 static void account(struct table *t, const struct table_entry *gone,
@@ -853,52 +838,30 @@ int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
 	struct table_array *a = atomic_load_explicit(&t->cur,
 						     memory_order_acquire);
-	uint64_t tag = tag_of(hash);
-	size_t mask = a->cap - 1, i = hash & mask;
+	size_t i;
+	uintptr_t w;
 
 	assert(desired && desired->hash == hash && desired->klen == klen);
 	/*
-	 * The common case inline: K already has its slot in the only array
-	 * (no migration under way, so nothing to help with). A slot frozen
-	 * after our check of `next` fails the CAS (MOVED changed the word),
-	 * and one frozen after the CAS copies our entry: either way as in
-	 * swap(). Inserts, frozen slots and lost races go the general way.
+	 * The common case without swap()'s generality: K already has its
+	 * slot in the only array (no migration under way, so nothing to help
+	 * with), not frozen. A slot frozen after our check of `next` fails
+	 * the CAS (MOVED changed the word), and one frozen after the CAS
+	 * copies our entry: either way as in swap(). Inserts, frozen slots
+	 * and lost races go the general way. The CAS is seq_cst as in
+	 * swap(): the unlink for qsbr_retire_sc() and the publication for
+	 * readers and waiters_wake_sc().
 	 */
-	if (next_of(a))
-		goto general;
-	for (size_t n = 0; n < a->cap; n++, i = (i + 1) & mask) {
-		struct table_slot *s = &a->slots[i];
-		/* Acquire: as in probe(). */
-		uint64_t hw = atomic_load_explicit(&s->hw,
-						   memory_order_acquire);
-		struct table_entry *e;
-		uintptr_t w;
-
-		if (hw == HW_EMPTY || hw == HW_DEAD)
-			break;
-		if (hw != tag)
-			continue;
-		/* Acquire: pairs with the CAS that installed the entry. */
-		w = atomic_load_explicit(&s->ptr, memory_order_acquire);
-		e = entry_of(w);
-		if (!e)
-			break;
-		if (!key_eq(e, hash, key, klen))
-			continue;
-		if (w & SLOT_MOVED)
-			break;
-		/* seq_cst and release as in swap(): the unlink for
-		 * qsbr_retire_sc() and the publication for readers and for
-		 * waiters_wake_sc(). */
-		if (!atomic_compare_exchange_strong_explicit(
-			    &s->ptr, &w, (uintptr_t)desired,
-			    memory_order_seq_cst, memory_order_relaxed))
-			break;
-		qsbr_retire_sc(qt, e, entry_retired);
-		account(t, (w & SLOT_TOMB) ? NULL : e, desired);
+	if (!next_of(a) &&
+	    probe_read(a, hash, key, klen, &i, &w) == PROBE_FOUND &&
+	    entry_of(w) && !(w & SLOT_MOVED) &&
+	    atomic_compare_exchange_strong_explicit(
+		    &a->slots[i].ptr, &w, (uintptr_t)desired,
+		    memory_order_seq_cst, memory_order_relaxed)) {
+		qsbr_retire_sc(qt, entry_of(w), entry_retired);
+		account(t, (w & SLOT_TOMB) ? NULL : entry_of(w), desired);
 		return 0;
 	}
-general:
 	return swap(t, qt, hash, key, klen, true, NULL, desired);
 }
 
