@@ -21,6 +21,7 @@
 #define RS_SERVER_TABLE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
