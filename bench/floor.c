@@ -104,6 +104,7 @@ struct fconn {
 	struct msghdr msg;
 	int64_t counter; /* ADD replies */
 	uint32_t parked; /* --park-waits: WAITs not yet answered */
+	int zc_res;      /* --send-zc: the send's result, until its notif */
 };
 
 struct floor {
@@ -126,6 +127,7 @@ struct floor {
 	uint8_t *rbuf; /* epoll: owned receive buffer */
 	uint64_t closed_bad;
 	bool park_waits;
+	size_t zc_min; /* --send-zc: writes of this many bytes go zero-copy */
 	struct fconn **parked; /* owned: connections with parked WAITs */
 	uint32_t nparked;
 };
@@ -463,14 +465,22 @@ static void flush_conn(struct floor *f, struct fconn *c)
 		return;
 	}
 	struct io_uring_sqe *sqe = floor_sqe(f);
-	if (n == 1) {
+	size_t total = 0;
+	for (int i = 0; i < n; i++)
+		total += c->iov[i].iov_len;
+	bool zc = f->zc_min && total >= f->zc_min;
+	c->msg.msg_iov = c->iov;
+	c->msg.msg_iovlen = (size_t)n;
+	if (n == 1 && zc)
+		io_uring_prep_send_zc(sqe, c->fd, c->iov[0].iov_base,
+				      c->iov[0].iov_len, MSG_NOSIGNAL, 0);
+	else if (n == 1)
 		io_uring_prep_send(sqe, c->fd, c->iov[0].iov_base,
 				   c->iov[0].iov_len, MSG_NOSIGNAL);
-	} else {
-		c->msg.msg_iov = c->iov;
-		c->msg.msg_iovlen = (size_t)n;
+	else if (zc)
+		io_uring_prep_sendmsg_zc(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	else
 		io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
-	}
 	io_uring_sqe_set_data64(sqe, ud_make(UD_SEND, c->fd));
 	c->sending = true;
 }
@@ -549,6 +559,14 @@ static void uring_cqe(struct floor *f, struct io_uring_cqe *cqe)
 		return;
 	}
 	if (kind == UD_SEND && c) {
+		/* Zero-copy: the result comes first (with F_MORE), and the
+		 * buffers are the kernel's until the notification after it. */
+		if (cqe->flags & IORING_CQE_F_NOTIF) {
+			res = c->zc_res;
+		} else if (more) {
+			c->zc_res = res;
+			return;
+		}
 		c->sending = false;
 		if (res < 0 || c->closing) {
 			conn_close(f, c, res < 0 ? res : 0);
@@ -727,6 +745,8 @@ static void usage(FILE *out)
 		"  --io uring|epoll    I/O mechanism (default uring)\n"
 		"  --park-waits        answer WAITs only at the next SET, all at\n"
 		"                      once (the floor of the fanout workload)\n"
+		"  --send-zc BYTES     uring: writes of BYTES or more use SEND_ZC\n"
+		"                      (default 0: never)\n"
 		"  -h, --help\n"
 		"Prints 'ringstore-floor listening on HOST:PORT' when ready.\n");
 }
@@ -739,6 +759,7 @@ int main(int argc, char **argv)
 		{ "value-bytes", 1, NULL, 'v' },
 		{ "io", 1, NULL, 'i' },
 		{ "park-waits", 0, NULL, 'w' },
+		{ "send-zc", 1, NULL, 'z' },
 		{ "help", 0, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -755,6 +776,7 @@ int main(int argc, char **argv)
 		case 'p': port = strtol(optarg, NULL, 10); break;
 		case 'v': vb = strtol(optarg, NULL, 10); break;
 		case 'w': f.park_waits = true; break;
+		case 'z': f.zc_min = strtoul(optarg, NULL, 10); break;
 		case 'i':
 			if (!strcmp(optarg, "epoll")) {
 				f.epoll = true;

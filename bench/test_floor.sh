@@ -6,7 +6,9 @@
 #     against it with no error (the bench checks every reply's shape, PING
 #     nonces, CHECK and WAIT bytes);
 #  2. nccl-init receives exactly as many bytes from the floor as from
-#     ringstore: the canned replies have ringstore's sizes.
+#     ringstore: the canned replies have ringstore's sizes;
+#  3. uring only: the same with --send-zc 1 (every write a SEND_ZC, its
+#     buffers held until the notification), and ops-mix with it.
 # Exit 77 (skip) if the floor cannot start (io_uring not permitted).
 set -u
 FLOOR=$1 BENCH=$2 RINGSTORE=$3 IO=$4
@@ -84,4 +86,19 @@ if [ "$floor_rx" != "$rs_rx" ] || [ "$rs_rx" -lt $((20 * 2 * 300 * 136)) ]; then
 	exit 1
 fi
 echo "ok $IO nccl-init: $rs_rx bytes from each"
+
+if [ "$IO" = uring ]; then
+	start zc "$FLOOR" --port 0 --io uring --value-bytes 128 \
+		--send-zc 1 || exit 1
+	bench "$zc_port" --workload nccl-init --conns 20 --keys 300 --rounds 2
+	zc_rx=$(field "$LAST" rx_bytes)
+	if [ "$zc_rx" != "$rs_rx" ]; then
+		echo "FAIL: nccl-init received $zc_rx bytes from the" \
+			"--send-zc floor, $rs_rx from ringstore" >&2
+		exit 1
+	fi
+	bench "$zc_port" --workload ops-mix --conns 16 --keyspace 256 \
+		--ops 3000 --duration 60
+	echo "ok uring --send-zc: nccl-init $zc_rx bytes, ops-mix"
+fi
 exit 0
