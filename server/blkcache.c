@@ -9,16 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RS_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define RS_ASAN 1
-#endif
-
-#ifdef RS_ASAN
+#ifdef BLKCACHE_ASAN
 #include <sanitizer/asan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
@@ -27,27 +18,11 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define GRAIN 16
-#define NCLASS (BLKCACHE_MAX / GRAIN)
+#define GRAIN BLKCACHE_GRAIN
+#define NCLASS BLKCACHE_NCLASS
 #define STACK_MIN 64
-#define PREFETCH_AHEAD 4
 
-/*
- * A class's cached blocks are a stack of pointers, not a list linked
- * through the blocks: popping one must not load from it, because a block
- * freed a grace period ago is usually out of the CPU's caches and a
- * linked list makes every allocation wait for that miss.
- */
-struct stack {
-	void **p;
-	size_t n, cap;
-};
-
-static _Thread_local struct {
-	struct stack cls[NCLASS];
-	size_t bytes;
-	bool armed; /* the exit hook below is set for this thread */
-} cache;
+_Thread_local struct blk_cache blk_cache_tl;
 
 /* A thread that exits drains its cache (pthread key destructor). */
 static pthread_key_t exit_key;
@@ -59,7 +34,7 @@ static void drain_at_exit(void *unused)
 	(void)unused;
 	blk_drain();
 	/* pthread cleared the key; a later free here must set it again. */
-	cache.armed = false;
+	blk_cache_tl.armed = false;
 }
 
 static void make_exit_key(void)
@@ -72,9 +47,9 @@ static void make_exit_key(void)
 static bool arm(void)
 {
 	pthread_once(&exit_once, make_exit_key);
-	if (!exit_ok || pthread_setspecific(exit_key, &cache) != 0)
+	if (!exit_ok || pthread_setspecific(exit_key, &blk_cache_tl) != 0)
 		return false;
-	cache.armed = true;
+	blk_cache_tl.armed = true;
 	return true;
 }
 
@@ -84,36 +59,27 @@ static size_t class_of(size_t size)
 	return size && size <= BLKCACHE_MAX ? (size - 1) / GRAIN : NCLASS;
 }
 
-void *blk_alloc(size_t size)
+/* blk_alloc's other cases: not a cached size, an empty class, or ASan. */
+void *blk_alloc_slow(size_t size)
 {
 	size_t c = class_of(size);
-	struct stack *st;
+	struct blk_stack *st;
 	void *b;
 
 	if (c == NCLASS)
 		return malloc(size);
-	st = &cache.cls[c];
+	st = &blk_cache_tl.cls[c];
 	if (!st->n)
 		return malloc((c + 1) * GRAIN);
 	b = st->p[--st->n];
-	/* A cached block is cold by the time it is reused (it was freed a
-	 * grace period ago), and the caller is about to fill it: fetch the
-	 * block PREFETCH_AHEAD allocations from now, for writing, so that the
-	 * store misses do not fill the store buffer and stall the core. */
-	if (st->n >= PREFETCH_AHEAD) {
-		char *next = st->p[st->n - PREFETCH_AHEAD];
-
-		__builtin_prefetch(next, 1);
-		if ((c + 1) * GRAIN > 64)
-			__builtin_prefetch(next + 64, 1);
-	}
+	blk_prefetch_next(st, (c + 1) * GRAIN);
 	UNPOISON(b, (c + 1) * GRAIN);
-	cache.bytes -= (c + 1) * GRAIN;
+	blk_cache_tl.bytes -= (c + 1) * GRAIN;
 	return b;
 }
 
 /* Room for one more pointer on @st. False on ENOMEM. */
-static bool stack_room(struct stack *st)
+static bool stack_room(struct blk_stack *st)
 {
 	size_t cap;
 	void **p;
@@ -129,27 +95,29 @@ static bool stack_room(struct stack *st)
 	return true;
 }
 
-void blk_free(void *p, size_t size)
+/* blk_free's other cases: not a cached size, a full stack or cache, the
+ * thread's first free, or ASan. */
+void blk_free_slow(void *p, size_t size)
 {
 	size_t c = class_of(size);
-	struct stack *st = &cache.cls[c < NCLASS ? c : 0];
+	struct blk_stack *st = &blk_cache_tl.cls[c < NCLASS ? c : 0];
 
 	if (!p)
 		return;
-	if (c == NCLASS || cache.bytes + (c + 1) * GRAIN > BLKCACHE_BYTES ||
-	    (!cache.armed && !arm()) || !stack_room(st)) {
+	if (c == NCLASS || blk_cache_tl.bytes + (c + 1) * GRAIN > BLKCACHE_BYTES ||
+	    (!blk_cache_tl.armed && !arm()) || !stack_room(st)) {
 		free(p);
 		return;
 	}
 	st->p[st->n++] = p;
-	cache.bytes += (c + 1) * GRAIN;
+	blk_cache_tl.bytes += (c + 1) * GRAIN;
 	POISON(p, (c + 1) * GRAIN);
 }
 
 void blk_drain(void)
 {
 	for (size_t c = 0; c < NCLASS; c++) {
-		struct stack *st = &cache.cls[c];
+		struct blk_stack *st = &blk_cache_tl.cls[c];
 
 		while (st->n) {
 			void *b = st->p[--st->n];
@@ -158,12 +126,12 @@ void blk_drain(void)
 			free(b);
 		}
 		free(st->p);
-		*st = (struct stack){ 0 };
+		*st = (struct blk_stack){ 0 };
 	}
-	cache.bytes = 0;
+	blk_cache_tl.bytes = 0;
 }
 
 size_t blk_cached_bytes(void)
 {
-	return cache.bytes;
+	return blk_cache_tl.bytes;
 }

@@ -29,18 +29,116 @@
 #ifndef RS_SERVER_BLKCACHE_H
 #define RS_SERVER_BLKCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BLKCACHE_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define BLKCACHE_ASAN 1
+#endif
+/* Under ASan every free takes the slow path, which poisons the block. */
+#ifdef BLKCACHE_ASAN
+#define BLKCACHE_POISONS 1
+#else
+#define BLKCACHE_POISONS 0
+#endif
 
 #define BLKCACHE_MAX 512                /* largest cached block, bytes */
 #define BLKCACHE_BYTES ((size_t)8 << 20) /* per thread */
 
 /* A block of at least @size bytes (aligned as malloc's), or NULL. */
-void *blk_alloc(size_t size);
+static inline void *blk_alloc(size_t size);
 /* Free @p, a block from blk_alloc(@size) (the same @size). NULL is a no-op. */
-void blk_free(void *p, size_t size);
+static inline void blk_free(void *p, size_t size);
 /* Return every block cached by this thread to malloc. */
 void blk_drain(void);
 /* Bytes this thread holds cached (for tests and stats). */
 size_t blk_cached_bytes(void);
+
+/* ---- the fast paths, inline (one per table write); the rest is in
+ * blkcache.c ---------------------------------------------------------- */
+
+#define BLKCACHE_GRAIN 16
+#define BLKCACHE_NCLASS (BLKCACHE_MAX / BLKCACHE_GRAIN)
+
+/*
+ * A class's cached blocks are a stack of pointers, not a list linked
+ * through the blocks: popping one must not load from it, because a block
+ * freed a grace period ago is usually out of the CPU's caches and a
+ * linked list makes every allocation wait for that miss.
+ */
+struct blk_stack {
+	void **p;
+	size_t n, cap;
+};
+
+struct blk_cache {
+	struct blk_stack cls[BLKCACHE_NCLASS];
+	size_t bytes;
+	bool armed; /* the exit hook is set for this thread */
+};
+
+extern _Thread_local struct blk_cache blk_cache_tl;
+
+void *blk_alloc_slow(size_t size);
+void blk_free_slow(void *p, size_t size);
+
+/*
+ * A cached block is cold by the time it is reused (it was freed a grace
+ * period ago), and the caller is about to fill it: fetch the block
+ * BLKCACHE_PREFETCH_AHEAD allocations from now, for writing, so that the
+ * store misses do not fill the store buffer and stall the core.
+ */
+#define BLKCACHE_PREFETCH_AHEAD 4
+
+static inline void blk_prefetch_next(const struct blk_stack *st,
+				     size_t bytes)
+{
+	if (st->n >= BLKCACHE_PREFETCH_AHEAD) {
+		const char *next = st->p[st->n - BLKCACHE_PREFETCH_AHEAD];
+
+		__builtin_prefetch(next, 1);
+		if (bytes > 64)
+			__builtin_prefetch(next + 64, 1);
+	}
+}
+
+static inline void *blk_alloc(size_t size)
+{
+	size_t c = (size - 1) / BLKCACHE_GRAIN;
+	struct blk_stack *st;
+	void *b;
+
+	if (size - 1 >= BLKCACHE_MAX || BLKCACHE_POISONS) /* 0 wraps */
+		return blk_alloc_slow(size);
+	st = &blk_cache_tl.cls[c];
+	if (!st->n)
+		return blk_alloc_slow(size);
+	b = st->p[--st->n];
+	blk_cache_tl.bytes -= (c + 1) * BLKCACHE_GRAIN;
+	blk_prefetch_next(st, (c + 1) * BLKCACHE_GRAIN);
+	return b;
+}
+
+static inline void blk_free(void *p, size_t size)
+{
+	size_t c = (size - 1) / BLKCACHE_GRAIN;
+	struct blk_stack *st = &blk_cache_tl.cls[c < BLKCACHE_NCLASS ? c : 0];
+
+	if (size - 1 >= BLKCACHE_MAX || st->n == st->cap ||
+	    blk_cache_tl.bytes + (c + 1) * BLKCACHE_GRAIN > BLKCACHE_BYTES ||
+	    !blk_cache_tl.armed || BLKCACHE_POISONS) {
+		blk_free_slow(p, size);
+		return;
+	}
+	if (p) {
+		st->p[st->n++] = p;
+		blk_cache_tl.bytes += (c + 1) * BLKCACHE_GRAIN;
+	}
+}
 
 #endif

@@ -181,6 +181,33 @@ static size_t entry_bytes(const struct table_entry *e)
  * Allocate one block holding the key and v1 || v2; refs starts at 1 (the
  * caller's). Returns NULL on ENOMEM or if the sizes overflow.
  */
+/*
+ * memcpy for the short keys and values of most writes: overlapping 16- or
+ * 8-byte moves up to 64 bytes, inline, instead of a call that dispatches
+ * on the length; longer copies are memcpy's.
+ */
+static inline void copy_short(uint8_t *d, const void *src, size_t n)
+{
+	const uint8_t *s = src;
+	uint64_t a, b;
+
+	if (n > 64) {
+		memcpy(d, s, n);
+	} else if (n >= 16) {
+		for (size_t i = 0; i + 16 < n; i += 16)
+			memcpy(d + i, s + i, 16);
+		memcpy(d + n - 16, s + n - 16, 16);
+	} else if (n >= 8) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + n - 8, &b, 8);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			d[i] = s[i];
+	}
+}
+
 struct table_entry *table_entry_new(uint64_t hash, const void *key,
 				    size_t klen, const void *v1, size_t l1,
 				    const void *v2, size_t l2)
@@ -201,10 +228,9 @@ struct table_entry *table_entry_new(uint64_t hash, const void *key,
 	e->klen = (uint32_t)klen;
 	e->hash = hash;
 	e->vlen = l1 + l2;
-	if (klen)
-		memcpy(e->data, key, klen);
-	if (l1 && v1)
-		memcpy(e->data + klen, v1, l1);
+	copy_short(e->data, key, klen);
+	if (v1)
+		copy_short(e->data + klen, v1, l1);
 	if (l2)
 		memcpy(e->data + klen + l1, v2, l2);
 	return e;
