@@ -118,6 +118,8 @@ void conn_validated(struct conn_table *t, struct conn *c)
 /* Everything a conn owns, back to a free slot's state. */
 static void conn_free(struct conn_table *t, struct conn *c)
 {
+	if (t->ops->conn_freed)
+		t->ops->conn_freed(t->io, c);
 	close(c->fd);
 	c->fd = -1;
 	if (c->guest) {
@@ -158,6 +160,7 @@ struct conn *conn_open(struct conn_table *t, int fd,
 	c->fill = 0;
 	c->inflight = 0;
 	c->sending = c->dirty = c->close_after_send = c->out_armed = false;
+	c->fixed = CONN_FIXED_NONE;
 	c->guest = guest;
 	c->guest_state = state;
 	proto_decoder_init(&c->dec, &t->srv->cfg.limits, true);

@@ -62,6 +62,15 @@ struct conn_guest_ops {
 	void (*destroy)(void *state);
 };
 
+/* io_uring: the socket's place in the ring's registered-file table (the
+ * conn's slot), which saves the kernel a file lookup per send. */
+enum conn_fixed {
+	CONN_FIXED_NONE,    /* not registered: sends name the fd */
+	CONN_FIXED_PENDING, /* the update is in flight */
+	CONN_FIXED_OK,      /* sends name the slot (IOSQE_FIXED_FILE) */
+	CONN_FIXED_FAILED,  /* the update failed: sends name the fd */
+};
+
 struct conn {
 	int fd;
 	uint32_t slot;
@@ -73,6 +82,7 @@ struct conn {
 	bool in_hs;                /* on the table's handshake list */
 	bool close_after_send;     /* guest: close once the replies are out */
 	bool out_armed;            /* epoll: EPOLLOUT is registered */
+	uint8_t fixed;             /* io_uring: enum conn_fixed */
 	uint32_t inflight;         /* io_uring: SQEs in flight naming it */
 	struct conn *next_dirty;   /* borrowed link */
 	struct conn *hs_next, *hs_prev; /* handshake list while validating */

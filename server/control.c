@@ -411,6 +411,15 @@ int control_metrics(struct buf *out, bool json, const char *backend,
 	fam_sample(&m, "hit", stat_get(&t.mget_cache_hits));
 	fam_sample(&m, "build", stat_get(&t.mget_cache_builds));
 	fam_end(&m);
+	fam_begin(&m, "ringstore_registered_files_total", "counter",
+		  "event",
+		  "io_uring: client sockets put in the ring's registered "
+		  "files (their sends skip a file lookup), refused, and "
+		  "released when the connection ended.");
+	fam_sample(&m, "registered", stat_get(&t.files_registered));
+	fam_sample(&m, "failed", stat_get(&t.files_failed));
+	fam_sample(&m, "released", stat_get(&t.files_released));
+	fam_end(&m);
 	metric(&m, "ringstore_stale_completions_total", "counter",
 	       "Completions for a connection slot that was reused.",
 	       stat_get(&t.stale_cqes));

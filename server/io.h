@@ -99,6 +99,9 @@ struct io_ops {
 	int (*listen)(struct io *io, int fd, enum io_listener l);
 	/* Start receiving on a new connection. 0 or -errno. */
 	int (*recv_start)(struct io *io, struct conn *c);
+	/* @c is being freed (nothing of it in flight), its fd still open:
+	 * drop what the backend holds of it. NULL: nothing to do. */
+	void (*conn_freed)(struct io *io, struct conn *c);
 	/*
 	 * Send c->iov[0..n) (c->sending is set); the end is reported by
 	 * io_events.sent, possibly before this returns.

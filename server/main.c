@@ -98,6 +98,8 @@ static void usage(FILE *f)
 "      --mget-cache on|off   answer a repeated identical MULTI_GET of 64 or\n"
 "                            more keys from a per-thread reply cache while\n"
 "                            nothing is written (default on)\n"
+"      --fixed-files on|off  io_uring: register each client socket with the\n"
+"                            ring so sends skip a file lookup (default on)\n"
 "Control plane (HTTP: /health, /metrics, /handler/<name>; off by default):\n"
 "      --control-port N      serve it on TCP port N (0 picks a free one)\n"
 "      --control-bind ADDR   its address (default 127.0.0.1)\n"
@@ -144,6 +146,16 @@ static uint64_t parse_numx(const char *opt, const char *s, uint64_t lo,
 		exit(2);
 	}
 	return v;
+}
+
+/* "on" or "off" for --@opt; exits with a message otherwise. */
+static bool parse_on_off(const char *opt, const char *s)
+{
+	if (strcmp(s, "on") && strcmp(s, "off")) {
+		fprintf(stderr, "ringstore: --%s wants 'on' or 'off'\n", opt);
+		exit(2);
+	}
+	return !strcmp(s, "on");
 }
 
 static uint64_t parse_num(const char *opt, const char *s, uint64_t lo,
@@ -199,6 +211,7 @@ enum {
 	OPT_CONTROL_IDLE,
 	OPT_IO,
 	OPT_MGET_CACHE,
+	OPT_FIXED_FILES,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -239,6 +252,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 		  OPT_CONTROL_IDLE },
 		{ "io", required_argument, NULL, OPT_IO },
 		{ "mget-cache", required_argument, NULL, OPT_MGET_CACHE },
+		{ "fixed-files", required_argument, NULL, OPT_FIXED_FILES },
 		{ 0 }
 	};
 	int c, lvl;
@@ -359,12 +373,10 @@ static void parse_args(int argc, char **argv, struct options *o,
 			o->io = optarg;
 			break;
 		case OPT_MGET_CACHE:
-			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
-				fprintf(stderr, "ringstore: --mget-cache wants "
-						"'on' or 'off'\n");
-				exit(2);
-			}
-			o->mget_cache = !strcmp(optarg, "on");
+			o->mget_cache = parse_on_off("mget-cache", optarg);
+			break;
+		case OPT_FIXED_FILES:
+			cfg->fixed_files = parse_on_off("fixed-files", optarg);
 			break;
 		case OPT_ACCEPT:
 			if (!strcmp(optarg, "single")) {
@@ -489,6 +501,7 @@ int main(int argc, char **argv)
 	srv.cfg.threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (uint32_t)ncpu;
 	srv.cfg.buf_count = 1024;
 	srv.cfg.buf_size = 16384;
+	srv.cfg.fixed_files = true;
 	srv.cfg.ring_entries = 4096;
 	srv.cfg.max_output = 256u << 20;
 	srv.cfg.handshake_ms = 10000;

@@ -39,6 +39,7 @@ struct server_config {
 	uint32_t buf_count;   /* receive buffers per reactor (2^n; io_uring) */
 	uint32_t buf_size;    /* bytes per receive buffer */
 	uint32_t ring_entries;
+	bool fixed_files;     /* io_uring: sends name registered files */
 };
 
 struct server {

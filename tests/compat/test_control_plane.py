@@ -443,6 +443,51 @@ def test_metrics_count_mget_cache(cp_factory, cache):
     assert metric(m, "ringstore_mget_cache_total", kind="hit") == (2 if on else 0)
 
 
+@pytest.mark.parametrize("fixed", ["on", "off"])
+def test_metrics_count_registered_files(cp_factory, fixed):
+    """ringstore_registered_files_total: with io_uring and --fixed-files on,
+    every client socket goes into the registered files (its sends then name
+    the slot) and is released when its connection ends; none with it off or
+    on epoll. The clients' answers are checked across slot reuse."""
+    srv = cp_factory("--control-port", "0", "--fixed-files", fixed, threads=2)
+    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    n = 24
+    import datetime
+
+    import torch.distributed as dist
+
+    for round_ in range(2):  # the second round reuses the first's slots
+        # Not srv.client(): the server object keeps those open.
+        clients = [dist.TCPStore(srv.host, srv.port, is_master=False,
+                                 timeout=datetime.timedelta(seconds=30))
+                   for _ in range(n)]
+        for i, st in enumerate(clients):
+            st.set(f"r{round_}-{i}", f"v{i}")
+        for i, st in enumerate(clients):
+            assert st.get(f"r{round_}-{i}") == f"v{i}".encode()
+            assert st.add(f"n{round_}", 1) == i + 1
+        del clients, st
+    on = fixed == "on" and backend == "io_uring"
+    hc = connect(srv)  # one control connection, itself possibly registered
+
+    def settled():
+        m = scrape(srv, hc)
+        got = {e: metric(m, "ringstore_registered_files_total", event=e)
+               for e in ("registered", "failed", "released")}
+        # Only the control connection may still hold a registered slot.
+        return got if got["registered"] - got["released"] <= 1 else None
+
+    try:
+        got = wait_until(settled, what="every client's socket released")
+    finally:
+        hc.close()
+    assert got["failed"] == 0
+    if on:
+        assert got["registered"] >= 2 * n, got
+    else:
+        assert got == {"registered": 0, "failed": 0, "released": 0}
+
+
 def test_metrics_per_reactor(cp_factory):
     srv = cp_factory("--control-port", "0", threads=3)
     m = scrape(srv)

@@ -41,7 +41,7 @@ def test_help_and_version():
     assert r.returncode == 0
     for flag in ("--port", "--bind", "--threads", "--listen-fd", "--max-key-bytes",
                  "--max-value-bytes", "--max-keys-per-request", "--log-level",
-                 "--mget-cache"):
+                 "--mget-cache", "--fixed-files"):
         assert flag in r.stdout, flag
     r = run("--version")
     assert r.returncode == 0
@@ -54,6 +54,7 @@ def test_help_and_version():
     (["--max-key-bytes", "x"], "--max-key-bytes"),
     (["--log-level", "loud"], "log level"),
     (["--mget-cache", "maybe"], "--mget-cache"),
+    (["--fixed-files", "yes"], "--fixed-files"),
     (["--no-such-flag"], "Usage"),
     (["extra"], "unexpected argument"),
 ])
