@@ -16,7 +16,9 @@
  * submitted by the next io_uring_enter, after the batch's buffers are back.
  * A reply batch goes out as one SEND (one iovec) or SENDMSG.
  *
- * Registered files: the ring has a sparse registered-file table, and a new
+ * Registered files (--fixed-files on; off by default, since on loopback
+ * it did not lower CPU per operation measurably: see bench/RESULTS.md):
+ * the ring has a sparse registered-file table, and a new
  * connection's socket goes into it at the connection's slot (a FILES_UPDATE
  * SQE, submitted with its first RECV and pinning the slot like any SQE).
  * Once that completes, sends name the slot with IOSQE_FIXED_FILE: the

@@ -11,8 +11,9 @@ Targets (env ``RINGSTORE_TARGET``):
                        Tests marked ``ringstore_only`` (logs, stats, limits, bad
                        input) are skipped for this target.
 
-Env ``RS_THREADS`` sets ringstore's reactor count (default 1) and ``RS_IO`` its
-I/O backend (``--io auto|uring|epoll``; unset: ringstore's default, auto).
+Env ``RS_THREADS`` sets ringstore's reactor count (default 1), ``RS_IO`` its
+I/O backend (``--io auto|uring|epoll``; unset: ringstore's default, auto) and
+``RS_FIXED_FILES`` its ``--fixed-files`` (unset: the default, off).
 
 Every test gets a fresh server (``server`` fixture) so key counts are exact.
 Each test runs under a watchdog (default 60 s, ``@pytest.mark.timeout_s(N)``):
@@ -61,11 +62,14 @@ def ringstore_bin() -> Path:
 
 def io_flags(flags=()) -> list[str]:
     """["--io", $RS_IO] (the I/O backend under test) unless RS_IO is unset or
-    @flags choose a backend themselves."""
-    io = os.environ.get("RS_IO")
-    if not io or any(str(f).startswith("--io") for f in flags):
-        return []
-    return ["--io", io]
+    @flags choose a backend themselves; and ["--fixed-files", $RS_FIXED_FILES]
+    likewise."""
+    out = []
+    for env, flag in (("RS_IO", "--io"), ("RS_FIXED_FILES", "--fixed-files")):
+        v = os.environ.get(env)
+        if v and not any(str(f).startswith(flag) for f in flags):
+            out += [flag, v]
+    return out
 
 
 def pytest_configure(config):
