@@ -76,6 +76,28 @@ struct io_events {
 	void (*stop)(void *arg);
 };
 
+/*
+ * What every backend's struct io starts with: its reactor's borrowed
+ * context, set by io_base_init() in create().
+ */
+struct io_base {
+	const struct server_config *cfg;
+	struct conn_table *ct;
+	struct stats *stats;
+	const struct io_events *ev;
+	void *arg;            /* for ev's callbacks */
+	int listen_fd[2];     /* by enum io_listener; -1 until listen() */
+};
+
+static inline void io_base_init(struct io_base *b,
+				const struct server_config *cfg,
+				struct conn_table *ct, struct stats *stats,
+				const struct io_events *ev, void *arg)
+{
+	*b = (struct io_base){ .cfg = cfg, .ct = ct, .stats = stats,
+			       .ev = ev, .arg = arg, .listen_fd = { -1, -1 } };
+}
+
 struct io_ops {
 	const char *name; /* "io_uring" or "epoll", as logged and reported */
 	/*

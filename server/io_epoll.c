@@ -77,11 +77,7 @@ struct pending {
 };
 
 struct io {
-	const struct server_config *cfg; /* borrowed */
-	struct conn_table *ct;        /* borrowed */
-	struct stats *stats;          /* borrowed */
-	const struct io_events *ev;   /* borrowed */
-	void *arg;
+	struct io_base b;             /* the reactor's context (io.h) */
 	int epfd;
 	int efd;                      /* eventfd: messages and stop */
 	struct mpsc q;                /* messages to this reactor */
@@ -89,7 +85,6 @@ struct io {
 	atomic_bool stop_asked;
 	bool stopped;
 	bool quit;
-	int listen_fd[2];             /* borrowed, by enum io_listener */
 	bool listening[2];            /* registered (not resting) */
 	uint64_t rest_until[2];       /* CLOCK_MONOTONIC ms while resting */
 	uint8_t *rbuf;                /* owned: the receive buffer */
@@ -117,12 +112,7 @@ static int ep_create(struct io **out, const struct server_config *cfg,
 	memset(io, 0, sizeof(*io));
 	atomic_init(&io->signalled, false);
 	atomic_init(&io->stop_asked, false);
-	io->cfg = cfg;
-	io->ct = ct;
-	io->stats = stats;
-	io->ev = ev;
-	io->arg = arg;
-	io->listen_fd[0] = io->listen_fd[1] = -1;
+	io_base_init(&io->b, cfg, ct, stats, ev, arg);
 	io->rbuf_size = cfg->buf_size;
 	io->epfd = epoll_create1(EPOLL_CLOEXEC);
 	io->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -259,11 +249,11 @@ static void drain(struct io *io)
 	/* Pairs with the fence in signal_target(). */
 	atomic_thread_fence(memory_order_seq_cst);
 	while (mpsc_pop(&io->q, &m))
-		io->ev->message(io->arg, &m);
+		io->b.ev->message(io->b.arg, &m);
 	if (!io->stopped &&
 	    atomic_load_explicit(&io->stop_asked, memory_order_relaxed)) {
 		io->stopped = true;
-		io->ev->stop(io->arg);
+		io->b.ev->stop(io->b.arg);
 	}
 }
 
@@ -277,7 +267,7 @@ static int listener_add(struct io *io, enum io_listener l)
 		.data.u64 = tag_make(TAG_LISTEN, 0, l),
 	};
 
-	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, io->listen_fd[l], &ee))
+	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, io->b.listen_fd[l], &ee))
 		return -errno;
 	io->listening[l] = true;
 	return 0;
@@ -290,26 +280,26 @@ static int ep_listen(struct io *io, int fd, enum io_listener l)
 	/* Accepting must not block the loop, also on an inherited fd. */
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK))
 		return -errno;
-	io->listen_fd[l] = fd;
+	io->b.listen_fd[l] = fd;
 	return listener_add(io, l);
 }
 
 static void on_listener(struct io *io, enum io_listener l)
 {
 	for (int i = 0; i < ACCEPTS_PER_EVENT && io->listening[l]; i++) {
-		int fd = accept4(io->listen_fd[l], NULL, NULL,
+		int fd = accept4(io->b.listen_fd[l], NULL, NULL,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
-			io->ev->accepted(io->arg, l, fd);
+			io->b.ev->accepted(io->b.arg, l, fd);
 			continue;
 		}
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return;
 		if (errno == EINTR)
 			continue;
-		if (io->ev->accept_failed(io->arg, l, -errno)) {
+		if (io->b.ev->accept_failed(io->b.arg, l, -errno)) {
 			/* Rest: out of the set until the deadline. */
-			epoll_ctl(io->epfd, EPOLL_CTL_DEL, io->listen_fd[l],
+			epoll_ctl(io->epfd, EPOLL_CTL_DEL, io->b.listen_fd[l],
 				  NULL);
 			io->listening[l] = false;
 			io->rest_until[l] = conn_now_ms() +
@@ -324,7 +314,7 @@ static void wake_listeners(struct io *io)
 	uint64_t now = 0;
 
 	for (int l = 0; l < 2; l++) {
-		if (io->listen_fd[l] < 0 || io->listening[l] || io->stopped)
+		if (io->b.listen_fd[l] < 0 || io->listening[l] || io->stopped)
 			continue;
 		if (!now)
 			now = conn_now_ms();
@@ -357,7 +347,7 @@ static void on_readable(struct io *io, struct conn *c)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		io->ev->received(io->arg, c, io->rbuf, n < 0 ? -errno : n);
+		io->b.ev->received(io->b.arg, c, io->rbuf, n < 0 ? -errno : n);
 		if (n <= 0 || (size_t)n < io->rbuf_size)
 			return;
 	}
@@ -396,11 +386,11 @@ static void ep_send(struct io *io, struct conn *c, unsigned n)
 				       MSG_NOSIGNAL | MSG_DONTWAIT);
 	while (res < 0 && errno == EINTR);
 	if (res < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-		io->ev->sent(io->arg, c, -errno);
+		io->b.ev->sent(io->b.arg, c, -errno);
 		return;
 	}
 	if (res > 0)
-		io->ev->sent(io->arg, c, (int)res);
+		io->b.ev->sent(io->b.arg, c, (int)res);
 	if ((size_t)(res < 0 ? 0 : res) == want || c->state != CONN_OPEN)
 		return;
 	/* The socket is full: keep the rest, wait until it drains. */
@@ -408,7 +398,7 @@ static void ep_send(struct io *io, struct conn *c, unsigned n)
 	if (!c->out_armed) {
 		int ret = want_out(io, c, true);
 		if (ret)
-			io->ev->sent(io->arg, c, ret);
+			io->b.ev->sent(io->b.arg, c, ret);
 	}
 }
 
@@ -416,7 +406,7 @@ static void on_writable(struct io *io, struct conn *c)
 {
 	int ret = want_out(io, c, false);
 
-	io->ev->sent(io->arg, c, ret);
+	io->b.ev->sent(io->b.arg, c, ret);
 }
 
 /* ---- the batch --------------------------------------------------------- */
@@ -430,7 +420,7 @@ static int ep_wait(struct io *io, int timeout_ms)
 	if (io->npend)
 		timeout_ms = 1;
 	for (int l = 0; l < 2; l++)
-		if (io->listen_fd[l] >= 0 && !io->listening[l] &&
+		if (io->b.listen_fd[l] >= 0 && !io->listening[l] &&
 		    io->rest_until[l] > now &&
 		    io->rest_until[l] - now < (uint64_t)timeout_ms)
 			timeout_ms = (int)(io->rest_until[l] - now);
@@ -459,7 +449,7 @@ static unsigned ep_dispatch(struct io *io)
 			on_listener(io, (enum io_listener)slot);
 			continue;
 		case TAG_CONN:
-			c = conn_get(io->ct, slot,
+			c = conn_get(io->b.ct, slot,
 				     (uint32_t)(t >> 32) & CONN_GEN_MASK);
 			if (!c)
 				break;
@@ -473,7 +463,7 @@ static unsigned ep_dispatch(struct io *io)
 				on_readable(io, c);
 			continue;
 		}
-		stat_add(&io->stats->stale_cqes, 1);
+		stat_add(&io->b.stats->stale_cqes, 1);
 	}
 	wake_listeners(io);
 	return (unsigned)io->nevents;

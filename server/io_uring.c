@@ -101,15 +101,10 @@ struct rmsg {
 };
 
 struct io {
-	const struct server_config *cfg; /* borrowed */
-	struct conn_table *ct;        /* borrowed */
-	struct stats *stats;          /* borrowed */
-	const struct io_events *ev;   /* borrowed */
-	void *arg;
+	struct io_base b;             /* the reactor's context (io.h) */
 	struct io_uring ring;
 	bool ring_ok;
 	bool stopped;
-	int listen_fd[2];             /* borrowed, by enum io_listener */
 	bool accept_armed[2];
 
 	struct io_uring_buf_ring *br; /* owned mmap, lent to the kernel */
@@ -153,12 +148,7 @@ static int ur_create(struct io **out, const struct server_config *cfg,
 
 	if (!io)
 		return -ENOMEM;
-	io->cfg = cfg;
-	io->ct = ct;
-	io->stats = stats;
-	io->ev = ev;
-	io->arg = arg;
-	io->listen_fd[0] = io->listen_fd[1] = -1;
+	io_base_init(&io->b, cfg, ct, stats, ev, arg);
 	io->nbufs = cfg->buf_count;
 	io->bufsize = cfg->buf_size;
 	io->msg_free = -1;
@@ -234,7 +224,7 @@ static void files_setup(struct io *io)
 static int ur_init(struct io *io)
 {
 	struct io_uring_params p = { 0 };
-	uint32_t entries = io->cfg->ring_entries;
+	uint32_t entries = io->b.cfg->ring_entries;
 	int ret;
 
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
@@ -257,7 +247,7 @@ static int ur_init(struct io *io)
 	ret = bufs_setup(io);
 	if (!ret)
 		arm_stop(io);
-	if (!ret && io->cfg->fixed_files)
+	if (!ret && io->b.cfg->fixed_files)
 		files_setup(io);
 	return ret;
 }
@@ -295,7 +285,7 @@ static void arm_accept(struct io *io, enum io_listener l)
 {
 	struct io_uring_sqe *sqe = get_sqe(io);
 
-	io_uring_prep_multishot_accept(sqe, io->listen_fd[l], NULL, NULL,
+	io_uring_prep_multishot_accept(sqe, io->b.listen_fd[l], NULL, NULL,
 				       SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, tag_make(TAG_ACCEPT, 0, l));
 	io->accept_armed[l] = true;
@@ -303,7 +293,7 @@ static void arm_accept(struct io *io, enum io_listener l)
 
 static int ur_listen(struct io *io, int fd, enum io_listener l)
 {
-	io->listen_fd[l] = fd;
+	io->b.listen_fd[l] = fd;
 	arm_accept(io, l);
 	return 0;
 }
@@ -316,8 +306,8 @@ static void on_accept(struct io *io, enum io_listener l,
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		io->accept_armed[l] = false;
 	if (res >= 0) {
-		io->ev->accepted(io->arg, l, res);
-	} else if (io->ev->accept_failed(io->arg, l, res)) {
+		io->b.ev->accepted(io->b.arg, l, res);
+	} else if (io->b.ev->accept_failed(io->b.arg, l, res)) {
 		if (!io->accept_armed[l]) {
 			struct io_uring_sqe *sqe = get_sqe(io);
 			io_uring_prep_timeout(sqe, &io->backoff, 0, 0);
@@ -349,14 +339,14 @@ static void on_file_registered(struct io *io, struct conn *c, int res)
 	c->inflight--;
 	if (res == 1) {
 		c->fixed = CONN_FIXED_OK;
-		stat_add(&io->stats->files_registered, 1);
+		stat_add(&io->b.stats->files_registered, 1);
 	} else {
 		c->fixed = CONN_FIXED_FAILED;
-		stat_add(&io->stats->files_failed, 1);
+		stat_add(&io->b.stats->files_failed, 1);
 		log_debug("io_uring: fd %d not registered (%s): its sends "
 			  "name the fd", c->fd, strerror(res < 0 ? -res : EIO));
 	}
-	conn_release(io->ct, c); /* it may have closed meanwhile */
+	conn_release(io->b.ct, c); /* it may have closed meanwhile */
 }
 
 /* @c is being freed: clear its slot, so the table drops the socket. */
@@ -400,16 +390,16 @@ static void on_recv(struct io *io, struct conn *c, struct io_uring_cqe *cqe)
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		uint8_t *p = io->bufs + (size_t)bid * io->bufsize;
 
-		io->ev->received(io->arg, c, p, res);
+		io->b.ev->received(io->b.arg, c, p, res);
 		io_uring_buf_ring_add(io->br, p, io->bufsize,
 				      (unsigned short)bid,
 				      io_uring_buf_ring_mask(io->nbufs),
 				      io->returned++);
 	} else if (res == -ENOBUFS) {
-		stat_add(&io->stats->enobufs, 1);
-		conn_release(io->ct, c);
+		stat_add(&io->b.stats->enobufs, 1);
+		conn_release(io->b.ct, c);
 	} else {
-		io->ev->received(io->arg, c, NULL, res);
+		io->b.ev->received(io->b.arg, c, NULL, res);
 	}
 	if (!more && c->state == CONN_OPEN)
 		ur_recv_start(io, c);
@@ -530,7 +520,7 @@ static void handle_cqe(struct io *io, struct io_uring_cqe *cqe)
 	case TAG_SEND:
 	case TAG_FILES:
 		/* In-flight SQEs pin their slot, so this is never stale. */
-		c = conn_get(io->ct, tag_slot(t), tag_gen(t));
+		c = conn_get(io->b.ct, tag_slot(t), tag_gen(t));
 		if (!c)
 			break;
 		if (tag_op(t) == TAG_RECV) {
@@ -539,7 +529,7 @@ static void handle_cqe(struct io *io, struct io_uring_cqe *cqe)
 			on_file_registered(io, c, cqe->res);
 		} else {
 			c->inflight--;
-			io->ev->sent(io->arg, c, cqe->res);
+			io->b.ev->sent(io->b.arg, c, cqe->res);
 		}
 		return;
 	case TAG_WAKE:
@@ -551,14 +541,14 @@ static void handle_cqe(struct io *io, struct io_uring_cqe *cqe)
 			.gen = tag_gen(t),
 			.arg = cqe->res,
 		};
-		io->ev->message(io->arg, &m);
+		io->b.ev->message(io->b.arg, &m);
 		return;
 	case TAG_MSGSENT:
 		on_msgsent(io, tag_slot(t), cqe->res);
 		return;
 	case TAG_STOP:
 		io->stopped = true;
-		io->ev->stop(io->arg);
+		io->b.ev->stop(io->b.arg);
 		return;
 	case TAG_BACKOFF:
 		if (!io->accept_armed[tag_slot(t)] && !io->stopped)
@@ -566,14 +556,14 @@ static void handle_cqe(struct io *io, struct io_uring_cqe *cqe)
 		return;
 	case TAG_UNFILE:
 		if (cqe->res == 1)
-			stat_add(&io->stats->files_released, 1);
+			stat_add(&io->b.stats->files_released, 1);
 		else
 			log_error("io_uring: clearing file slot %u: %s",
 				  tag_slot(t),
 				  strerror(cqe->res < 0 ? -cqe->res : EIO));
 		return;
 	}
-	stat_add(&io->stats->stale_cqes, 1);
+	stat_add(&io->b.stats->stale_cqes, 1);
 }
 
 static unsigned ur_dispatch(struct io *io)
