@@ -40,6 +40,7 @@
 
 #include "log.h"
 #include "net.h"
+#include "uring.h"
 
 enum ud_kind { UD_CONNECT = 1, UD_RECV, UD_SEND };
 
@@ -63,20 +64,10 @@ static inline uint64_t ud_pack(enum ud_kind k, const struct bench_conn *c)
 	return (uint64_t)k << 56 | (uint64_t)c->gen << 32 | c->idx;
 }
 
-/* An SQE, submitting first when the queue is full. Never NULL. */
+/* An SQE, never NULL (common/uring.h). */
 static struct io_uring_sqe *bench_sqe(struct bench_thread *t)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
-
-	for (int i = 0; !sqe && i < 1000; i++) {
-		io_uring_submit(&t->ring);
-		sqe = io_uring_get_sqe(&t->ring);
-	}
-	if (!sqe) {
-		log_error("bench: submission queue stuck full");
-		abort();
-	}
-	return sqe;
+	return uring_sqe(&t->ring, "bench");
 }
 
 static void mark_dirty(struct bench_thread *t, struct bench_conn *c)

@@ -63,6 +63,7 @@
 #include "log.h"
 #include "net.h"
 #include "proto.h"
+#include "uring.h"
 
 #define FLOOR_SEGS 40           /* output segments per connection and set */
 #define FLOOR_REF_MIN 4096u     /* replies this large go by reference */
@@ -145,20 +146,10 @@ static inline uint64_t ud_make(unsigned kind, int fd)
 	return (uint64_t)kind << 32 | (uint32_t)fd;
 }
 
-/* An SQE, submitting first when the queue is full. Never NULL. */
+/* An SQE, never NULL (common/uring.h). */
 static struct io_uring_sqe *floor_sqe(struct floor *f)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
-
-	for (int i = 0; !sqe && i < 1000; i++) {
-		io_uring_submit(&f->ring);
-		sqe = io_uring_get_sqe(&f->ring);
-	}
-	if (!sqe) {
-		log_error("floor: submission queue stuck full");
-		abort();
-	}
-	return sqe;
+	return uring_sqe(&f->ring, "floor");
 }
 
 static void mark_dirty(struct floor *f, struct fconn *c)

@@ -25,7 +25,6 @@ fails instead of hanging the suite.
 from __future__ import annotations
 
 import datetime
-import faulthandler
 import os
 import re
 import signal
@@ -40,6 +39,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from procs import (kill_group, reap, register_proc, spawn,  # noqa: E402,F401 (re-exported)
+                   unregister_proc, watchdog)
 HERE = Path(__file__).resolve().parent
 TARGET = os.environ.get("RINGSTORE_TARGET", "ringstore").strip().lower()
 if TARGET not in ("ringstore", "torch"):
@@ -96,92 +98,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 # --------------------------------------------------------------------------------------
-# Process registry used by the watchdog
+# The watchdog (tests/procs.py)
 # --------------------------------------------------------------------------------------
-
-_live_procs: list[subprocess.Popen] = []
-_live_lock = threading.Lock()
-
-
-def register_proc(p: subprocess.Popen) -> subprocess.Popen:
-    with _live_lock:
-        _live_procs.append(p)
-    return p
-
-
-def unregister_proc(p: subprocess.Popen) -> None:
-    with _live_lock:
-        if p in _live_procs:
-            _live_procs.remove(p)
-
-
-def _kill_group(p: subprocess.Popen) -> None:
-    if p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            p.kill()
-        except ProcessLookupError:
-            pass
-
-
-def spawn(args, **kw) -> subprocess.Popen:
-    """Popen in its own process group, registered with the watchdog."""
-    kw.setdefault("start_new_session", True)
-    return register_proc(subprocess.Popen(args, **kw))
-
-
-def reap(p: subprocess.Popen, timeout: float = 5.0) -> int | None:
-    """Wait for p up to timeout; kill its group if it is still running."""
-    try:
-        rc = p.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(p)
-        p.wait()
-        rc = None
-    unregister_proc(p)
-    return rc
-
 
 @pytest.fixture(autouse=True)
 def _watchdog(request):
-    m = request.node.get_closest_marker("timeout_s")
-    limit = float(m.args[0]) if m else DEFAULT_TEST_TIMEOUT
-    fired = threading.Event()
-
-    def expire():
-        fired.set()
-        sys.stderr.write(f"\n=== watchdog: {request.node.nodeid} exceeded {limit:.0f}s; stacks:\n")
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        with _live_lock:
-            procs = list(_live_procs)
-        for p in procs:
-            _kill_group(p)
-        _TorchHost.kill()
-
-    t = threading.Timer(limit, expire)
-    t.daemon = True
-    t.start()
-    # hard backstop: if even killing the servers did not unblock the test
-    faulthandler.dump_traceback_later(limit + 60, exit=True)
-    try:
+    with watchdog(request, DEFAULT_TEST_TIMEOUT, on_expire=_TorchHost.kill):
         yield
-    finally:
-        t.cancel()
-        faulthandler.cancel_dump_traceback_later()
-        with _live_lock:
-            procs = list(_live_procs)
-            _live_procs.clear()
-        for p in procs:
-            _kill_group(p)
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-    if fired.is_set():
-        pytest.fail(f"test exceeded its {limit:.0f}s watchdog (servers/helpers were killed)")
 
 
 # --------------------------------------------------------------------------------------
@@ -264,7 +187,7 @@ class _TorchHost:
     def kill(cls) -> None:
         p = cls.proc
         if p is not None and p.poll() is None:
-            _kill_group(p)
+            kill_group(p)
 
     @classmethod
     def shutdown(cls) -> None:
@@ -275,7 +198,7 @@ class _TorchHost:
             p.stdin.close()
             p.wait(timeout=10)
         except Exception:
-            _kill_group(p)
+            kill_group(p)
         cls.proc = None
 
 
@@ -363,7 +286,7 @@ class Server:
         try:
             self.exit_code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(self.proc)
+            kill_group(self.proc)
             self.proc.wait()
             self.exit_code = None
         unregister_proc(self.proc)
@@ -403,7 +326,7 @@ def start_ringstore_args(args: list[str], tmp_path: Path, name: str = "ringstore
         if p.poll() is not None:
             return p, None, err
         time.sleep(0.01)
-    _kill_group(p)
+    kill_group(p)
     raise AssertionError(f"{name}: neither listening nor exited: {err.read_text()}")
 
 
@@ -449,7 +372,7 @@ def _start_ringstore(tmp_path: Path, threads: int, extra: list[str], bind: str |
             pytest.fail(f"ringstore exited with {proc.returncode} before listening; "
                         f"args={args}\nstderr:\n{err.read_text(errors='replace')}", pytrace=False)
         if time.monotonic() > deadline:
-            _kill_group(proc)
+            kill_group(proc)
             pytest.fail(f"ringstore did not print its listening line within 10s; "
                         f"stderr:\n{err.read_text(errors='replace')}", pytrace=False)
         time.sleep(0.01)

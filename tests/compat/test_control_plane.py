@@ -26,7 +26,7 @@ import time
 import pytest
 
 from conftest import (Server, i64, io_flags, req, ringstore_bin, s, spawn, u32, u64,
-                      unregister_proc, _kill_group)
+                      unregister_proc, kill_group)
 
 pytestmark = pytest.mark.ringstore_only
 
@@ -78,7 +78,7 @@ def _start(tmp_path, *flags, threads=1) -> ControlServer:
                         f"stdout:\n{text}\nstderr:\n{err.read_text(errors='replace')}",
                         pytrace=False)
         if time.monotonic() > deadline:
-            _kill_group(proc)
+            kill_group(proc)
             pytest.fail(f"ringstore did not print its listening/control lines within 10s; "
                         f"stdout:\n{text}\nstderr:\n{err.read_text(errors='replace')}",
                         pytrace=False)

@@ -20,15 +20,12 @@ on expiry it dumps the stacks and kills every process group the test started.
 """
 from __future__ import annotations
 
-import faulthandler
 import importlib.metadata
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +33,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PYDIR = ROOT / "python"
 sys.path.insert(0, str(PYDIR))
+sys.path.insert(0, str(ROOT / "tests"))
+from procs import kill_group, spawn, unregister_proc, watchdog  # noqa: E402
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(PYDIR)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -61,58 +60,10 @@ def ringstore_bin() -> Path:
     return Path(os.environ.get("RS_BUILD_DIR") or ROOT / "build") / "bin" / "ringstore"
 
 
-_procs: list[subprocess.Popen] = []
-_lock = threading.Lock()
-
-
-def spawn(args, **kw) -> subprocess.Popen:
-    """Popen in its own session, killed with its group when the test ends."""
-    kw.setdefault("start_new_session", True)
-    p = subprocess.Popen(args, **kw)
-    with _lock:
-        _procs.append(p)
-    return p
-
-
-def kill_group(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 @pytest.fixture(autouse=True)
 def _watchdog(request):
-    m = request.node.get_closest_marker("timeout_s")
-    limit = float(m.args[0]) if m else 60.0
-    fired = threading.Event()
-
-    def expire():
-        fired.set()
-        sys.stderr.write(f"\n=== watchdog: {request.node.nodeid} exceeded {limit:.0f}s\n")
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        with _lock:
-            for p in _procs:
-                kill_group(p)
-
-    t = threading.Timer(limit, expire)
-    t.daemon = True
-    t.start()
-    faulthandler.dump_traceback_later(limit + 60, exit=True)
-    try:
+    with watchdog(request, 60.0):
         yield
-    finally:
-        t.cancel()
-        faulthandler.cancel_dump_traceback_later()
-        with _lock:
-            procs = list(_procs)
-            _procs.clear()
-        for p in procs:
-            kill_group(p)
-            p.wait()
-    if fired.is_set():
-        pytest.fail(f"test exceeded its {limit:.0f}s watchdog")
 
 
 class Server:
@@ -163,8 +114,7 @@ def _start(kind: str, tmp: Path) -> Server:
 def server(request, tmp_path_factory) -> Server:
     """One server per target for the session: every test uses its own run id."""
     s = _start(request.param, tmp_path_factory.mktemp(request.param))
-    with _lock:
-        _procs.remove(s.proc)  # outlives each test's process cleanup
+    unregister_proc(s.proc)  # outlives each test's process cleanup
     yield s
     if s.proc.poll() is not None:
         pytest.fail(f"{s} died during the test (rc={s.proc.returncode}):\n"
