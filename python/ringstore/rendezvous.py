@@ -33,6 +33,7 @@ compare wall clocks of different hosts, as the c10d backend's do.
 from __future__ import annotations
 
 import logging
+import atexit
 import os
 import socket
 import threading
@@ -107,6 +108,56 @@ class _Result:
         return a - 1 - below, self.k - len(self.dead)
 
 
+class _Heartbeats:
+    """One handler's heartbeat thread and its stop event.
+
+    The thread is a daemon (an agent that never calls shutdown() must still
+    exit), so it has to be stopped and joined before the interpreter
+    finalizes: a daemon thread that returns from a store request (C++ with
+    the GIL released) after finalization began is ended by pthread_exit,
+    whose unwinding through pybind11's noexcept frames calls
+    std::terminate (an agent aborted with SIGABRT at exit, about one run in
+    ten of test_elastic_scale_up). stop() joins it; an atexit hook, which
+    runs before finalization, stops every one still running.
+    """
+
+    _live: set[_Heartbeats] = set()
+    _lock = threading.Lock()
+
+    def __init__(self, beat, interval: float, join_timeout: float, name: str):
+        self._event = threading.Event()
+        self._join_timeout = join_timeout
+        self._thread = threading.Thread(target=self._run, args=(beat, interval),
+                                        name=name, daemon=True)
+        with self._lock:
+            self._live.add(self)
+        self._thread.start()
+
+    def _run(self, beat, interval: float) -> None:
+        while not self._event.wait(interval):
+            if not beat():
+                return
+
+    def stop(self) -> None:
+        """Stop and join: no beat is in flight once this returns (unless one
+        outlasts the store's own timeout)."""
+        self._event.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self._join_timeout)
+        with self._lock:
+            self._live.discard(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        with cls._lock:
+            live = list(cls._live)
+        for hb in live:
+            hb.stop()
+
+
+atexit.register(_Heartbeats.stop_all)
+
+
 class RingstoreRendezvousHandler(RendezvousHandler):
     """See the module docstring. One TCPStore client connection per handler.
 
@@ -157,7 +208,7 @@ class RingstoreRendezvousHandler(RendezvousHandler):
         self._round: int | None = None  # the round this node is a member of
         self._slot = 0  # its arrival number in that round
         self._world = 0
-        self._hb_stop: threading.Event | None = None
+        self._hb: _Heartbeats | None = None
 
     # ---------------------------------------------------------------- keys
     def _k(self, r: int, *parts) -> str:
@@ -343,26 +394,26 @@ class RingstoreRendezvousHandler(RendezvousHandler):
 
     # ----------------------------------------------------------- heartbeats
     def _start_heartbeats(self) -> None:
-        stop = threading.Event()
         r, a = self._round, self._slot
 
-        def run():
-            while not stop.wait(self._interval):
-                try:
-                    self._beat(r, a)
-                except RendezvousError as e:
-                    # the client does not reconnect: later beats would fail too
-                    log.warning("ringstore rendezvous %s: heartbeat failed, stopping "
-                                "heartbeats: %s", self._run_id, e)
-                    return
+        def beat() -> bool:
+            try:
+                self._beat(r, a)
+                return True
+            except RendezvousError as e:
+                # the client does not reconnect: later beats would fail too
+                log.warning("ringstore rendezvous %s: heartbeat failed, stopping "
+                            "heartbeats: %s", self._run_id, e)
+                return False
 
-        self._hb_stop = stop
-        threading.Thread(target=run, name=f"ringstore-rdzv-hb-{a}", daemon=True).start()
+        # A beat is one request, bounded by the client's read timeout.
+        self._hb = _Heartbeats(beat, self._interval, self._read_timeout + 1.0,
+                               f"ringstore-rdzv-hb-{a}")
 
     def _stop_heartbeats(self) -> None:
-        if self._hb_stop is not None:
-            self._hb_stop.set()
-            self._hb_stop = None
+        if self._hb is not None:
+            self._hb.stop()
+            self._hb = None
 
 
 def create_handler(params: RendezvousParameters) -> RingstoreRendezvousHandler:

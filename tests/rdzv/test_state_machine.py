@@ -209,6 +209,59 @@ def test_shutdown_closes(server):
     assert h.get_run_id() == "shut" and h.get_backend() == "ringstore" and h.use_agent_store
 
 
+def test_shutdown_joins_the_heartbeat_thread(server):
+    """Once heartbeats are stopped (shutdown(), a new next_rendezvous()) no
+    beat is in flight: the thread is gone."""
+    h = handler(server, "hbjoin", 1, 1, keep_alive_interval=0.0001)
+    h.next_rendezvous()
+    time.sleep(0.05)  # many beats
+    beats = [t for t in threading.enumerate() if t.name.startswith("ringstore-rdzv-hb-")]
+    assert len(beats) == 1
+    h._stop_heartbeats()  # what shutdown() and next_rendezvous() do first
+    assert not beats[0].is_alive()
+    assert h.shutdown() is True
+
+
+_EXIT_WHILE_BEATING = r"""
+import sys, time
+from torch.distributed.elastic.rendezvous import RendezvousParameters
+from ringstore.rendezvous import RingstoreRendezvousHandler
+p = RendezvousParameters("ringstore", sys.argv[1], sys.argv[2], 1, 1,
+                         local_addr="127.0.0.1", keep_alive_interval="0.0001")
+RingstoreRendezvousHandler(p).next_rendezvous()
+
+
+class Teardown:  # finalization runs Python code and lets other threads in,
+    def __del__(self):  # as an agent's teardown of torch does
+        time.sleep(0.05)
+
+
+keep = Teardown()
+time.sleep(0.05)
+sys.exit(0)  # no shutdown(): the interpreter finalizes mid-beat
+"""
+
+
+def test_exit_without_shutdown_while_beating(server):
+    """A process that exits with its heartbeat thread mid-request exits 0
+    (torchrun's agent for a job that ends without shutdown(), or any exit
+    racing a beat).
+
+    Without the atexit hook that stops and joins heartbeats, the daemon
+    thread returns from the C++ set() into a finalizing interpreter, which
+    ends it with pthread_exit through pybind11's noexcept frames:
+    std::terminate, SIGABRT."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _EXIT_WHILE_BEATING, server.endpoint,
+                               f"exit{i}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for i in range(6)]
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out.decode(errors="replace")[-2000:]
+
+
 def test_registry_resolves_the_entry_point(server):
     from torch.distributed.elastic.rendezvous import registry
 
