@@ -456,10 +456,13 @@ static void flush_conn(struct floor *f, struct fconn *c)
 		return;
 	}
 	struct io_uring_sqe *sqe = floor_sqe(f);
-	size_t total = 0;
-	for (int i = 0; i < n; i++)
-		total += c->iov[i].iov_len;
-	bool zc = f->zc_min && total >= f->zc_min;
+	bool zc = false;
+	if (f->zc_min) { /* --send-zc: only then is the total needed */
+		size_t total = 0;
+		for (int i = 0; i < n; i++)
+			total += c->iov[i].iov_len;
+		zc = total >= f->zc_min;
+	}
 	c->msg.msg_iov = c->iov;
 	c->msg.msg_iovlen = (size_t)n;
 	if (n == 1 && zc)

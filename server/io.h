@@ -77,8 +77,8 @@ struct io_events {
 };
 
 /*
- * What every backend's struct io starts with: its reactor's borrowed
- * context, set by io_base_init() in create().
+ * What every backend's struct io holds (as member b): its reactor's
+ * borrowed context, set by io_base_init() in create().
  */
 struct io_base {
 	const struct server_config *cfg;

@@ -124,8 +124,8 @@ struct io {
 	uint32_t nfiles;              /* registered-file slots (0: none) */
 };
 
-/* The most registered-file slots a ring asks for (16 KiB of kernel memory
- * per thousand; the kernel caps it at RLIMIT_NOFILE). */
+/* The most registered-file slots a ring asks for (the kernel refuses more
+ * than RLIMIT_NOFILE, so files_setup() asks for at most that). */
 #define FILES_MAX 65536u
 
 /* An SQE, submitting first if the queue is full; never NULL. */

@@ -178,10 +178,6 @@ static size_t entry_bytes(const struct table_entry *e)
 }
 
 /*
- * Allocate one block holding the key and v1 || v2; refs starts at 1 (the
- * caller's). Returns NULL on ENOMEM or if the sizes overflow.
- */
-/*
  * memcpy for the short keys and values of most writes: overlapping 16- or
  * 8-byte moves up to 64 bytes, inline, instead of a call that dispatches
  * on the length; longer copies are memcpy's.
@@ -208,6 +204,10 @@ static inline void copy_short(uint8_t *d, const void *src, size_t n)
 	}
 }
 
+/*
+ * Allocate one block holding the key and v1 || v2; refs starts at 1 (the
+ * caller's). Returns NULL on ENOMEM or if the sizes overflow.
+ */
 struct table_entry *table_entry_new(uint64_t hash, const void *key,
 				    size_t klen, const void *v1, size_t l1,
 				    const void *v2, size_t l2)

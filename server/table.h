@@ -21,7 +21,6 @@
 #define RS_SERVER_TABLE_H
 
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
