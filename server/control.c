@@ -411,6 +411,11 @@ int control_metrics(struct buf *out, bool json, const char *backend,
 	fam_sample(&m, "hit", stat_get(&t.mget_cache_hits));
 	fam_sample(&m, "build", stat_get(&t.mget_cache_builds));
 	fam_end(&m);
+	fam_begin(&m, "ringstore_writes_in_place_total", "counter", NULL,
+		  "SET and MULTI_SET values written over a live value of the "
+		  "same length inside its entry, instead of replacing it.");
+	fam_sample(&m, NULL, stat_get(&t.writes_in_place));
+	fam_end(&m);
 	fam_begin(&m, "ringstore_registered_files_total", "counter",
 		  "event",
 		  "io_uring: client sockets put in the ring's registered "
@@ -590,14 +595,16 @@ static int h_keys(void *arg, const struct control_request *req,
 	     table_count(th->st->table), kw.n, kw.truncated ? "true" : "false");
 	for (size_t i = 0; i < kw.n; i++) {
 		const struct table_entry *e = kw.v[i];
+		uint8_t val[CONTROL_MAX_SHOWN_VALUE];
 
 		put_str(&o, i ? ",\n{\"key\":" : "\n{\"key\":");
 		put_json_str(&o, table_entry_key(e), e->klen);
 		putf(&o, ",\"size\":%" PRIu64, e->vlen);
 		if (e->vlen <= CONTROL_MAX_SHOWN_VALUE &&
-		    printable(table_entry_val(e), e->vlen)) {
+		    (table_entry_read_val(e, val, sizeof(val)),
+		     printable(val, e->vlen))) {
 			put_str(&o, ",\"value\":");
-			put_json_str(&o, table_entry_val(e), e->vlen);
+			put_json_str(&o, val, e->vlen);
 		}
 		put_str(&o, "}");
 	}
@@ -704,9 +711,12 @@ static void put_counter(struct out *o, struct store_thread *th,
 {
 	struct table_entry *e = table_get(th->st->table, th->qt,
 					  hash_key(key, klen), key, klen);
+	uint8_t val[64]; /* a counter's text; anything longer is shown null */
 	int64_t v;
 
-	if (e && !store_parse_i64(table_entry_val(e), e->vlen, &v))
+	if (e && e->vlen <= sizeof(val) &&
+	    (table_entry_read_val(e, val, sizeof(val)),
+	     !store_parse_i64(val, e->vlen, &v)))
 		putf(o, "%" PRId64, v);
 	else
 		put_str(o, "null");

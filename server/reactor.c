@@ -261,9 +261,11 @@ static void loop(struct reactor *r)
 			break;
 		}
 		unsigned n = r->ops->dispatch(r->io);
+		/* Before the replies go out, so a client that saw its reply
+		 * sees the counts. One writer: plain stores. */
+		atomic_store_explicit(&r->stats.writes_in_place,
+				      r->th.in_place, memory_order_relaxed);
 		if (r->th.mget) {
-			/* Before the replies go out, so a client that saw
-			 * its reply sees the count. One writer: plain stores. */
 			atomic_store_explicit(&r->stats.mget_cache_hits,
 					      r->th.mget->hits,
 					      memory_order_relaxed);

@@ -9,8 +9,10 @@
  *  - BARRIER is an ADD of 1 whose caller waits until the count reaches the
  *    world size.
  * Read-modify-write ops are CAS loops over table_cas, so they stay exact
- * when several reactors hit one key. The key hash is computed once per key
- * and passed down.
+ * when several reactors hit one key; they read the old value under its
+ * sequence lock and hand table_cas the seq they read it at, since SET may
+ * rewrite a value in place (table_set). The key hash is computed once per
+ * key and passed down.
  */
 #include "store.h"
 
@@ -143,11 +145,45 @@ static int put_bytes(struct outq *out, const void *p, uint64_t len)
 	return ret ? ret : outq_put(out, p, len);
 }
 
+/* A value that may be rewritten in place is copied consistently (seq
+ * lock); a longer one never changes and may go by reference. */
 static int put_value(struct outq *out, struct table_entry *e)
 {
 	uint64_t len = e->vlen;
 	int ret = outq_put(out, &len, sizeof(len));
-	return ret ? ret : outq_put_entry(out, e, table_entry_val(e), len);
+	uint8_t *p;
+
+	if (ret || len >= TABLE_INPLACE_MAX)
+		return ret ? ret
+			   : outq_put_entry(out, e, table_entry_val(e), len);
+	if (!len)
+		return 0;
+	if (!(p = outq_reserve(out, len)))
+		return -ENOMEM;
+	table_entry_read_val(e, p, len);
+	return outq_commit(out, len);
+}
+
+_Static_assert(TABLE_INPLACE_MAX <= OUTQ_REF_MIN,
+	       "a value sent by reference is never rewritten in place");
+
+/*
+ * @e's value, read consistently, and the seq it was read at (for
+ * table_cas): copied into th->scratch if it may be rewritten in place,
+ * else the entry's own bytes. NULL on ENOMEM.
+ */
+static const uint8_t *read_val(struct store_thread *th,
+			       const struct table_entry *e, uint32_t *seq)
+{
+	if (e->vlen >= TABLE_INPLACE_MAX) {
+		*seq = table_read_begin(e);
+		return table_entry_val(e);
+	}
+	buf_reset(&th->scratch);
+	if (buf_reserve(&th->scratch, e->vlen ? e->vlen : 1))
+		return NULL;
+	*seq = table_entry_read_val(e, th->scratch.data, e->vlen);
+	return th->scratch.data;
 }
 
 /* After a table write: every successful table_put/table_cas publishes with
@@ -201,41 +237,38 @@ static void gen_end(struct store_thread *th)
 
 /*
  * Publish @e (a new entry for @k, made with hash @h) in place of @cur, the
- * entry read before (NULL: absent). Returns 0, -EAGAIN when @cur was
- * replaced meanwhile (re-read and retry), or -errno; on failure @e is
- * released. This is the tail of every read-modify-write loop below.
+ * entry read before (NULL: absent) with its value read at @seq. Returns 0,
+ * -EAGAIN when @cur was replaced or rewritten meanwhile (re-read and
+ * retry), or -errno; on failure @e is released. This is the tail of every
+ * read-modify-write loop below.
  */
 static int replace(struct store_thread *th, uint64_t h,
 		   const struct proto_slice *k, struct table_entry *cur,
-		   struct table_entry *e)
+		   uint32_t seq, struct table_entry *e)
 {
 	int ret;
 
 	if (!e)
 		return -ENOMEM;
 	gen_begin(th);
-	ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, e);
+	ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, seq, e);
 	if (ret)
 		table_entry_unref(e);
 	return ret;
 }
 
-/* Replace the value of @k by @v (SET and each MULTI_SET pair). */
+/* Replace the value of @k by @v (SET and each MULTI_SET pair): in place
+ * when the old value has the same length (table_set). */
 static int do_set(struct store_thread *th, const struct proto_slice *k,
 		  uint64_t h, const struct proto_slice *v)
 {
-	struct table_entry *e = table_entry_new(h, k->p, k->len, v->p, v->len,
-						NULL, 0);
 	int ret;
 
-	if (!e)
-		return -ENOMEM;
 	gen_begin(th);
-	ret = table_put(th->st->table, th->qt, h, k->p, k->len, e);
-	if (ret) {
-		table_entry_unref(e);
+	ret = table_set(th->st->table, th->qt, h, k->p, k->len, v->p, v->len);
+	if (ret < 0)
 		return ret;
-	}
+	th->in_place += (uint64_t)ret;
 	wake_all(th, h, k);
 	return 0;
 }
@@ -250,17 +283,24 @@ static int do_add(struct store_thread *th, const struct proto_slice *k,
 	struct table_entry *cur;
 	char text[24];
 	int64_t v;
+	uint32_t seq = 0;
 	int ret;
 
 	do {
 		v = 0;
 		cur = get(th, h, k);
-		if (cur && store_parse_i64(table_entry_val(cur), cur->vlen, &v))
-			return -EINVAL;
+		if (cur) {
+			const uint8_t *val = read_val(th, cur, &seq);
+
+			if (!val)
+				return -ENOMEM;
+			if (store_parse_i64(val, cur->vlen, &v))
+				return -EINVAL;
+		}
 		/* Two's-complement wrap, as upstream's signed overflow does. */
 		v = (int64_t)((uint64_t)v + (uint64_t)delta);
 		int n = snprintf(text, sizeof(text), "%" PRId64, v);
-		ret = replace(th, h, k, cur,
+		ret = replace(th, h, k, cur, seq,
 			      table_entry_new(h, k->p, k->len, text, (size_t)n,
 					      NULL, 0));
 	} while (ret == -EAGAIN);
@@ -289,16 +329,23 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 				 *des = &r->val[1];
 	uint64_t h = hash_key(k->p, k->len);
 	struct table_entry *cur;
+	uint32_t seq = 0;
 	int ret;
 
 	do {
+		const uint8_t *val = NULL;
+
 		cur = get(th, h, k);
 		if (!cur && exp->len) /* missing: reply expected, store nothing */
 			return put_bytes(out, exp->p, exp->len);
+		if (cur && !(val = read_val(th, cur, &seq)))
+			return -ENOMEM;
 		if (cur && (cur->vlen != exp->len ||
-			    memcmp(table_entry_val(cur), exp->p, exp->len)))
-			return put_value(out, cur);
-		ret = replace(th, h, k, cur,
+			    memcmp(val, exp->p, exp->len)))
+			return cur->vlen >= TABLE_INPLACE_MAX
+				       ? put_value(out, cur)
+				       : put_bytes(out, val, cur->vlen);
+		ret = replace(th, h, k, cur, seq,
 			      table_entry_new(h, k->p, k->len, des->p,
 					      des->len, NULL, 0));
 	} while (ret == -EAGAIN);
@@ -330,7 +377,7 @@ static int op_delete(struct store_thread *th, const struct proto_req *r,
 			return put_i64(out, 0);
 		gen_begin(th);
 		ret = table_cas(th->st->table, th->qt, h, r->key.p, r->key.len,
-				cur, NULL);
+				cur, table_read_begin(cur), NULL);
 	} while (ret == -EAGAIN);
 	return ret ? ret : put_i64(out, 1);
 }
@@ -343,10 +390,14 @@ static int op_append(struct store_thread *th, const struct proto_req *r)
 
 	do {
 		struct table_entry *cur = get(th, h, k);
+		const uint8_t *val = NULL;
+		uint32_t seq = 0;
+
+		if (cur && !(val = read_val(th, cur, &seq)))
+			return -ENOMEM;
 		/* Old value and new bytes go into the entry in one copy. */
-		ret = replace(th, h, k, cur,
-			      table_entry_new(h, k->p, k->len,
-					      cur ? table_entry_val(cur) : NULL,
+		ret = replace(th, h, k, cur, seq,
+			      table_entry_new(h, k->p, k->len, val,
 					      cur ? cur->vlen : 0, v->p,
 					      v->len));
 	} while (ret == -EAGAIN);
@@ -433,7 +484,7 @@ static int put_short_values(struct outq *out, struct table_entry *const *e,
 		memcpy(p + used, &len, sizeof(len));
 		used += sizeof(len);
 		if (len)
-			memcpy(p + used, table_entry_val(e[j]), len);
+			table_entry_read_val(e[j], p + used, len);
 		used += len;
 	}
 	return outq_commit(out, used);
@@ -577,7 +628,7 @@ static int mget_build(struct store_thread *th, const struct proto_req *r,
 		memcpy(blob->data + used, &vlen, sizeof(vlen));
 		used += sizeof(vlen);
 		if (vlen)
-			memcpy(blob->data + used, table_entry_val(e), vlen);
+			table_entry_read_val(e, blob->data + used, vlen);
 		used += vlen;
 	}
 	ret = outq_put_entry(out, blob, table_entry_val(blob), need);

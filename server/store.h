@@ -85,10 +85,12 @@ struct store_thread {
 	struct qsbr_thread *qt;    /* owned registration */
 	waiters_deliver_fn deliver;
 	void *darg;
-	struct buf scratch;        /* owned: LIST_KEYS assembly */
+	struct buf scratch;        /* owned: LIST_KEYS assembly, values read
+				    * for read-modify-writes */
 	unsigned gen;              /* our index in st->gens */
 	uint64_t genv;             /* our generation (we are its only writer) */
 	struct mget_cache *mget;   /* owned; NULL until first needed */
+	uint64_t in_place;         /* values rewritten in place (stats) */
 };
 
 /* Build the shared store. Returns 0 or -ENOMEM (and leaves *st empty). */

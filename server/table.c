@@ -58,6 +58,12 @@
  * uncopied: reads still see its entry, writes of that key fail with
  * -ENOMEM until a later migration of the slot succeeds.
  *
+ * Values in place: table_set may rewrite the value bytes of a live entry
+ * under the entry's sequence lock instead of replacing it (see table_set).
+ * Everything above holds for entry pointers; the lock only adds that the
+ * bytes of a value shorter than TABLE_INPLACE_MAX may change while the
+ * entry is live, and that table_cas validates the value it was given.
+ *
  * Ownership: every slot that holds an entry pointer (live or tombstone,
  * frozen or not) owns one reference to it. A copy takes a reference for the
  * new slot, so a frozen slot's entry, which readers of the old array may
@@ -225,6 +231,8 @@ struct table_entry *table_entry_new(uint64_t hash, const void *key,
 	if (!e)
 		return NULL;
 	atomic_init(&e->refs, 1);
+	atomic_init(&e->seq, 0);
+	e->unused = 0;
 	e->klen = (uint32_t)klen;
 	e->hash = hash;
 	e->vlen = l1 + l2;
@@ -746,6 +754,102 @@ static void account(struct table *t, const struct table_entry *gone,
 }
 
 /*
+ * The sequence lock of a value written in place (table.h). A writer takes
+ * bit 0 of seq by CAS from the even value it expects, writes, and releases
+ * by adding 1 (seq + 2: one more write). Readers wait while bit 0 is set
+ * and retry if seq moved. Writers never wait: one that finds the lock
+ * taken goes the replacing way instead.
+ */
+static bool value_lock(struct table_entry *e, uint32_t seq)
+{
+	/* seq_cst: the lock is ordered before the slot load that checks the
+	 * entry is still live (table_set) and before the replacing CAS
+	 * (swap), both seq_cst. */
+	return !(seq & 1) &&
+	       atomic_compare_exchange_strong_explicit(
+		       &e->seq, &seq, seq | 1, memory_order_seq_cst,
+		       memory_order_relaxed);
+}
+
+/* Release without a write: readers that waited see the same seq. */
+static void value_unlock(struct table_entry *e, uint32_t seq)
+{
+	/* Release: pairs with table_read_begin's acquire. */
+	atomic_store_explicit(&e->seq, seq, memory_order_release);
+}
+
+/* The value's bytes, by a writer holding the lock (racing readers only
+ * copy them and then see seq move). */
+static void value_write(struct table_entry *e, const void *val, size_t n)
+{
+#ifdef TABLE_TSAN
+	for (size_t i = 0; i < n; i++)
+		atomic_store_explicit((_Atomic uint8_t *)e->data + e->klen + i,
+				      ((const uint8_t *)val)[i],
+				      memory_order_relaxed);
+#else
+	copy_short(e->data + e->klen, val, n);
+#endif
+}
+
+/*
+ * SET: rewrite K's value in place when the slot is K's live entry in the
+ * only array, not frozen, with a value of the same length under
+ * TABLE_INPLACE_MAX, and its lock is free; else put a new entry. Why the
+ * in-place write is linearizable: after taking the lock the writer checks
+ * that the slot still holds the entry, unchanged (not replaced, not
+ * frozen); that check is its linearization point, and the lock keeps every
+ * reader of the entry's value, and every table_cas that read it, from
+ * seeing a mix. A replacement after the check (a table_put, which does not
+ * take the lock) is ordered after the write: whoever reads the slot after
+ * it sees the new entry, and the old one is retired as usual. A frozen
+ * slot's entry may also sit in the next array; a write that won the check
+ * before the freeze is then the value in both, which is what a copy after
+ * the write would have been.
+ */
+int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+	      const void *key, size_t klen, const void *val, size_t vlen)
+{
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	struct table_array *a = atomic_load_explicit(&t->cur,
+						     memory_order_acquire);
+	struct table_entry *e;
+	size_t i;
+	uintptr_t w;
+	int ret;
+
+	if (vlen < TABLE_INPLACE_MAX && !next_of(a) &&
+	    probe_read(a, hash, key, klen, &i, &w) == PROBE_FOUND &&
+	    (e = entry_of(w)) && !(w & (SLOT_TOMB | SLOT_MOVED)) &&
+	    e->vlen == vlen) {
+		uint32_t seq = atomic_load_explicit(&e->seq,
+						    memory_order_relaxed);
+
+		if (value_lock(e, seq)) {
+			/* seq_cst: after the lock in S (see value_lock). */
+			if (atomic_load_explicit(&a->slots[i].ptr,
+						 memory_order_seq_cst) == w) {
+				value_write(e, val, vlen);
+				/* seq_cst RMW: the release of the lock, and
+				 * the publication waiters_wake_sc() and the
+				 * reply cache rely on, as table_put's CAS. */
+				atomic_fetch_add_explicit(&e->seq, 1,
+							  memory_order_seq_cst);
+				return 1;
+			}
+			value_unlock(e, seq);
+		}
+	}
+	e = table_entry_new(hash, key, klen, val, vlen, NULL, 0);
+	if (!e)
+		return -ENOMEM;
+	ret = table_put(t, qt, hash, key, klen, e);
+	if (ret)
+		table_entry_unref(e);
+	return ret;
+}
+
+/*
  * Compare-and-swap the live entry of K (see table.h), or with @any swap
  * whatever is live (table_put). On success the table takes the caller's
  * reference to @desired, and the entry replaced (and any tombstone
@@ -755,7 +859,8 @@ static void account(struct table *t, const struct table_entry *gone,
  */
 static int swap(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 		const void *key, size_t klen, bool any,
-		struct table_entry *expected, struct table_entry *desired)
+		struct table_entry *expected, uint32_t seq,
+		struct table_entry *desired)
 {
 	bool claim = desired && (any || !expected);
 	struct table_entry *tomb = NULL; /* owned while not installed */
@@ -771,6 +876,7 @@ static int swap(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 		struct table_slot *s;
 		uintptr_t w, nw;
 		size_t i;
+		bool ok;
 		int r = probe(t, qt, a, hash, key, klen, claim, &i, &w);
 
 		if (r < 0) {
@@ -840,15 +946,25 @@ static int swap(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 						       NULL, 0);
 			nw = (uintptr_t)(tomb ? tomb : cur) | SLOT_TOMB;
 		}
+		/* The caller read @expected's value at @seq: hold its
+		 * sequence lock across the CAS, so that no write in place
+		 * lands between that read and the replacement (ABA). */
+		if (!any && cur && !value_lock(cur, seq)) {
+			ret = -EAGAIN;
+			break;
+		}
 		/* Release: pairs with the acquire loads of ptr (the new
 		 * entry's bytes); a failure means a writer or a freeze got
 		 * there first, so re-probe. seq_cst (the same locked
 		 * instruction on x86) because this CAS is the unlink that
 		 * qsbr_retire_sc() relies on in place of its fence, and the
 		 * publication that waiters_wake_sc() does. */
-		if (atomic_compare_exchange_strong_explicit(
-			    &s->ptr, &w, nw, memory_order_seq_cst,
-			    memory_order_relaxed)) {
+		ok = atomic_compare_exchange_strong_explicit(
+			&s->ptr, &w, nw, memory_order_seq_cst,
+			memory_order_relaxed);
+		if (!any && cur)
+			value_unlock(cur, seq);
+		if (ok) {
 			if (w & SLOT_TOMB)
 				qsbr_retire_sc(qt, e, entry_retired);
 			if (cur && (desired || tomb))
@@ -866,9 +982,9 @@ static int swap(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 
 int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, struct table_entry *expected,
-	      struct table_entry *desired)
+	      uint32_t seq, struct table_entry *desired)
 {
-	return swap(t, qt, hash, key, klen, false, expected, desired);
+	return swap(t, qt, hash, key, klen, false, expected, seq, desired);
 }
 
 /*
@@ -905,7 +1021,7 @@ int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 		account(t, (w & SLOT_TOMB) ? NULL : entry_of(w), desired);
 		return 0;
 	}
-	return swap(t, qt, hash, key, klen, true, NULL, desired);
+	return swap(t, qt, hash, key, klen, true, NULL, 0, desired);
 }
 
 /* Live keys (relaxed; may lag concurrent writers). */

@@ -2,15 +2,25 @@
 /*
  * table.h - the lock-free open-addressing hash table of the key-value store.
  *
- * Keys map to immutable entries (key bytes and value bytes in one block).
- * Readers never lock: a lookup returns a borrowed pointer that stays valid
- * until the calling thread's next quiescent point (qsbr.h); to keep an entry
- * longer (a reply still being sent), take a reference. Writers replace an
- * entry with one compare-and-swap (table_cas); read-modify-write operations
+ * Keys map to entries (key bytes and value bytes in one block). Readers
+ * never lock: a lookup returns a borrowed pointer that stays valid until the
+ * calling thread's next quiescent point (qsbr.h); to keep an entry longer (a
+ * reply still being sent), take a reference. Writers replace an entry with
+ * one compare-and-swap (table_cas, table_put); read-modify-write operations
  * (ADD, APPEND, COMPARE_SET) are CAS loops in the caller. A replaced or
  * deleted entry is retired through QSBR and its table reference dropped
  * after the grace period. Growth migrates slots to a larger array without
  * stopping readers; see table.c for the protocol.
+ *
+ * Values written in place. table_set overwrites a live value of the same
+ * length, shorter than TABLE_INPLACE_MAX, inside its entry instead of
+ * replacing the entry (no allocation, no retirement: SET of a heartbeat, a
+ * MULTI_SET over keys that exist). Such a value is guarded by the entry's
+ * seq, a sequence lock: read it with table_entry_read_val (or between
+ * table_read_begin and table_read_valid), and hand the seq a value was read
+ * at to table_cas. Keys, key and value lengths never change; values of
+ * TABLE_INPLACE_MAX bytes or more never change, so they may be read, and
+ * sent by reference, directly.
  *
  * Every function may be called from any number of threads at once, each with
  * its own struct qsbr_thread. A successful table_cas or table_put publishes
@@ -21,8 +31,12 @@
 #define RS_SERVER_TABLE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#include "compiler.h"
 
 struct qsbr;
 struct qsbr_thread;
@@ -33,8 +47,78 @@ struct table_entry {
 	uint32_t klen;
 	uint64_t hash;
 	uint64_t vlen;
+	_Atomic uint32_t seq; /* bit 0: a writer holds the value; + 2 a write */
+	uint32_t unused;
 	uint8_t data[];   /* klen key bytes, then vlen value bytes */
 };
+
+/* Values shorter than this may be rewritten in place (see above). At most
+ * OUTQ_REF_MIN, so a value sent by reference never changes under the send. */
+#define TABLE_INPLACE_MAX 4096
+
+#if defined(__SANITIZE_THREAD__)
+#define TABLE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TABLE_TSAN 1
+#endif
+#endif
+
+/*
+ * Copy @n bytes that a writer in place may be changing (the copy is
+ * validated by the seq afterwards). Under TSan, byte by byte as relaxed
+ * atomics, so that the race a sequence lock accepts is not reported.
+ */
+static inline void table_racy_copy(void *dst, const void *src, size_t n)
+{
+#ifdef TABLE_TSAN
+	for (size_t i = 0; i < n; i++)
+		((uint8_t *)dst)[i] = atomic_load_explicit(
+			(_Atomic const uint8_t *)src + i, memory_order_relaxed);
+#else
+	memcpy(dst, src, n);
+#endif
+}
+
+/* The seq to read @e's value at: waits out a write in place (a copy of at
+ * most TABLE_INPLACE_MAX bytes). Acquire: pairs with the writer's unlock. */
+static inline uint32_t table_read_begin(const struct table_entry *e)
+{
+	uint32_t s;
+
+	while ((s = atomic_load_explicit(&e->seq, memory_order_acquire)) & 1)
+		cpu_relax();
+	return s;
+}
+
+/* Whether what was read of @e's value since table_read_begin returned @s
+ * is consistent (no write in place began meanwhile). */
+static inline bool table_read_valid(const struct table_entry *e, uint32_t s)
+{
+	/* Acquire fence: orders the value reads before the seq re-read. */
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&e->seq, memory_order_relaxed) == s;
+}
+
+/* Copy the first min(e->vlen, @cap) bytes of @e's value to @dst,
+ * consistently; returns the seq they were read at (for table_cas). */
+static inline uint32_t table_entry_read_val(const struct table_entry *e,
+					    void *dst, size_t cap)
+{
+	const uint8_t *src = e->data + e->klen;
+	size_t n = e->vlen < cap ? e->vlen : cap; /* vlen is fixed */
+	uint32_t s;
+
+	do {
+		s = table_read_begin(e);
+		if (e->vlen >= TABLE_INPLACE_MAX) { /* never rewritten */
+			memcpy(dst, src, n);
+			return s;
+		}
+		table_racy_copy(dst, src, n);
+	} while (!table_read_valid(e, s));
+	return s;
+}
 
 static inline const uint8_t *table_entry_key(const struct table_entry *e)
 {
@@ -77,16 +161,18 @@ void table_prefetch(struct table *t, uint64_t hash);
 void table_prefetch_entry(struct table *t, uint64_t hash);
 
 /*
- * If the live entry for @key is @expected (NULL: absent), make it @desired
- * (NULL: delete). @desired, when not NULL, must have been made with the same
- * key and hash; on success the table owns the caller's reference to it, and
- * @expected is retired. Returns 0 on success, -EAGAIN if the entry is no
- * longer @expected (re-read and retry), -ENOMEM if the table could not grow.
- * On failure @desired still belongs to the caller.
+ * If the live entry for @key is @expected (NULL: absent) with the value
+ * read at @seq (from table_entry_read_val or table_read_begin; ignored for
+ * NULL), make it @desired (NULL: delete). @desired, when not NULL, must have
+ * been made with the same key and hash; on success the table owns the
+ * caller's reference to it, and @expected is retired. Returns 0 on success,
+ * -EAGAIN if the entry is no longer @expected or its value was rewritten in
+ * place (re-read and retry), -ENOMEM if the table could not grow. On
+ * failure @desired still belongs to the caller.
  */
 int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, struct table_entry *expected,
-	      struct table_entry *desired);
+	      uint32_t seq, struct table_entry *desired);
 
 /*
  * Make @desired (not NULL, made with @key and @hash) the live entry of
@@ -97,6 +183,16 @@ int table_cas(struct table *t, struct qsbr_thread *qt, uint64_t hash,
  */
 int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, struct table_entry *desired);
+
+/*
+ * Make @val the value of @key (hashed to @hash), whatever it was: in place
+ * when the live value has the same length and is short enough (see the
+ * top), else as a new entry through table_put. Returns 1 if it wrote in
+ * place, 0 if it published a new entry, or -ENOMEM. Publishes with a
+ * seq_cst read-modify-write either way.
+ */
+int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+	      const void *key, size_t klen, const void *val, size_t vlen);
 
 /* Live keys, and the bytes of their keys and values (relaxed reads). */
 size_t table_count(struct table *t);

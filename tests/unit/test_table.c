@@ -89,7 +89,8 @@ static struct table_entry *get(struct fixture *f, const char *k)
 static int cas_h(struct fixture *f, uint64_t h, const char *k,
 		 struct table_entry *exp, struct table_entry *des)
 {
-	return table_cas(f->t, f->qt, h, k, strlen(k), exp, des);
+	return table_cas(f->t, f->qt, h, k, strlen(k), exp,
+			 exp ? table_read_begin(exp) : 0, des);
 }
 
 static int cas(struct fixture *f, const char *k, struct table_entry *exp,
@@ -441,6 +442,91 @@ static void test_hash_collision(void **state)
 	assert_int_equal(table_count(f->t), 5);
 }
 
+static int set_s(struct fixture *f, const char *k, const char *v)
+{
+	return table_set(f->t, f->qt, hash_key(k, strlen(k)), k, strlen(k), v,
+			 strlen(v));
+}
+
+static void expect_str(struct fixture *f, const char *k, const char *v)
+{
+	struct table_entry *e = get(f, k);
+	char buf[64] = { 0 };
+
+	assert_non_null(e);
+	assert_int_equal(e->vlen, strlen(v));
+	table_entry_read_val(e, buf, sizeof(buf));
+	assert_string_equal(buf, v);
+}
+
+/* table_set: a value of the same length is written into the live entry;
+ * another length, a missing key or a tombstone gets a new entry; the
+ * counters follow either way. */
+static void test_set_in_place(void **state)
+{
+	struct fixture *f = *state;
+	struct table_entry *e;
+	char big[TABLE_INPLACE_MAX];
+
+	assert_int_equal(set_s(f, "s", "abc"), 0); /* insert */
+	e = get(f, "s");
+	assert_int_equal(set_s(f, "s", "xyz"), 1); /* same length */
+	assert_ptr_equal(get(f, "s"), e);
+	expect_str(f, "s", "xyz");
+	assert_int_equal(set_s(f, "s", "longer"), 0); /* new entry */
+	assert_ptr_not_equal(get(f, "s"), e);
+	expect_str(f, "s", "longer");
+	assert_int_equal(table_count(f->t), 1);
+	assert_int_equal(table_bytes(f->t), 1 + 6);
+	assert_int_equal(cas(f, "s", get(f, "s"), NULL), 0); /* delete */
+	assert_int_equal(set_s(f, "s", "gone!!"), 0); /* over a tombstone */
+	expect_str(f, "s", "gone!!");
+	assert_int_equal(table_count(f->t), 1);
+	/* Values that may go out by reference are never rewritten. */
+	memset(big, 'b', sizeof(big));
+	assert_int_equal(table_set(f->t, f->qt, hash_key("b", 1), "b", 1, big,
+				   sizeof(big)),
+			 0);
+	e = get(f, "b");
+	memset(big, 'c', sizeof(big));
+	assert_int_equal(table_set(f->t, f->qt, hash_key("b", 1), "b", 1, big,
+				   sizeof(big)),
+			 0);
+	assert_ptr_not_equal(get(f, "b"), e);
+	assert_int_equal(table_entry_val(get(f, "b"))[0], 'c');
+}
+
+/* A read-modify-write that read a value must fail if the value was
+ * rewritten in place meanwhile, although the entry is the same (ABA). */
+static void test_cas_after_write_in_place(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t h = hash_key("c", 1);
+	struct table_entry *cur, *n;
+	char v[4] = { 0 };
+	uint32_t seq;
+
+	assert_int_equal(set_s(f, "c", "100"), 0);
+	cur = get(f, "c");
+	seq = table_entry_read_val(cur, v, sizeof(v));
+	assert_memory_equal(v, "100", 3);
+	assert_int_equal(set_s(f, "c", "555"), 1); /* in place */
+	assert_ptr_equal(get(f, "c"), cur);
+	n = table_entry_new(h, "c", 1, "101", 3, NULL, 0);
+	assert_non_null(n);
+	assert_int_equal(table_cas(f->t, f->qt, h, "c", 1, cur, seq, n),
+			 -EAGAIN);
+	expect_str(f, "c", "555");
+	/* Read again: now it succeeds. */
+	seq = table_entry_read_val(cur, v, sizeof(v));
+	assert_int_equal(table_cas(f->t, f->qt, h, "c", 1, cur, seq, n), 0);
+	expect_str(f, "c", "101");
+	/* And the replaced entry takes no more writes in place. */
+	assert_int_equal(set_s(f, "c", "777"), 1);
+	assert_ptr_equal(get(f, "c"), n);
+	expect_str(f, "c", "777");
+}
+
 /*
  * Stress: writers do CAS-loop increments of shared counters and insert,
  * replace and delete their own keys; readers read all of it. The table
@@ -450,6 +536,7 @@ static void test_hash_collision(void **state)
 #define S_READERS 2
 #define S_ITERS 6000
 #define S_COUNTERS 8
+#define S_WORDS 8 /* words in the shared key's value */
 
 struct stress {
 	struct qsbr *q;
@@ -457,6 +544,8 @@ struct stress {
 	_Atomic int writers_left;
 	_Atomic int bad;
 	_Atomic uint64_t incs[S_COUNTERS];
+	_Atomic uint64_t in_place; /* shared-key writes done in place */
+	_Atomic uint64_t torn;     /* shared-key reads seen mixed */
 };
 
 static struct stress g;
@@ -521,13 +610,16 @@ static void *writer(void *arg)
 		for (;;) {
 			struct table_entry *cur =
 				table_get(g.t, qt, h, k, strlen(k));
-			struct table_entry *n =
-				s_new(k, (cur ? sval(cur) : 0) + 1);
+			uint64_t v = 0;
+			uint32_t seq =
+				cur ? table_entry_read_val(cur, &v, sizeof(v))
+				    : 0;
+			struct table_entry *n = s_new(k, v + 1);
 			int r;
 
 			if (!n)
 				break;
-			r = table_cas(g.t, qt, h, k, strlen(k), cur, n);
+			r = table_cas(g.t, qt, h, k, strlen(k), cur, seq, n);
 			if (r == 0)
 				break;
 			table_entry_unref(n);
@@ -544,7 +636,7 @@ static void *writer(void *arg)
 		{
 			struct table_entry *n = s_new(k, (uint64_t)i);
 
-			if (n && table_cas(g.t, qt, h, k, strlen(k), NULL, n))
+			if (n && table_cas(g.t, qt, h, k, strlen(k), NULL, 0, n))
 				s_fail();
 		}
 		/* Replace it for some i: by CAS, or every other time by an
@@ -559,17 +651,35 @@ static void *writer(void *arg)
 			if (n && (i % 10 == 1
 					  ? table_put(g.t, qt, h, k, strlen(k), n)
 					  : table_cas(g.t, qt, h, k, strlen(k),
-						      cur, n)))
+						      cur, table_read_begin(cur),
+						      n)))
 				s_fail();
 		}
-		/* Everyone puts the shared key: the last put wins. */
+		/* Everyone writes the shared key, a value of S_WORDS equal
+		 * words: in place (table_set), or as a new entry (table_put)
+		 * that races with the writes in place. The last write wins. */
 		if (i % 4 == 0) {
-			struct table_entry *n = s_new("shared-put",
-						      (uint64_t)i);
+			uint64_t w[S_WORDS];
+			uint64_t sh = hash_key("shared-put", 10);
 
-			if (n && table_put(g.t, qt, hash_key("shared-put", 10),
-					   "shared-put", 10, n))
-				s_fail();
+			for (int j = 0; j < S_WORDS; j++)
+				w[j] = (uint64_t)i;
+			if (i % 8 == 0) {
+				int r = table_set(g.t, qt, sh, "shared-put", 10,
+						  w, sizeof(w));
+
+				if (r < 0)
+					s_fail();
+				atomic_fetch_add(&g.in_place, (uint64_t)r);
+			} else {
+				struct table_entry *n = table_entry_new(
+					sh, "shared-put", 10, w, sizeof(w),
+					NULL, 0);
+
+				if (!n || table_put(g.t, qt, sh, "shared-put",
+						    10, n))
+					s_fail();
+			}
 		}
 		/* Delete the previous key for some i. */
 		if (i > 0 && (i - 1) % 3 == 0) {
@@ -580,7 +690,8 @@ static void *writer(void *arg)
 			cur = table_get(g.t, qt, h, k, strlen(k));
 			if (!cur || sval(cur) != expect_val(i - 1))
 				s_fail();
-			if (table_cas(g.t, qt, h, k, strlen(k), cur, NULL))
+			if (table_cas(g.t, qt, h, k, strlen(k), cur,
+				      cur ? table_read_begin(cur) : 0, NULL))
 				s_fail();
 			if (table_get(g.t, qt, h, k, strlen(k)))
 				s_fail();
@@ -626,11 +737,28 @@ static void *reader(void *arg)
 		h = hash_key(k, strlen(k));
 		e = table_get(g.t, qt, h, k, strlen(k));
 		if (e) {
-			if (sval(e) < last[c] ||
-			    e->klen != strlen(k) ||
+			uint64_t v;
+
+			table_entry_read_val(e, &v, sizeof(v));
+			if (v < last[c] || e->klen != strlen(k) ||
 			    memcmp(table_entry_key(e), k, e->klen))
 				s_fail();
-			last[c] = sval(e);
+			last[c] = v;
+		}
+		/* The shared key's words are never seen mixed. */
+		e = table_get(g.t, qt, hash_key("shared-put", 10),
+			      "shared-put", 10);
+		if (e) {
+			uint64_t w[S_WORDS];
+
+			if (e->vlen != sizeof(w)) {
+				s_fail();
+			} else {
+				table_entry_read_val(e, w, sizeof(w));
+				for (int j = 1; j < S_WORDS; j++)
+					if (w[j] != w[0])
+						atomic_fetch_add(&g.torn, 1);
+			}
 		}
 		/* Any key found has the right key bytes and a valid value. */
 		key_of(k, sizeof(k), (int)(n % S_WRITERS), (int)(n % S_ITERS));
@@ -682,6 +810,10 @@ static void test_stress(void **state)
 	for (int i = 0; i < S_WRITERS + S_READERS; i++)
 		pthread_join(th[i], NULL);
 	assert_int_equal(atomic_load(&g.bad), 0);
+	assert_int_equal(atomic_load(&g.torn), 0);
+	/* The writes in place happened (the shared key's value always has
+	 * the same length, so most table_set calls find it live). */
+	assert_true(atomic_load(&g.in_place) > 0);
 
 	qt = qsbr_register(g.q);
 	assert_non_null(qt);
@@ -717,10 +849,15 @@ static void test_stress(void **state)
 						  hash_key("shared-put", 10),
 						  "shared-put", 10);
 
+		uint64_t w[S_WORDS];
+
 		assert_non_null(e);
-		assert_int_equal(sval(e), (S_ITERS - 1) / 4 * 4);
+		assert_int_equal(e->vlen, sizeof(w));
+		table_entry_read_val(e, w, sizeof(w));
+		for (int j = 0; j < S_WORDS; j++)
+			assert_int_equal(w[j], (S_ITERS - 1) / 4 * 4);
 		want_count++;
-		want_bytes += 10 + 8;
+		want_bytes += 10 + sizeof(w);
 	}
 	assert_int_equal(table_count(g.t), want_count);
 	assert_int_equal(table_bytes(g.t), want_bytes);
@@ -739,6 +876,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cas_mismatch, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_put, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_in_place, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_cas_after_write_in_place,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_growth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstone_reuse, setup,
 						teardown),
