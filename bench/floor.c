@@ -63,13 +63,15 @@
 #include "log.h"
 #include "net.h"
 #include "proto.h"
+#include "recvbufs.h"
 #include "uring.h"
 
 #define FLOOR_SEGS 40           /* output segments per connection and set */
 #define FLOOR_REF_MIN 4096u     /* replies this large go by reference */
 #define FLOOR_HDR 9             /* request bytes kept: opcode + u64 */
 #define FLOOR_TMPL_MAX (64u << 20)
-#define FLOOR_NBUFS 1024
+#define FLOOR_NBUFS 1024        /* as the server's defaults */
+#define FLOOR_NBUFS_MIN 64
 #define FLOOR_BUFSZ 16384
 #define FLOOR_RBUF (64u << 10)
 
@@ -122,9 +124,8 @@ struct floor {
 	struct fconn **dirty; /* owned */
 	uint32_t ndirty;
 	struct io_uring ring;
-	struct io_uring_buf_ring *br; /* owned, lent to the kernel */
-	uint8_t *bufs;                /* owned, lent to the kernel */
-	unsigned returned;
+	struct recv_bufs rb;          /* owned, lent to the kernel */
+	uint32_t nbufs, bufs_min;     /* --recv-buffers, --recv-buffers-min */
 	uint8_t *rbuf; /* epoll: owned receive buffer */
 	uint64_t closed_bad;
 	bool park_waits;
@@ -529,17 +530,16 @@ static void uring_cqe(struct floor *f, struct io_uring_cqe *cqe)
 	if (kind == UD_RECV) {
 		if (cqe->flags & IORING_CQE_F_BUFFER) {
 			unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-			uint8_t *p = f->bufs + (size_t)bid * FLOOR_BUFSZ;
+			uint8_t *p = recv_bufs_take(&f->rb, bid);
 			int r = 0;
 			if (c && !c->closing && res > 0)
 				r = conn_input(f, c, p, (size_t)res);
-			io_uring_buf_ring_add(f->br, p, FLOOR_BUFSZ,
-					      (unsigned short)bid,
-					      io_uring_buf_ring_mask(FLOOR_NBUFS),
-					      (int)f->returned++);
+			recv_bufs_give(&f->rb, bid);
 			if (r < 0 && c)
 				conn_close(f, c, r);
 		}
+		if (res == -ENOBUFS)
+			recv_bufs_dry(&f->rb);
 		if (!c)
 			return;
 		if (!more)
@@ -575,7 +575,6 @@ static void uring_cqe(struct floor *f, struct io_uring_cqe *cqe)
 static int uring_setup(struct floor *f)
 {
 	struct io_uring_params p = { 0 };
-	struct io_uring_buf_reg reg = { 0 };
 	int ret;
 
 	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
@@ -584,25 +583,10 @@ static int uring_setup(struct floor *f)
 	ret = io_uring_queue_init_params(4096, &f->ring, &p);
 	if (ret < 0)
 		return ret;
-	if (posix_memalign((void **)&f->br, 4096,
-			   FLOOR_NBUFS * sizeof(struct io_uring_buf)))
-		return -ENOMEM;
-	f->bufs = aligned_alloc(4096, (size_t)FLOOR_NBUFS * FLOOR_BUFSZ);
-	if (!f->bufs)
-		return -ENOMEM;
-	reg.ring_addr = (unsigned long)f->br;
-	reg.ring_entries = FLOOR_NBUFS;
-	reg.bgid = 0;
-	ret = io_uring_register_buf_ring(&f->ring, &reg, 0);
+	ret = recv_bufs_init(&f->rb, &f->ring, 0, f->nbufs, FLOOR_BUFSZ,
+			     f->bufs_min);
 	if (ret < 0)
 		return ret;
-	io_uring_buf_ring_init(f->br);
-	for (unsigned i = 0; i < FLOOR_NBUFS; i++)
-		io_uring_buf_ring_add(f->br, f->bufs + (size_t)i * FLOOR_BUFSZ,
-				      FLOOR_BUFSZ, (unsigned short)i,
-				      io_uring_buf_ring_mask(FLOOR_NBUFS),
-				      (int)i);
-	io_uring_buf_ring_advance(f->br, FLOOR_NBUFS);
 	arm_accept(f);
 	return 0;
 }
@@ -625,10 +609,7 @@ static int uring_loop(struct floor *f)
 			n++;
 		}
 		io_uring_cq_advance(&f->ring, n);
-		if (f->returned) {
-			io_uring_buf_ring_advance(f->br, (int)f->returned);
-			f->returned = 0;
-		}
+		recv_bufs_flush(&f->rb);
 		flush(f);
 	}
 	return 0;
@@ -741,6 +722,11 @@ static void usage(FILE *out)
 		"                      once (the floor of the fanout workload)\n"
 		"  --send-zc BYTES     uring: writes of BYTES or more use SEND_ZC\n"
 		"                      (default 0: never)\n"
+		"  --recv-buffers N    uring: receive buffers, a power of two\n"
+		"                      (default 1024, as ringstore)\n"
+		"  --recv-buffers-min N  uring: the fewest kept in the buffer ring\n"
+		"                      (default 64, as ringstore; N = --recv-buffers:\n"
+		"                      a fixed ring)\n"
 		"  -h, --help\n"
 		"Prints 'ringstore-floor listening on HOST:PORT' when ready.\n");
 }
@@ -754,12 +740,14 @@ int main(int argc, char **argv)
 		{ "io", 1, NULL, 'i' },
 		{ "park-waits", 0, NULL, 'w' },
 		{ "send-zc", 1, NULL, 'z' },
+		{ "recv-buffers", 1, NULL, 'n' },
+		{ "recv-buffers-min", 1, NULL, 'm' },
 		{ "help", 0, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct floor f;
 	const char *host = "127.0.0.1";
-	long port = 29500, vb = 64;
+	long port = 29500, vb = 64, nbufs = FLOOR_NBUFS, nmin = FLOOR_NBUFS_MIN;
 	char addr[128];
 	struct rlimit rl;
 	int c, ret;
@@ -771,6 +759,8 @@ int main(int argc, char **argv)
 		case 'v': vb = strtol(optarg, NULL, 10); break;
 		case 'w': f.park_waits = true; break;
 		case 'z': f.zc_min = strtoul(optarg, NULL, 10); break;
+		case 'n': nbufs = strtol(optarg, NULL, 10); break;
+		case 'm': nmin = strtol(optarg, NULL, 10); break;
 		case 'i':
 			if (!strcmp(optarg, "epoll")) {
 				f.epoll = true;
@@ -788,10 +778,13 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc || port < 0 || port > 65535 || vb < 0 ||
-	    vb > (8l << 20)) {
+	    vb > (8l << 20) || nbufs < 1 || nbufs > 32768 ||
+	    (nbufs & (nbufs - 1)) || nmin < 1 || nmin > nbufs) {
 		usage(stderr);
 		return 2;
 	}
+	f.nbufs = (uint32_t)nbufs;
+	f.bufs_min = (uint32_t)nmin;
 	f.value_bytes = (uint32_t)vb;
 	proto_limits_default(&f.lim);
 	if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur < rl.rlim_max) {

@@ -411,6 +411,11 @@ int control_metrics(struct buf *out, bool json, const char *backend,
 	fam_sample(&m, "hit", stat_get(&t.mget_cache_hits));
 	fam_sample(&m, "build", stat_get(&t.mget_cache_builds));
 	fam_end(&m);
+	fam_begin(&m, "ringstore_recv_buffers_provided_target", "gauge", NULL,
+		  "io_uring: receive buffers the reactors keep in their "
+		  "buffer rings (adapts to the receives per batch).");
+	fam_sample(&m, NULL, stat_get(&t.recv_bufs_target));
+	fam_end(&m);
 	fam_begin(&m, "ringstore_writes_in_place_total", "counter", NULL,
 		  "SET and MULTI_SET values written over a live value of the "
 		  "same length inside its entry, instead of replacing it.");

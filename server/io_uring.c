@@ -9,11 +9,13 @@
  * connection.
  *
  * Accepts are multishot, one per listener. Receives are multishot RECVs
- * drawing from this ring's provided-buffer ring. A buffer is handed back as
- * soon as its bytes went through the decoder, and the ring tail is
- * published once per batch. When a RECV ends (the ring ran dry: -ENOBUFS,
- * or the kernel stopped it) it is re-armed at once: the new SQE is only
- * submitted by the next io_uring_enter, after the batch's buffers are back.
+ * drawing from this ring's provided-buffer ring (common/recvbufs.h: it is
+ * kept as full as the receives per batch need, so that it cycles through
+ * buffers still in cache). A buffer is handed back as soon as its bytes
+ * went through the decoder, and the ring is refilled once per batch. When
+ * a RECV ends (the ring ran dry: -ENOBUFS, or the kernel stopped it) it is
+ * re-armed at once: the new SQE is only submitted by the next
+ * io_uring_enter, after the batch's buffers are back.
  * A reply batch goes out as one SEND (one iovec) or SENDMSG.
  *
  * Registered files (--fixed-files on; off by default, since on loopback
@@ -50,6 +52,7 @@
 #include <liburing.h>
 
 #include "conn.h"
+#include "recvbufs.h"
 #include "log.h"
 #include "server.h"
 #include "stats.h"
@@ -107,11 +110,7 @@ struct io {
 	bool stopped;
 	bool accept_armed[2];
 
-	struct io_uring_buf_ring *br; /* owned mmap, lent to the kernel */
-	size_t br_bytes;
-	uint8_t *bufs;                /* owned, lent to the kernel */
-	uint32_t nbufs, bufsize;
-	uint16_t returned;            /* buffers added since the last advance */
+	struct recv_bufs rb;          /* owned, lent to the kernel */
 
 	struct rmsg *msgs;            /* owned */
 	uint32_t nmsgs;
@@ -149,8 +148,6 @@ static int ur_create(struct io **out, const struct server_config *cfg,
 	if (!io)
 		return -ENOMEM;
 	io_base_init(&io->b, cfg, ct, stats, ev, arg);
-	io->nbufs = cfg->buf_count;
-	io->bufsize = cfg->buf_size;
 	io->msg_free = -1;
 	io->backoff.tv_nsec = IO_ACCEPT_BACKOFF_MS * 1000000L;
 	io->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -160,37 +157,6 @@ static int ur_create(struct io **out, const struct server_config *cfg,
 		return err;
 	}
 	*out = io;
-	return 0;
-}
-
-static int bufs_setup(struct io *io)
-{
-	struct io_uring_buf_reg reg = { 0 };
-	int ret;
-
-	io->br_bytes = io->nbufs * sizeof(struct io_uring_buf);
-	io->br = mmap(NULL, io->br_bytes, PROT_READ | PROT_WRITE,
-		      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-	if (io->br == MAP_FAILED) {
-		io->br = NULL;
-		return -errno;
-	}
-	io->bufs = aligned_alloc(4096, (size_t)io->nbufs * io->bufsize);
-	if (!io->bufs)
-		return -ENOMEM;
-	reg.ring_addr = (unsigned long)io->br;
-	reg.ring_entries = io->nbufs;
-	reg.bgid = BGID;
-	ret = io_uring_register_buf_ring(&io->ring, &reg, 0);
-	if (ret)
-		return ret;
-	io_uring_buf_ring_init(io->br);
-	for (uint32_t i = 0; i < io->nbufs; i++)
-		io_uring_buf_ring_add(io->br,
-				      io->bufs + (size_t)i * io->bufsize,
-				      io->bufsize, (unsigned short)i,
-				      io_uring_buf_ring_mask(io->nbufs), (int)i);
-	io_uring_buf_ring_advance(io->br, (int)io->nbufs);
 	return 0;
 }
 
@@ -244,7 +210,8 @@ static int ur_init(struct io *io)
 	if (!(p.features & IORING_FEAT_EXT_ARG) ||
 	    !(p.features & IORING_FEAT_NODROP))
 		return -EOPNOTSUPP;
-	ret = bufs_setup(io);
+	ret = recv_bufs_init(&io->rb, &io->ring, BGID, io->b.cfg->buf_count,
+			     io->b.cfg->buf_size, io->b.cfg->buf_min);
 	if (!ret)
 		arm_stop(io);
 	if (!ret && io->b.cfg->fixed_files)
@@ -264,9 +231,7 @@ static void ur_destroy(struct io *io)
 {
 	ur_quit(io);
 	free(io->msgs);
-	free(io->bufs);
-	if (io->br)
-		munmap(io->br, io->br_bytes);
+	recv_bufs_destroy(&io->rb, NULL);
 	close(io->stop_fd);
 	free(io);
 }
@@ -388,15 +353,13 @@ static void on_recv(struct io *io, struct conn *c, struct io_uring_cqe *cqe)
 		c->inflight--;
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-		uint8_t *p = io->bufs + (size_t)bid * io->bufsize;
+		uint8_t *p = recv_bufs_take(&io->rb, bid);
 
 		io->b.ev->received(io->b.arg, c, p, res);
-		io_uring_buf_ring_add(io->br, p, io->bufsize,
-				      (unsigned short)bid,
-				      io_uring_buf_ring_mask(io->nbufs),
-				      io->returned++);
+		recv_bufs_give(&io->rb, bid);
 	} else if (res == -ENOBUFS) {
 		stat_add(&io->b.stats->enobufs, 1);
+		recv_bufs_dry(&io->rb);
 		conn_release(io->b.ct, c);
 	} else {
 		io->b.ev->received(io->b.arg, c, NULL, res);
@@ -576,10 +539,10 @@ static unsigned ur_dispatch(struct io *io)
 		n++;
 	}
 	io_uring_cq_advance(&io->ring, n);
-	if (io->returned) {
-		io_uring_buf_ring_advance(io->br, io->returned);
-		io->returned = 0;
-	}
+	recv_bufs_flush(&io->rb);
+	/* A gauge, one writer: a plain store. */
+	atomic_store_explicit(&io->b.stats->recv_bufs_target, io->rb.target,
+			      memory_order_relaxed);
 	return n;
 }
 

@@ -37,6 +37,7 @@ struct server_config {
 	bool single_acceptor;    /* reactor 0 accepts and hands sockets out */
 	uint32_t control_idle_ms; /* close idle control clients; 0: never */
 	uint32_t buf_count;   /* receive buffers per reactor (2^n; io_uring) */
+	uint32_t buf_min;     /* the fewest kept in the ring (recvbufs.h) */
 	uint32_t buf_size;    /* bytes per receive buffer */
 	uint32_t ring_entries;
 	bool fixed_files;     /* io_uring: sends name registered files */

@@ -64,6 +64,8 @@ struct stats {
 	stat_t mget_cache_hits;              /* MULTI_GETs answered from the */
 	stat_t mget_cache_builds;            /* reply cache; replies cached */
 	stat_t writes_in_place;              /* SET values rewritten in place */
+	stat_t recv_bufs_target;             /* gauge: receive buffers kept in
+					      * the io_uring buffer ring */
 	stat_t files_registered;             /* io_uring: sockets put in, */
 	stat_t files_failed;                 /* refused by, and released */
 	stat_t files_released;               /* from the registered files */
