@@ -257,8 +257,13 @@ static int replace(struct store_thread *th, uint64_t h,
 	return ret;
 }
 
-/* Replace the value of @k by @v (SET and each MULTI_SET pair): in place
- * when the old value has the same length (table_set). */
+/*
+ * Replace the value of @k by @v (SET, and each MULTI_SET pair): in place
+ * when the old value has the same length (table_set). Returns 1 if it was
+ * written in place, 0 if replaced, or -errno. The caller wakes the key's
+ * waiters, after a seq_cst fence if it was written in place (wake_all
+ * needs a seq_cst publication; table_set's in-place write is a release).
+ */
 static int do_set(struct store_thread *th, const struct proto_slice *k,
 		  uint64_t h, const struct proto_slice *v)
 {
@@ -266,10 +271,21 @@ static int do_set(struct store_thread *th, const struct proto_slice *k,
 
 	gen_begin(th);
 	ret = table_set(th->st->table, th->qt, h, k->p, k->len, v->p, v->len);
+	if (ret > 0)
+		th->in_place++;
+	return ret;
+}
+
+static int op_set(struct store_thread *th, const struct proto_req *r)
+{
+	uint64_t h = hash_key(r->key.p, r->key.len);
+	int ret = do_set(th, &r->key, h, &r->val[0]);
+
 	if (ret < 0)
 		return ret;
-	th->in_place += (uint64_t)ret;
-	wake_all(th, h, k);
+	if (ret)
+		atomic_thread_fence(memory_order_seq_cst);
+	wake_all(th, h, &r->key);
 	return 0;
 }
 
@@ -693,6 +709,12 @@ static int op_multi_get(struct store_thread *th, const struct proto_req *r,
 	return ret;
 }
 
+/*
+ * MULTI_SET, LOOKUP_BATCH pairs at a time: prefetch every slot, then every
+ * entry, then write them all, then wake their waiters, after one seq_cst
+ * fence for the batch's writes in place (instead of one locked instruction
+ * per key).
+ */
 static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 {
 	struct proto_slice k[LOOKUP_BATCH], v[LOOKUP_BATCH];
@@ -703,16 +725,28 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 	for (uint64_t i = 0; i < r->count && !ret; i += LOOKUP_BATCH) {
 		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
 						       : LOOKUP_BATCH;
-		for (size_t j = 0; j < m; j++) {
+		size_t j, done;
+		int in_place = 0;
+
+		for (j = 0; j < m; j++) {
 			proto_next_str(&cur, &k[j]);
 			proto_next_str(&cur, &v[j]);
 			h[j] = hash_key(k[j].p, k[j].len);
 			table_prefetch(th->st->table, h[j]);
 		}
-		for (size_t j = 0; j < m; j++)
+		for (j = 0; j < m; j++)
 			table_prefetch_entry(th->st->table, h[j]);
-		for (size_t j = 0; j < m && !ret; j++)
-			ret = do_set(th, &k[j], h[j], &v[j]);
+		for (done = 0; done < m; done++) {
+			ret = do_set(th, &k[done], h[done], &v[done]);
+			if (ret < 0)
+				break;
+			in_place |= ret;
+			ret = 0;
+		}
+		if (in_place)
+			atomic_thread_fence(memory_order_seq_cst);
+		for (j = 0; j < done; j++) /* the pairs written */
+			wake_all(th, h[j], &k[j]);
 	}
 	return ret;
 }
@@ -859,8 +893,7 @@ static int exec(struct store_thread *th, struct wait_state *ws,
 	case OP_VALIDATE:
 		return 0; /* checked by the decoder; never answered */
 	case OP_SET:
-		return do_set(th, &r->key, hash_key(r->key.p, r->key.len),
-			      &r->val[0]);
+		return op_set(th, r);
 	case OP_COMPARE_SET:
 		return op_compare_set(th, r, out);
 	case OP_GET:

@@ -830,11 +830,10 @@ int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 			if (atomic_load_explicit(&a->slots[i].ptr,
 						 memory_order_seq_cst) == w) {
 				value_write(e, val, vlen);
-				/* seq_cst RMW: the release of the lock, and
-				 * the publication waiters_wake_sc() and the
-				 * reply cache rely on, as table_put's CAS. */
-				atomic_fetch_add_explicit(&e->seq, 1,
-							  memory_order_seq_cst);
+				/* Release: pairs with table_read_begin's
+				 * acquire (one more write: seq + 2). */
+				atomic_store_explicit(&e->seq, seq + 2,
+						      memory_order_release);
 				return 1;
 			}
 			value_unlock(e, seq);

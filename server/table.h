@@ -25,7 +25,7 @@
  * Every function may be called from any number of threads at once, each with
  * its own struct qsbr_thread. A successful table_cas or table_put publishes
  * with a seq_cst read-modify-write (qsbr_retire_sc and waiters_wake_sc rely
- * on it).
+ * on it); a write in place by table_set does not (see there).
  */
 #ifndef RS_SERVER_TABLE_H
 #define RS_SERVER_TABLE_H
@@ -187,9 +187,11 @@ int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 /*
  * Make @val the value of @key (hashed to @hash), whatever it was: in place
  * when the live value has the same length and is short enough (see the
- * top), else as a new entry through table_put. Returns 1 if it wrote in
- * place, 0 if it published a new entry, or -ENOMEM. Publishes with a
- * seq_cst read-modify-write either way.
+ * top), else as a new entry through table_put. Returns 0 if it published a
+ * new entry (with a seq_cst read-modify-write, as table_put), 1 if it wrote
+ * in place (published with a release store only: a caller about to rely on
+ * a seq_cst publication, as waiters_wake_sc does, issues a seq_cst fence
+ * first, once for a batch of writes), or -ENOMEM.
  */
 int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, const void *val, size_t vlen);
