@@ -28,6 +28,7 @@
 #include "outq.h"
 #include "qsbr.h"
 #include "queues.h"
+#include "store_impl.h"
 #include "table.h"
 
 int store_init(struct store *st, size_t initial_keys)
@@ -84,20 +85,9 @@ int store_thread_init(struct store_thread *th, struct store *st,
 	return th->qt ? 0 : -ENOMEM;
 }
 
-static void mget_cache_free(struct mget_cache *c)
-{
-	if (!c)
-		return;
-	if (c->reply)
-		table_entry_unref(c->reply);
-	free(c->req);
-	free(c->ents);
-	free(c);
-}
-
 void store_thread_destroy(struct store_thread *th)
 {
-	mget_cache_free(th->mget);
+	store_mget_cache_free(th->mget);
 	th->mget = NULL;
 	if (th->qt)
 		qsbr_unregister(th->qt);
@@ -137,31 +127,6 @@ static int put_u8(struct outq *out, uint8_t v)
 static int put_i64(struct outq *out, int64_t v)
 {
 	return outq_put(out, &v, sizeof(v));
-}
-
-static int put_bytes(struct outq *out, const void *p, uint64_t len)
-{
-	int ret = outq_put(out, &len, sizeof(len));
-	return ret ? ret : outq_put(out, p, len);
-}
-
-/* A value that may be rewritten in place is copied consistently (seq
- * lock); a longer one never changes and may go by reference. */
-static int put_value(struct outq *out, struct table_entry *e)
-{
-	uint64_t len = e->vlen;
-	int ret = outq_put(out, &len, sizeof(len));
-	uint8_t *p;
-
-	if (ret || len >= TABLE_INPLACE_MAX)
-		return ret ? ret
-			   : outq_put_entry(out, e, table_entry_val(e), len);
-	if (!len)
-		return 0;
-	if (!(p = outq_reserve(out, len)))
-		return -ENOMEM;
-	table_entry_read_val(e, p, len);
-	return outq_commit(out, len);
 }
 
 _Static_assert(TABLE_INPLACE_MAX <= OUTQ_REF_MIN,
@@ -211,8 +176,8 @@ static bool ready(void *arg, uint64_t h, const uint8_t *key, size_t klen)
 }
 
 /*
- * The write generation (see the reply cache in store.h and at
- * op_multi_get). Before a request's first table write our counter goes odd;
+ * The write generation (see the reply cache in store.h and in
+ * mget.c). Before a request's first table write our counter goes odd;
  * store_exec makes it even again after the request. Both stores are
  * seq_cst, so they are ordered in S with the table's seq_cst CASes between
  * them and with the cache's seq_cst loads.
@@ -353,14 +318,14 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 
 		cur = get(th, h, k);
 		if (!cur && exp->len) /* missing: reply expected, store nothing */
-			return put_bytes(out, exp->p, exp->len);
+			return store_put_bytes(out, exp->p, exp->len);
 		if (cur && !(val = read_val(th, cur, &seq)))
 			return -ENOMEM;
 		if (cur && (cur->vlen != exp->len ||
 			    memcmp(val, exp->p, exp->len)))
 			return cur->vlen >= TABLE_INPLACE_MAX
-				       ? put_value(out, cur)
-				       : put_bytes(out, val, cur->vlen);
+				       ? store_put_value(out, cur)
+				       : store_put_bytes(out, val, cur->vlen);
 		ret = replace(th, h, k, cur, seq,
 			      table_entry_new(h, k->p, k->len, des->p,
 					      des->len, NULL, 0));
@@ -368,7 +333,7 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 	if (ret)
 		return ret;
 	wake_all(th, h, k);
-	return put_bytes(out, des->p, des->len);
+	return store_put_bytes(out, des->p, des->len);
 }
 
 static int op_get(struct store_thread *th, const struct proto_slice *k,
@@ -376,7 +341,7 @@ static int op_get(struct store_thread *th, const struct proto_slice *k,
 {
 	struct table_entry *e = get(th, hash_key(k->p, k->len), k);
 
-	return e ? put_value(out, e) : put_bytes(out, NULL, 0);
+	return e ? store_put_value(out, e) : store_put_bytes(out, NULL, 0);
 }
 
 
@@ -465,250 +430,6 @@ static int op_wait(struct store_thread *th, struct wait_state *ws,
 }
 
 /* Keys looked up together, their cache misses overlapped by prefetching. */
-#define LOOKUP_BATCH 16
-/* The most a MULTI_GET reserves ahead for the rest of its reply. */
-#define MULTI_GET_PRESIZE_MAX ((size_t)16 << 20)
-
-/*
- * The reply of a batch whose values are all short, written straight into
- * the queue's inline bytes: one reservation and one segment for the batch
- * instead of two appends per key. Returns 0, -ENOMEM, or 1 when a value is
- * long enough to go by reference (the caller then takes the general path).
- */
-static int put_short_values(struct outq *out, struct table_entry *const *e,
-			    size_t m, uint64_t batches)
-{
-	size_t need = 0, used = 0, room;
-	uint8_t *p;
-
-	for (size_t j = 0; j < m; j++) {
-		if (e[j] && e[j]->vlen >= OUTQ_REF_MIN)
-			return 1;
-		need += sizeof(uint64_t) + (e[j] ? e[j]->vlen : 0);
-	}
-	/* The first batch reserves for the whole reply (as if every batch
-	 * were like it, up to MULTI_GET_PRESIZE_MAX), so a uniform reply is
-	 * one allocation; the room beyond this batch stays unqueued. */
-	room = batches > MULTI_GET_PRESIZE_MAX / need
-		       ? MULTI_GET_PRESIZE_MAX
-		       : need * (size_t)batches;
-	if (!(p = outq_reserve(out, room > need ? room : need)))
-		return -ENOMEM;
-	for (size_t j = 0; j < m; j++) {
-		uint64_t len = e[j] ? e[j]->vlen : 0;
-
-		memcpy(p + used, &len, sizeof(len));
-		used += sizeof(len);
-		if (len)
-			table_entry_read_val(e[j], p + used, len);
-		used += len;
-	}
-	return outq_commit(out, used);
-}
-
-/*
- * Parse the next @m keys at *@cur and look them up into @e, their slot and
- * entry misses overlapped by prefetching.
- */
-static void lookup_batch(struct store_thread *th, const uint8_t **cur,
-			 size_t m, struct table_entry **e)
-{
-	struct proto_slice k[LOOKUP_BATCH];
-	uint64_t h[LOOKUP_BATCH];
-	struct table *t = th->st->table;
-
-	for (size_t j = 0; j < m; j++) {
-		proto_next_str(cur, &k[j]);
-		h[j] = hash_key(k[j].p, k[j].len);
-		table_prefetch(t, h[j]);
-	}
-	for (size_t j = 0; j < m; j++)
-		table_prefetch_entry(t, h[j]);
-	for (size_t j = 0; j < m; j++)
-		e[j] = get(th, h[j], &k[j]);
-}
-
-/*
- * Every store_thread's write generation into @snap; false if one is odd (a
- * write in progress). seq_cst loads: see mget_cached().
- */
-static bool gens_snapshot(const struct store *st, uint64_t *snap,
-			  unsigned *n)
-{
-	*n = atomic_load_explicit(&st->ngens, memory_order_seq_cst);
-	if (*n > STORE_MAX_THREADS)
-		*n = STORE_MAX_THREADS;
-	for (unsigned i = 0; i < *n; i++) {
-		snap[i] = atomic_load_explicit(&st->gens[i].v,
-					       memory_order_seq_cst);
-		if (snap[i] & 1)
-			return false;
-	}
-	return true;
-}
-
-static bool gens_unchanged(const struct store *st, const uint64_t *snap,
-			   unsigned n)
-{
-	if (atomic_load_explicit(&st->ngens, memory_order_seq_cst) != n)
-		return false;
-	for (unsigned i = 0; i < n; i++)
-		if (atomic_load_explicit(&st->gens[i].v,
-					 memory_order_seq_cst) != snap[i])
-			return false;
-	return true;
-}
-
-/*
- * The cached reply, if @r asks for exactly the cached list and nothing was
- * written since the reply was built. Why serving it is linearizable: the
- * build read every counter even (loads S1), looked the keys up, and read
- * them unchanged (loads S2). A write W brackets its CASes with the stores
- * O (odd) before and E (even) after, all seq_cst. If E precedes S1 in S,
- * S1 read E or later, so W's CASes happen before the lookups, which see
- * them. Otherwise O follows S1 (S1 read even), so O follows S2 too (S2 read
- * the same value), and no lookup saw W: a lookup that read W's CAS would
- * put O before S2 in happens-before, and S2 would read O. So the reply is
- * the table's state at S2. Serving checks every counter again (loads C):
- * unchanged means no write's O precedes C in S, so the state at C is the
- * state at S2, and C is the read's linearization point. A new store_thread
- * changes ngens, which also fails the check.
- */
-static struct table_entry *mget_cached(struct store_thread *th,
-				       const struct proto_req *r)
-{
-	struct mget_cache *c = th->mget;
-	size_t len = (size_t)(r->end - r->list);
-
-	if (!c || !c->reply || c->count != r->count || c->req_len != len ||
-	    memcmp(c->req, r->list, len) != 0 ||
-	    !gens_unchanged(th->st, c->snap, c->ngens))
-		return NULL;
-	c->hits++;
-	return c->reply;
-}
-
-/*
- * Build the reply to @r into one block (the value of a key-less entry),
- * queue it by reference, and cache it if no write overlapped the build.
- * Returns 0, -ENOMEM, or 1 when @r does not qualify (a value long enough
- * to go by reference, or a reply over STORE_MGET_CACHE_MAX): the caller
- * then answers the usual way. Nothing is queued unless 0 is returned.
- */
-static int mget_build(struct store_thread *th, const struct proto_req *r,
-		      struct outq *out)
-{
-	struct mget_cache *c = th->mget;
-	size_t len = (size_t)(r->end - r->list), need = 0, used = 0;
-	const uint8_t *cur = r->list;
-	struct table_entry *blob;
-	uint64_t snap[STORE_MAX_THREADS];
-	unsigned n;
-	bool cacheable;
-	int ret;
-
-	if (!c && !(c = th->mget = calloc(1, sizeof(*c))))
-		return -ENOMEM;
-	if (c->ents_cap < r->count) {
-		struct table_entry **p = realloc(c->ents,
-						 r->count * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		c->ents = p;
-		c->ents_cap = r->count;
-	}
-	cacheable = gens_snapshot(th->st, snap, &n);
-	for (uint64_t i = 0; i < r->count; i += LOOKUP_BATCH) {
-		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
-						       : LOOKUP_BATCH;
-
-		lookup_batch(th, &cur, m, c->ents + i);
-		for (size_t j = 0; j < m; j++) {
-			struct table_entry *e = c->ents[i + j];
-
-			if (e && e->vlen >= OUTQ_REF_MIN)
-				return 1;
-			need += sizeof(uint64_t) + (e ? e->vlen : 0);
-		}
-		if (need > STORE_MGET_CACHE_MAX)
-			return 1;
-	}
-	cacheable = cacheable && gens_unchanged(th->st, snap, n);
-	blob = table_entry_new(0, NULL, 0, NULL, need, NULL, 0);
-	if (!blob)
-		return -ENOMEM;
-	for (uint64_t i = 0; i < r->count; i++) {
-		struct table_entry *e = c->ents[i];
-		uint64_t vlen = e ? e->vlen : 0;
-
-		memcpy(blob->data + used, &vlen, sizeof(vlen));
-		used += sizeof(vlen);
-		if (vlen)
-			table_entry_read_val(e, blob->data + used, vlen);
-		used += vlen;
-	}
-	ret = outq_put_entry(out, blob, table_entry_val(blob), need);
-	if (ret || !cacheable) {
-		table_entry_unref(blob);
-		return ret;
-	}
-	/* Keep it: our reference moves to the cache. */
-	if (c->req_len < len || !c->req) {
-		uint8_t *p = realloc(c->req, len);
-		if (!p) {
-			table_entry_unref(blob);
-			return 0;
-		}
-		c->req = p;
-	}
-	memcpy(c->req, r->list, len);
-	c->req_len = len;
-	c->count = r->count;
-	if (c->reply)
-		table_entry_unref(c->reply);
-	c->reply = blob;
-	c->ngens = n;
-	memcpy(c->snap, snap, n * sizeof(*snap));
-	c->builds++;
-	return 0;
-}
-
-static int op_multi_get(struct store_thread *th, const struct proto_req *r,
-			struct outq *out)
-{
-	struct table_entry *e[LOOKUP_BATCH];
-	const uint8_t *cur = r->list;
-	int ret = 0;
-
-	if (r->count >= STORE_MGET_CACHE_MIN && !th->st->mget_cache_off) {
-		struct table_entry *reply = mget_cached(th, r);
-
-		if (reply)
-			return outq_put_entry(out, reply,
-					      table_entry_val(reply),
-					      reply->vlen);
-		ret = mget_build(th, r, out);
-		if (ret <= 0)
-			return ret;
-		ret = 0; /* not cacheable: the usual way */
-	}
-	for (uint64_t i = 0; i < r->count && !ret; i += LOOKUP_BATCH) {
-		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
-						       : LOOKUP_BATCH;
-
-		lookup_batch(th, &cur, m, e);
-		ret = put_short_values(out, e, m,
-				       i ? 1 : (r->count + m - 1) / m);
-		if (ret != 1)
-			continue;
-		ret = 0;
-		for (size_t j = 0; j < m && !ret; j++)
-			ret = e[j] ? put_value(out, e[j])
-				   : put_bytes(out, NULL, 0);
-	}
-	return ret;
-}
-
 /*
  * MULTI_SET, LOOKUP_BATCH pairs at a time: prefetch every slot, then every
  * entry, then write them all, then wake their waiters, after one seq_cst
@@ -782,7 +503,7 @@ static int op_queue_pop(struct store_thread *th, const struct proto_req *r,
 
 	if (e) {
 		if (!ret)
-			ret = put_value(out, e);
+			ret = store_put_value(out, e);
 		table_entry_unref(e);
 	}
 	return ret;
@@ -911,7 +632,7 @@ static int exec(struct store_thread *th, struct wait_state *ws,
 	case OP_APPEND:
 		return op_append(th, r);
 	case OP_MULTI_GET:
-		return op_multi_get(th, r, out);
+		return store_multi_get(th, r, out);
 	case OP_MULTI_SET:
 		return op_multi_set(th, r);
 	case OP_CANCEL_WAIT:

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_impl.h - what store.c (the operations) and mget.c (MULTI_GET and
+ * its reply cache) share; not part of the store's interface (store.h).
+ */
+#ifndef RS_SERVER_STORE_IMPL_H
+#define RS_SERVER_STORE_IMPL_H
+
+#include <errno.h>
+#include <stdint.h>
+
+#include "outq.h"
+#include "proto.h"
+#include "store.h"
+#include "table.h"
+
+/* Keys whose slot and entry misses one batch of prefetches overlaps. */
+#define LOOKUP_BATCH 16
+
+/* Append a value field: u64 length, then the bytes. */
+static inline int store_put_bytes(struct outq *out, const void *p, uint64_t len)
+{
+	int ret = outq_put(out, &len, sizeof(len));
+	return ret ? ret : outq_put(out, p, len);
+}
+
+/* A value that may be rewritten in place is copied consistently (seq
+ * lock); a longer one never changes and may go by reference. */
+static inline int store_put_value(struct outq *out, struct table_entry *e)
+{
+	uint64_t len = e->vlen;
+	int ret = outq_put(out, &len, sizeof(len));
+	uint8_t *p;
+
+	if (ret || len >= TABLE_INPLACE_MAX)
+		return ret ? ret
+			   : outq_put_entry(out, e, table_entry_val(e), len);
+	if (!len)
+		return 0;
+	if (!(p = outq_reserve(out, len)))
+		return -ENOMEM;
+	table_entry_read_val(e, p, len);
+	return outq_commit(out, len);
+}
+
+/* MULTI_GET (mget.c). */
+int store_multi_get(struct store_thread *th, const struct proto_req *r,
+		    struct outq *out);
+/* Free a thread's reply cache (NULL: nothing). */
+void store_mget_cache_free(struct mget_cache *c);
+
+#endif
