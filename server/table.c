@@ -756,9 +756,10 @@ static void account(struct table *t, const struct table_entry *gone,
 /*
  * The sequence lock of a value written in place (table.h). A writer takes
  * bit 0 of seq by CAS from the even value it expects, writes, and releases
- * by adding 1 (seq + 2: one more write). Readers wait while bit 0 is set
- * and retry if seq moved. Writers never wait: one that finds the lock
- * taken goes the replacing way instead.
+ * by storing seq + 2 (one more write); table_cas, which writes nothing,
+ * stores the old seq back. Readers wait while bit 0 is set and retry if
+ * seq moved. Writers never wait: one that finds the lock taken goes the
+ * replacing way instead.
  */
 static bool value_lock(struct table_entry *e, uint32_t seq)
 {
