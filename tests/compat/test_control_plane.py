@@ -556,6 +556,61 @@ def test_metrics_count_writes_in_place(cp_factory):
     assert in_place() >= 14 + 300
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of @pid in state T (stopped), from /proc."""
+    states = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            states.append(f.read().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(st == "T" for st in states)
+
+
+def test_recv_buffers_adapt(cp_factory):
+    """io_uring keeps only as many receive buffers provided as the receives
+    per batch need (ringstore_recv_buffers_provided_target): it shrinks to
+    --recv-buffers-min while one client works alone; then 200 connections'
+    requests all wait at once (sent while the server is stopped), so most
+    receives find the ring empty (ENOBUFS). Those are re-armed, every
+    request is answered right, and the ring grows back."""
+    import signal
+
+    srv = cp_factory("--control-port", "0", "--recv-buffers", "64",
+                     "--recv-buffers-min", "16")
+    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    if backend != "io_uring":
+        pytest.skip("the buffer ring is io_uring's")
+
+    def gauge():
+        return metric(scrape(srv), "ringstore_recv_buffers_provided_target")
+
+    assert gauge() == 64
+    # Halving takes 1024 quiet batches (recvbufs.h), 64 -> 16 two of them;
+    # every request here is at least one batch.
+    with srv.raw() as c:
+        for i in range(2 * 1024 + 100):
+            c.send(req("PING", u32(i)))
+            assert c.recv_exact(4) == u32(i)
+    assert gauge() == 16
+    conns = [srv.raw() for _ in range(200)]
+    os.kill(srv.proc.pid, signal.SIGSTOP)
+    try:
+        # kill() returns before the stop: wait until every thread is
+        # stopped, or a running reactor would take some receives early.
+        wait_until(lambda: all_threads_stopped(srv.proc.pid),
+                   what="the server stopped")
+        # Loopback delivers into the server's sockets during send().
+        for i, c in enumerate(conns):
+            c.send(req("SET", s(f"k{i}"), s(f"v{i}")) + req("GET", s(f"k{i}")))
+    finally:
+        os.kill(srv.proc.pid, signal.SIGCONT)
+    for i, c in enumerate(conns):
+        assert c.recv_bytes() == f"v{i}".encode()
+        c.close()
+    m = scrape(srv)
+    assert metric(m, "ringstore_receive_buffer_exhausted_total") > 0
+    assert metric(m, "ringstore_recv_buffers_provided_target") > 16
+
+
 def test_metrics_per_reactor(cp_factory):
     srv = cp_factory("--control-port", "0", threads=3)
     m = scrape(srv)
