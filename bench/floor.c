@@ -70,8 +70,6 @@
 #define FLOOR_REF_MIN 4096u     /* replies this large go by reference */
 #define FLOOR_HDR 9             /* request bytes kept: opcode + u64 */
 #define FLOOR_TMPL_MAX (64u << 20)
-#define FLOOR_NBUFS 1024        /* as the server's defaults */
-#define FLOOR_NBUFS_MIN 64
 #define FLOOR_BUFSZ 16384
 #define FLOOR_RBUF (64u << 10)
 
@@ -747,7 +745,8 @@ int main(int argc, char **argv)
 	};
 	static struct floor f;
 	const char *host = "127.0.0.1";
-	long port = 29500, vb = 64, nbufs = FLOOR_NBUFS, nmin = FLOOR_NBUFS_MIN;
+	long port = 29500, vb = 64, nbufs = RECV_BUFS_DEFAULT_COUNT,
+	     nmin = RECV_BUFS_DEFAULT_MIN;
 	char addr[128];
 	struct rlimit rl;
 	int c, ret;

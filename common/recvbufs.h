@@ -33,6 +33,11 @@
 
 #include <liburing.h>
 
+/* ringstore's defaults for --recv-buffers and --recv-buffers-min;
+ * ringstore-floor takes the same, so that the two batch alike. */
+#define RECV_BUFS_DEFAULT_COUNT 1024
+#define RECV_BUFS_DEFAULT_MIN 64
+
 /* Batches in a row at a quarter of the target or less before it halves:
  * slow to shrink (about 0.1 s per halving at heartbeat-16k's 12k batches a
  * second; at 64, its occasional bursts met a shrunk ring: 1,869 ENOBUFS in

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "net.h"
 #include "reactor.h"
+#include "recvbufs.h"
 #include "server.h"
 #include "stats.h"
 #include "store.h"
@@ -512,8 +513,8 @@ int main(int argc, char **argv)
 	proto_limits_default(&srv.cfg.limits);
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	srv.cfg.threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (uint32_t)ncpu;
-	srv.cfg.buf_count = 1024;
-	srv.cfg.buf_min = 64;
+	srv.cfg.buf_count = RECV_BUFS_DEFAULT_COUNT;
+	srv.cfg.buf_min = RECV_BUFS_DEFAULT_MIN;
 	srv.cfg.buf_size = 16384;
 	srv.cfg.ring_entries = 4096;
 	srv.cfg.max_output = 256u << 20;

@@ -4,6 +4,7 @@
  * values copied straight into the reply, and the per-thread reply cache of
  * store.h (NCCL's scalable init), with why serving it is linearizable.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,7 +192,7 @@ static int mget_build(struct store_thread *th, const struct proto_req *r,
 			table_entry_read_val(e, blob->data + used, vlen);
 		used += vlen;
 	}
-	ret = outq_put_entry(out, blob, table_entry_val(blob), need);
+	ret = outq_put_entry(out, blob); /* blob->vlen == need */
 	if (ret || !cacheable) {
 		table_entry_unref(blob);
 		return ret;
@@ -228,9 +229,7 @@ int store_multi_get(struct store_thread *th, const struct proto_req *r,
 		struct table_entry *reply = mget_cached(th, r);
 
 		if (reply)
-			return outq_put_entry(out, reply,
-					      table_entry_val(reply),
-					      reply->vlen);
+			return outq_put_entry(out, reply);
 		ret = mget_build(th, r, out);
 		if (ret <= 0)
 			return ret;

@@ -133,14 +133,26 @@ int outq_put(struct outq *q, const void *p, size_t n)
 	return outq_commit(q, n);
 }
 
-int outq_put_entry(struct outq *q, struct table_entry *e, const uint8_t *p,
-		   uint64_t len)
+_Static_assert(TABLE_INPLACE_MAX <= OUTQ_REF_MIN,
+	       "a value sent by reference is never rewritten in place");
+
+int outq_put_entry(struct outq *q, struct table_entry *e)
 {
+	uint64_t len = e->vlen;
+	uint8_t *dst;
 	int ret;
 
-	if (len < OUTQ_REF_MIN)
-		return outq_put(q, p, len);
-	ret = seg_push(q, (struct outq_seg){ .ref = e, .p = p, .len = len });
+	if (len < OUTQ_REF_MIN) {
+		if (!len)
+			return 0;
+		if (!(dst = outq_reserve(q, len)))
+			return -ENOMEM;
+		table_entry_read_val(e, dst, len);
+		return outq_commit(q, len);
+	}
+	ret = seg_push(q, (struct outq_seg){ .ref = e,
+					     .p = table_entry_val(e),
+					     .len = len });
 	if (ret)
 		return ret;
 	table_entry_ref(e);

@@ -60,11 +60,11 @@ uint8_t *outq_reserve(struct outq *q, size_t n);
  * -ENOMEM (then nothing was queued). */
 int outq_commit(struct outq *q, size_t n);
 /*
- * Append @len bytes at @p, which live inside entry @e: copied if short,
- * otherwise referenced (a reference on @e is taken). Returns 0 or -ENOMEM.
+ * Append entry @e's value: copied if short (consistently, under its
+ * sequence lock: table.h), otherwise referenced (a reference on @e is
+ * taken). Returns 0 or -ENOMEM.
  */
-int outq_put_entry(struct outq *q, struct table_entry *e, const uint8_t *p,
-		   uint64_t len);
+int outq_put_entry(struct outq *q, struct table_entry *e);
 
 static inline uint64_t outq_len(const struct outq *q)
 {

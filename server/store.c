@@ -129,9 +129,6 @@ static int put_i64(struct outq *out, int64_t v)
 	return outq_put(out, &v, sizeof(v));
 }
 
-_Static_assert(TABLE_INPLACE_MAX <= OUTQ_REF_MIN,
-	       "a value sent by reference is never rewritten in place");
-
 /*
  * @e's value, read consistently, and the seq it was read at (for
  * table_cas): copied into th->scratch if it may be rewritten in place,

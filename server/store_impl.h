@@ -6,7 +6,6 @@
 #ifndef RS_SERVER_STORE_IMPL_H
 #define RS_SERVER_STORE_IMPL_H
 
-#include <errno.h>
 #include <stdint.h>
 
 #include "outq.h"
@@ -24,23 +23,13 @@ static inline int store_put_bytes(struct outq *out, const void *p, uint64_t len)
 	return ret ? ret : outq_put(out, p, len);
 }
 
-/* A value that may be rewritten in place is copied consistently (seq
- * lock); a longer one never changes and may go by reference. */
+/* Append a value field from entry @e (copied or referenced: outq.h). */
 static inline int store_put_value(struct outq *out, struct table_entry *e)
 {
 	uint64_t len = e->vlen;
 	int ret = outq_put(out, &len, sizeof(len));
-	uint8_t *p;
 
-	if (ret || len >= TABLE_INPLACE_MAX)
-		return ret ? ret
-			   : outq_put_entry(out, e, table_entry_val(e), len);
-	if (!len)
-		return 0;
-	if (!(p = outq_reserve(out, len)))
-		return -ENOMEM;
-	table_entry_read_val(e, p, len);
-	return outq_commit(out, len);
+	return ret ? ret : outq_put_entry(out, e);
 }
 
 /* MULTI_GET (mget.c). */
