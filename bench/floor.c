@@ -746,7 +746,8 @@ int main(int argc, char **argv)
 	static struct floor f;
 	const char *host = "127.0.0.1";
 	long port = 29500, vb = 64, nbufs = RECV_BUFS_DEFAULT_COUNT,
-	     nmin = RECV_BUFS_DEFAULT_MIN;
+	     nmin = 0;
+	bool nmin_given = false;
 	char addr[128];
 	struct rlimit rl;
 	int c, ret;
@@ -759,7 +760,10 @@ int main(int argc, char **argv)
 		case 'w': f.park_waits = true; break;
 		case 'z': f.zc_min = strtoul(optarg, NULL, 10); break;
 		case 'n': nbufs = strtol(optarg, NULL, 10); break;
-		case 'm': nmin = strtol(optarg, NULL, 10); break;
+		case 'm':
+			nmin = strtol(optarg, NULL, 10);
+			nmin_given = true;
+			break;
 		case 'i':
 			if (!strcmp(optarg, "epoll")) {
 				f.epoll = true;
@@ -776,6 +780,10 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/* The default minimum follows a smaller ring. */
+	if (!nmin_given)
+		nmin = nbufs < RECV_BUFS_DEFAULT_MIN ? nbufs :
+						       RECV_BUFS_DEFAULT_MIN;
 	if (optind != argc || port < 0 || port > 65535 || vb < 0 ||
 	    vb > (8l << 20) || nbufs < 1 || nbufs > 32768 ||
 	    (nbufs & (nbufs - 1)) || nmin < 1 || nmin > nbufs) {

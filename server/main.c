@@ -266,6 +266,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ 0 }
 	};
 	int c, lvl;
+	bool min_given = false;
 
 	while ((c = getopt_long(argc, argv, "p:b:t:l:hV", longopts, NULL)) !=
 	       -1) {
@@ -331,6 +332,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 		case OPT_RECV_BUFFERS_MIN:
 			cfg->buf_min = (uint32_t)parse_num(
 				"recv-buffers-min", optarg, 1, 32768);
+			min_given = true;
 			break;
 		case OPT_RECV_BUFFER_SIZE:
 			cfg->buf_size = (uint32_t)parse_num(
@@ -412,6 +414,15 @@ static void parse_args(int argc, char **argv, struct options *o,
 		fprintf(stderr, "ringstore: unexpected argument '%s'\n",
 			argv[optind]);
 		usage(stderr);
+		exit(2);
+	}
+	/* The default minimum follows a smaller --recv-buffers; one given
+	 * explicitly must fit in the ring. */
+	if (min_given && cfg->buf_min > cfg->buf_count) {
+		fprintf(stderr, "ringstore: --recv-buffers-min %u exceeds "
+				"--recv-buffers %u; give at most %u (equal: "
+				"a fixed ring)\n",
+			cfg->buf_min, cfg->buf_count, cfg->buf_count);
 		exit(2);
 	}
 }

@@ -57,6 +57,9 @@ def test_help_and_version():
     (["--fixed-files", "yes"], "--fixed-files"),
     (["--no-such-flag"], "Usage"),
     (["extra"], "unexpected argument"),
+    (["--recv-buffers", "100"], "power of two"),
+    (["--recv-buffers", "64", "--recv-buffers-min", "128"],
+     "--recv-buffers-min 128 exceeds --recv-buffers 64"),
 ])
 def test_bad_flags_exit_2_with_a_message(args, needle):
     r = run(*args)
@@ -92,6 +95,16 @@ def test_clean_exit_on_signal_with_clients_connected(tmp_path, sig):
     log = err.read_text()
     assert "shutting down" in log
     assert re.search(r"stats: .*accepted=1 .*shutdown=1", log), log
+
+
+def test_small_receive_ring_keeps_the_default_minimum_in_range(tmp_path):
+    # The default --recv-buffers-min (64) is above a 16-buffer ring: it
+    # follows the ring down instead of refusing to start.
+    p, port, _ = start(["--port", "0", "--bind", "127.0.0.1",
+                        "--recv-buffers", "16"], tmp_path)
+    torch_roundtrip(port)
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
 
 
 def test_dual_stack_default_bind(tmp_path):
