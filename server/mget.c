@@ -51,6 +51,9 @@ static int put_short_values(struct outq *out, struct table_entry *const *e,
 	return outq_commit(out, used);
 }
 
+/* The value bytes lookup_batch prefetches behind each key. */
+#define MGET_VALUE_GUESS 64
+
 /*
  * Parse the next @m keys at *@cur and look them up into @e, their slot and
  * entry misses overlapped by prefetching.
@@ -67,8 +70,10 @@ static void lookup_batch(struct store_thread *th, const uint8_t **cur,
 		h[j] = hash_key(k[j].p, k[j].len);
 		table_prefetch(t, h[j]);
 	}
+	/* The value's length is not known yet: guess a short one. */
 	for (size_t j = 0; j < m; j++)
-		table_prefetch_entry(t, h[j]);
+		table_prefetch_entry(t, h[j],
+				     table_entry_span(k[j].len, MGET_VALUE_GUESS));
 	for (size_t j = 0; j < m; j++)
 		e[j] = table_get(t, th->qt, h[j], k[j].p, k[j].len);
 }

@@ -452,8 +452,12 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 			h[j] = hash_key(k[j].p, k[j].len);
 			table_prefetch(th->st->table, h[j]);
 		}
+		/* An entry of the new value's size: the one it may be
+		 * written into in place. */
 		for (j = 0; j < m; j++)
-			table_prefetch_entry(th->st->table, h[j]);
+			table_prefetch_entry(th->st->table, h[j],
+					     table_entry_span(k[j].len,
+							      v[j].len));
 		for (done = 0; done < m; done++) {
 			ret = do_set(th, &k[done], h[done], &v[done]);
 			if (ret < 0)

@@ -690,7 +690,7 @@ void table_prefetch(struct table *t, uint64_t hash)
 	__builtin_prefetch(&a->slots[hash & (a->cap - 1)]);
 }
 
-void table_prefetch_entry(struct table *t, uint64_t hash)
+void table_prefetch_entry(struct table *t, uint64_t hash, size_t span)
 {
 	struct table_array *a = atomic_load_explicit(&t->cur,
 						     memory_order_relaxed);
@@ -704,22 +704,27 @@ void table_prefetch_entry(struct table *t, uint64_t hash)
 		struct table_slot *s = &a->slots[i];
 		uint64_t hw = atomic_load_explicit(&s->hw,
 						   memory_order_relaxed);
-		const char *e;
+		uintptr_t e, end;
 
 		if (hw == HW_EMPTY)
 			return;
 		if (hw != tag)
 			continue;
-		e = (const char *)entry_of(
+		e = (uintptr_t)entry_of(
 			atomic_load_explicit(&s->ptr, memory_order_relaxed));
-		/* The header and key, and the line after: a value of up to
-		 * 64 bytes behind a short key ends there, so the copy into the
-		 * reply does not miss again. A write wants it too (measured:
-		 * multi-set without it cost more): the entry it replaces is
-		 * freed after a grace period, and its block is the next one
-		 * this thread's cache hands out. */
-		__builtin_prefetch(e);
-		__builtin_prefetch(e + 64);
+		/* Every line of the entry's first @span bytes. Entries are
+		 * malloc'd, 16-byte aligned: one of 112 bytes (a 16-byte key
+		 * and a 64-byte value) starts anywhere in its first line and
+		 * spans three lines half the time, and the copy of its value
+		 * missed on the third. A write wants them too: the entry it
+		 * replaces is freed after a grace period, and its block is
+		 * the next one this thread's cache hands out. */
+		if (span > TABLE_PREFETCH_SPAN_MAX)
+			span = TABLE_PREFETCH_SPAN_MAX;
+		end = e + (span ? span : 1);
+		for (e &= ~(uintptr_t)(RS_CACHELINE - 1); e < end;
+		     e += RS_CACHELINE)
+			__builtin_prefetch((const void *)e);
 		return;
 	}
 }

@@ -158,7 +158,17 @@ struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
  * never change results. Safe from any thread inside a QSBR online section.
  */
 void table_prefetch(struct table *t, uint64_t hash);
-void table_prefetch_entry(struct table *t, uint64_t hash);
+/* ... the lines of the entry's first @span bytes (the caller's guess of its
+ * size: table_entry_span(); at most TABLE_PREFETCH_SPAN_MAX are fetched). */
+void table_prefetch_entry(struct table *t, uint64_t hash, size_t span);
+
+#define TABLE_PREFETCH_SPAN_MAX 256
+
+/* The bytes of an entry with a @klen-byte key and a @vlen-byte value. */
+static inline size_t table_entry_span(size_t klen, size_t vlen)
+{
+	return sizeof(struct table_entry) + klen + vlen;
+}
 
 /*
  * If the live entry for @key is @expected (NULL: absent) with the value
