@@ -467,6 +467,8 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 		}
 		if (in_place)
 			atomic_thread_fence(memory_order_seq_cst);
+		if (!waiters_any_sc(th->st->waiters))
+			continue; /* no waiter for any of the batch's keys */
 		for (j = 0; j < done; j++) /* the pairs written */
 			wake_all(th, h[j], &k[j]);
 	}

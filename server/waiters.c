@@ -371,6 +371,11 @@ uint64_t waiters_wake_sc(struct waiters *w, uint64_t hash, const uint8_t *key,
 	return wake(w, s, hash, key, klen, max, deliver, darg);
 }
 
+bool waiters_any_sc(struct waiters *w)
+{
+	return atomic_load_explicit(&w->total, memory_order_seq_cst) != 0;
+}
+
 static uint64_t wake(struct waiters *w, struct stripe *s, uint64_t hash,
 		     const uint8_t *key, size_t klen, uint64_t max,
 		     waiters_deliver_fn deliver, void *darg)

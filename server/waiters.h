@@ -122,6 +122,12 @@ uint64_t waiters_wake_sc(struct waiters *w, uint64_t hash, const uint8_t *key,
 			 size_t klen, uint64_t max, waiters_deliver_fn deliver,
 			 void *darg);
 
+/* False if no wait is registered anywhere, read as waiters_wake_sc reads
+ * it: after changes published by seq_cst read-modify-writes (or a seq_cst
+ * fence), false means none of their keys has a waiter to wake, so a batch of
+ * writes checks once instead of once per key. */
+bool waiters_any_sc(struct waiters *w);
+
 /* Registered wait nodes in total (relaxed). */
 uint64_t waiters_count(struct waiters *w);
 
