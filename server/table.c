@@ -184,9 +184,10 @@ static size_t entry_bytes(const struct table_entry *e)
 }
 
 /*
- * memcpy for the short keys and values of most writes: overlapping 16- or
- * 8-byte moves up to 64 bytes, inline, instead of a call that dispatches
- * on the length; longer copies are memcpy's.
+ * memcpy for the short keys and values of most writes: up to 64 bytes, two
+ * overlapping moves of 32, 16 or 8 bytes, inline and without a loop,
+ * instead of a call that dispatches on the length; longer copies are
+ * memcpy's.
  */
 static inline void copy_short(uint8_t *d, const void *src, size_t n)
 {
@@ -195,9 +196,11 @@ static inline void copy_short(uint8_t *d, const void *src, size_t n)
 
 	if (n > 64) {
 		memcpy(d, s, n);
+	} else if (n >= 32) {
+		memcpy(d, s, 32);
+		memcpy(d + n - 32, s + n - 32, 32);
 	} else if (n >= 16) {
-		for (size_t i = 0; i + 16 < n; i += 16)
-			memcpy(d + i, s + i, 16);
+		memcpy(d, s, 16);
 		memcpy(d + n - 16, s + n - 16, 16);
 	} else if (n >= 8) {
 		memcpy(&a, s, 8);

@@ -496,6 +496,46 @@ static void test_set_in_place(void **state)
 	assert_int_equal(table_entry_val(get(f, "b"))[0], 'c');
 }
 
+/*
+ * Every key and value length from 0 to 80 bytes (the inline copies switch
+ * at 8, 16, 32 and 64), through a new entry and then a write in place: the
+ * bytes read back are the bytes written, and the key before the value is
+ * intact.
+ */
+static void test_copy_lengths(void **state)
+{
+	struct fixture *f = *state;
+	/* Room for all 81 keys: a table that grows refuses writes in place
+	 * while it migrates. */
+	struct table *t = table_create(f->q, 256);
+	uint8_t key[80] = { 0 }, val[80] = { 0 };
+
+	assert_non_null(t);
+	for (size_t n = 0; n <= 80; n++) {
+		uint64_t h;
+		struct table_entry *e;
+
+		for (size_t i = 0; i < n; i++) {
+			key[i] = (uint8_t)('k' + i);
+			val[i] = (uint8_t)(n * 7 + i);
+		}
+		h = hash_key(key, n);
+		assert_int_equal(table_set(t, f->qt, h, key, n, val, n), 0);
+		for (size_t i = 0; i < n; i++)
+			val[i] = (uint8_t)~val[i];
+		/* Same length: in place (an empty value is no exception). */
+		assert_int_equal(table_set(t, f->qt, h, key, n, val, n), 1);
+		e = table_get(t, f->qt, h, key, n);
+		assert_non_null(e);
+		assert_int_equal(e->klen, n);
+		assert_int_equal(e->vlen, n);
+		assert_memory_equal(e->data, key, n);
+		assert_memory_equal(table_entry_val(e), val, n);
+	}
+	assert_int_equal(table_count(t), 81);
+	table_destroy(t);
+}
+
 /* A read-modify-write that read a value must fail if the value was
  * rewritten in place meanwhile, although the entry is the same (ABA). */
 static void test_cas_after_write_in_place(void **state)
@@ -880,6 +920,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_cas_after_write_in_place,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_lengths, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_growth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tombstone_reuse, setup,
 						teardown),
