@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * memlat.c - ringstore-memlat: what one cache miss costs on this machine, by
+ * working-set size. The floor (floor.c) is what the kernel charges for a
+ * workload's bytes; a store over a key space larger than the caches also
+ * pays for the lines its lookups miss, and that price is the machine's, not
+ * the code's. This measures it, for each size:
+ *
+ *  dependent    ns per load of a pointer chase through one random cycle over
+ *               every line of the set: the latency of one miss that nothing
+ *               overlaps (a lookup's slot, then its entry);
+ *  independent  ns per line when lines are read in random order in groups
+ *               of --batch, each group prefetched before it is read, as a
+ *               batch of keys is looked up: the throughput of overlapped
+ *               misses.
+ *
+ * Lines are 64 bytes; the set is one mapping aligned to 2 MiB, advised into
+ * transparent huge pages with --huge (default: small pages, as malloc's heap
+ * mostly is). Compare sizes within one run: the machine is shared.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define LINE 64
+#define HUGE_PAGE ((size_t)2 << 20)
+#define MAX_SIZES 32
+#define MAX_BATCH 256
+
+static uint64_t splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static double now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+struct set {
+	uint8_t *base, *map;
+	size_t lines, map_bytes;
+	uint32_t *order; /* a random permutation of the lines */
+};
+
+static int set_init(struct set *s, size_t bytes, int huge, uint64_t *rng)
+{
+	s->lines = bytes / LINE;
+	s->map_bytes = s->lines * LINE + HUGE_PAGE;
+	s->map = mmap(NULL, s->map_bytes, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->map == MAP_FAILED)
+		return -errno;
+	s->base = (uint8_t *)(((uintptr_t)s->map + HUGE_PAGE - 1) &
+			      ~(uintptr_t)(HUGE_PAGE - 1));
+	/* Advice only: without THP the set keeps small pages. */
+	(void)madvise(s->base, s->lines * LINE,
+		      huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	s->order = malloc(s->lines * sizeof(*s->order));
+	if (!s->order) {
+		munmap(s->map, s->map_bytes);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < s->lines; i++)
+		s->order[i] = (uint32_t)i;
+	/* Fisher-Yates; then each line points at the next in that order,
+	 * the last at the first: one cycle through every line. */
+	for (size_t i = s->lines - 1; i > 0; i--) {
+		size_t j = splitmix(rng) % (i + 1);
+		uint32_t t = s->order[i];
+
+		s->order[i] = s->order[j];
+		s->order[j] = t;
+	}
+	for (size_t i = 0; i < s->lines; i++) {
+		uint8_t *p = s->base + (size_t)s->order[i] * LINE;
+		uint8_t *next = s->base +
+				(size_t)s->order[(i + 1) % s->lines] * LINE;
+
+		memcpy(p, &next, sizeof(next));
+		memset(p + sizeof(next), (int)i, LINE - sizeof(next));
+	}
+	return 0;
+}
+
+static void set_free(struct set *s)
+{
+	free(s->order);
+	munmap(s->map, s->map_bytes);
+}
+
+/* ns per load of @loads chained loads; *sink keeps the chain live. */
+static double dependent(const struct set *s, size_t loads, uintptr_t *sink)
+{
+	uint8_t *p = s->base + (size_t)s->order[0] * LINE;
+	double t0;
+
+	for (size_t i = 0; i < s->lines && i < loads; i++) /* warm the TLB */
+		memcpy(&p, p, sizeof(p));
+	t0 = now_ns();
+	for (size_t i = 0; i < loads; i++)
+		memcpy(&p, p, sizeof(p));
+	*sink ^= (uintptr_t)p;
+	return (now_ns() - t0) / (double)loads;
+}
+
+/* ns per line of @loads lines read in groups of @batch, each group
+ * prefetched first; *sink keeps the reads live. */
+static double independent(const struct set *s, size_t loads, size_t batch,
+			  uint64_t *rng, uintptr_t *sink)
+{
+	size_t groups = loads / batch, pos = splitmix(rng) % s->lines;
+	uint64_t sum = 0;
+	double t0 = now_ns();
+
+	for (size_t g = 0; g < groups; g++) {
+		const uint8_t *p[MAX_BATCH];
+
+		for (size_t j = 0; j < batch; j++) {
+			/* A stride through the random order: no line is
+			 * reread until the whole set has been. */
+			p[j] = s->base + (size_t)s->order[pos] * LINE;
+			pos = pos + 1 == s->lines ? 0 : pos + 1;
+			__builtin_prefetch(p[j]);
+		}
+		for (size_t j = 0; j < batch; j++)
+			sum += p[j][LINE - 1];
+	}
+	*sink ^= (uintptr_t)sum;
+	return (now_ns() - t0) / (double)(groups * batch);
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: ringstore-memlat [options]\n"
+		"What one cache miss costs here, by working-set size: the\n"
+		"latency of a miss nothing overlaps (a pointer chase) and the\n"
+		"cost per line of misses overlapped in prefetched batches.\n"
+		"  --sizes LIST  working sets in MiB, comma-separated\n"
+		"                (default 1,2,4,8,16,32,64)\n"
+		"  --loads N     loads timed per size and pattern (default\n"
+		"                2000000)\n"
+		"  --batch N     lines per prefetched group, 1-%d (default 16:\n"
+		"                one MULTI_GET's keys)\n"
+		"  --huge        advise the set into transparent huge pages\n"
+		"  -h, --help    this text\n",
+		MAX_BATCH);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "sizes", 1, NULL, 's' }, { "loads", 1, NULL, 'n' },
+		{ "batch", 1, NULL, 'b' }, { "huge", 0, NULL, 'H' },
+		{ "help", 0, NULL, 'h' },  { 0 }
+	};
+	const char *sizes = "1,2,4,8,16,32,64";
+	long loads = 2000000, batch = 16;
+	size_t mib[MAX_SIZES], nsizes = 0;
+	uint64_t rng = 0x5eed;
+	uintptr_t sink = 0;
+	int huge = 0, c;
+	char *list, *tok, *save, *end;
+
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's': sizes = optarg; break;
+		case 'n': loads = strtol(optarg, NULL, 10); break;
+		case 'b': batch = strtol(optarg, NULL, 10); break;
+		case 'H': huge = 1; break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || loads < 1 || batch < 1 || batch > MAX_BATCH) {
+		usage(stderr);
+		return 2;
+	}
+	list = strdup(sizes);
+	for (tok = strtok_r(list, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		long v = strtol(tok, &end, 10);
+
+		if (*end || v < 1 || v > 65536 || nsizes == MAX_SIZES) {
+			fprintf(stderr, "ringstore-memlat: --sizes wants up to "
+					"%d sizes in MiB, 1-65536: '%s'\n",
+				MAX_SIZES, tok);
+			free(list);
+			return 2;
+		}
+		mib[nsizes++] = (size_t)v;
+	}
+	free(list);
+	printf("# ringstore-memlat: %s pages, %ld loads, batches of %ld\n",
+	       huge ? "huge" : "small", loads, batch);
+	printf("%8s %14s %16s\n", "MiB", "dependent_ns", "independent_ns");
+	for (size_t i = 0; i < nsizes; i++) {
+		struct set s = { 0 };
+		int ret = set_init(&s, mib[i] << 20, huge, &rng);
+		double dep, ind;
+
+		if (ret) {
+			fprintf(stderr, "ringstore-memlat: %zu MiB: %s\n",
+				mib[i], strerror(-ret));
+			return 1;
+		}
+		dep = dependent(&s, (size_t)loads, &sink);
+		ind = independent(&s, (size_t)loads, (size_t)batch, &rng,
+				  &sink);
+		printf("%8zu %14.1f %16.1f\n", mib[i], dep, ind);
+		set_free(&s);
+	}
+	/* The loads' results, so that no loop is optimized away. */
+	fprintf(stderr, "# checksum %lx\n", (unsigned long)sink);
+	return 0;
+}
