@@ -17,6 +17,20 @@
  * it joins the freeing thread's cache. A block only ever goes back to
  * blk_free with the size it was allocated with: the size picks its class.
  *
+ * Slab classes: a class of 48 or 64 bytes, or of a multiple of 64 bytes or
+ * 16 short of one (112, 128, 176, 192, ... 512), is not malloc'd but carved
+ * from page-aligned chunks in a slot rounded up to 64 bytes, which is
+ * what malloc's chunk for it costs too (its 8-byte header rounds it up). A
+ * table entry then starts on a cache line and spans as few lines as its
+ * size allows: a 112-byte one two, where malloc's spans three half the
+ * time. Slab blocks never go back to malloc: beyond the byte cap, and when
+ * a thread exits, they join a shared pool (a mutex and a list linked
+ * through the free blocks), which a thread whose class is empty draws on
+ * before it carves, so blocks allocated on one thread and freed on another
+ * come back into use. Memory carved is never returned to the system: the
+ * slabs stay at the store's high-water mark. Not under ASan, whose
+ * malloc'd blocks catch overflows a slot's padding would hide.
+ *
  * Under AddressSanitizer a cached block is poisoned, so a use after
  * blk_free is still reported.
  *
@@ -58,6 +72,10 @@ static inline void blk_free(void *p, size_t size);
 void blk_drain(void);
 /* Bytes this thread holds cached (for tests and stats). */
 size_t blk_cached_bytes(void);
+/* Bytes carved for slab classes by all threads so far, and bytes in the
+ * shared pool now (for tests and stats). */
+size_t blk_slab_bytes(void);
+size_t blk_pool_bytes(void);
 
 /* ---- the fast paths, inline (one per table write); the rest is in
  * blkcache.c ---------------------------------------------------------- */
@@ -80,6 +98,8 @@ struct blk_cache {
 	struct blk_stack cls[BLKCACHE_NCLASS];
 	size_t bytes;
 	bool armed; /* the exit hook is set for this thread */
+	/* The rest of this thread's current slab chunk (blkcache.c). */
+	unsigned char *carve, *carve_end;
 };
 
 extern _Thread_local struct blk_cache blk_cache_tl;

@@ -134,6 +134,100 @@ static void test_cross_thread_free_and_exit(void **state)
 	assert_int_equal(blk_cached_bytes(), 0);
 }
 
+/*
+ * Slab classes (blkcache.h): 64-byte aligned; a block freed on another
+ * thread, beyond its cache or at its exit, goes to the shared pool and is
+ * allocated again before anything new is carved.
+ */
+#define SLAB_N 20000 /* 112-byte blocks: 2.1 MB, under the cache's cap */
+
+static void *free_slabs(void *arg)
+{
+	void **v = arg;
+
+	for (size_t i = 0; i < SLAB_N; i++)
+		blk_free(v[i], 112);
+	return NULL; /* the exit hook hands them to the pool */
+}
+
+static void test_slab_blocks(void **state)
+{
+	static void *v[SLAB_N];
+	size_t carved;
+	pthread_t t;
+
+	(void)state;
+	if (BLKCACHE_POISONS) {
+		skip(); /* ASan: every block is malloc's */
+		return;
+	}
+	blk_drain();
+	for (size_t i = 0; i < SLAB_N; i++) {
+		v[i] = blk_alloc(100 + i % 13); /* class 112 */
+		assert_non_null(v[i]);
+		assert_int_equal((uintptr_t)v[i] % 64, 0);
+		memset(v[i], (int)(i & 0xff), 112);
+	}
+	/* Slots do not overlap: every block still holds its own bytes. */
+	for (size_t i = 0; i < SLAB_N; i++) {
+		assert_int_equal(((unsigned char *)v[i])[0], i & 0xff);
+		assert_int_equal(((unsigned char *)v[i])[111], i & 0xff);
+	}
+	for (size_t b = 48; b <= 512; b += 16) {
+		void *p = blk_alloc(b);
+
+		assert_non_null(p);
+		if (b % 64 == 0 || b % 64 == 48)
+			assert_int_equal((uintptr_t)p % 64, 0);
+		blk_free(p, b);
+	}
+	blk_drain();
+	/* Freed on another thread, which exits: all of them to the pool. */
+	assert_int_equal(pthread_create(&t, NULL, free_slabs, v), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_true(blk_pool_bytes() >= (size_t)SLAB_N * 112);
+	carved = blk_slab_bytes();
+	for (size_t i = 0; i < SLAB_N; i++) {
+		v[i] = blk_alloc(112);
+		assert_non_null(v[i]);
+		assert_int_equal((uintptr_t)v[i] % 64, 0);
+	}
+	/* ...and they came back: nothing new was carved for them. */
+	assert_int_equal(blk_slab_bytes(), carved);
+	for (size_t i = 0; i < SLAB_N; i++)
+		blk_free(v[i], 112);
+	blk_drain();
+	assert_int_equal(blk_cached_bytes(), 0);
+}
+
+/* A slab block freed beyond the byte cap goes to the pool (malloc's free
+ * of it would be a crash, or a corrupt heap). */
+static void test_slab_beyond_cap(void **state)
+{
+	size_t n = BLKCACHE_BYTES / BLKCACHE_MAX + 100, pooled;
+	void **v;
+
+	(void)state;
+	if (BLKCACHE_POISONS) {
+		skip(); /* ASan: every block is malloc's */
+		return;
+	}
+	v = calloc(n, sizeof(*v));
+	assert_non_null(v);
+	blk_drain();
+	for (size_t i = 0; i < n; i++) {
+		v[i] = blk_alloc(BLKCACHE_MAX); /* 512: a slab class */
+		assert_non_null(v[i]);
+	}
+	pooled = blk_pool_bytes();
+	for (size_t i = 0; i < n; i++)
+		blk_free(v[i], BLKCACHE_MAX);
+	assert_int_equal(blk_cached_bytes(), BLKCACHE_BYTES);
+	assert_int_equal(blk_pool_bytes() - pooled, (size_t)100 * BLKCACHE_MAX);
+	blk_drain();
+	free(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -141,6 +235,8 @@ int main(void)
 		cmocka_unit_test(test_large_blocks_bypass),
 		cmocka_unit_test(test_byte_cap),
 		cmocka_unit_test(test_cross_thread_free_and_exit),
+		cmocka_unit_test(test_slab_blocks),
+		cmocka_unit_test(test_slab_beyond_cap),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
