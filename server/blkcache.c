@@ -23,7 +23,10 @@
 #define NCLASS BLKCACHE_NCLASS
 #define STACK_MIN 64
 #define SLOT_ALIGN 64                   /* a cache line */
-#define SLAB_CHUNK ((size_t)256 << 10)  /* carved per thread at a time */
+/* Carved per thread at a time: one mapping each (malloc's, above its mmap
+ * threshold), so large enough that a store of billions of bytes stays far
+ * from vm.max_map_count; pages untouched cost nothing. */
+#define SLAB_CHUNK ((size_t)2 << 20)
 /* A chunk starts on a page, so that 128-byte slots sit on the 128-byte line
  * pairs the hardware prefetches together: with chunks only 64-byte aligned,
  * every other one straddled two (bench-ab --pin multi-get-wide: 1.04x

@@ -19,7 +19,7 @@
  *
  * Slab classes: a class of 48 or 64 bytes, or of a multiple of 64 bytes or
  * 16 short of one (112, 128, 176, 192, ... 512), is not malloc'd but carved
- * from page-aligned chunks in a slot rounded up to 64 bytes, which is
+ * from page-aligned 2 MiB chunks in a slot rounded up to 64 bytes, which is
  * what malloc's chunk for it costs too (its 8-byte header rounds it up). A
  * table entry then starts on a cache line and spans as few lines as its
  * size allows: a 112-byte one two, where malloc's spans three half the
