@@ -101,6 +101,15 @@ static void set_free(struct set *s)
 	munmap(s->map, s->map_bytes);
 }
 
+/* The pointer stored at @at. */
+static uint8_t *load_ptr(const uint8_t *at)
+{
+	uint8_t *v;
+
+	memcpy(&v, at, sizeof(v));
+	return v;
+}
+
 /* ns per load of @loads chained loads; *sink keeps the chain live. */
 static double dependent(const struct set *s, size_t loads, uintptr_t *sink)
 {
@@ -108,10 +117,10 @@ static double dependent(const struct set *s, size_t loads, uintptr_t *sink)
 	double t0;
 
 	for (size_t i = 0; i < s->lines && i < loads; i++) /* warm the TLB */
-		memcpy(&p, p, sizeof(p));
+		p = load_ptr(p);
 	t0 = now_ns();
 	for (size_t i = 0; i < loads; i++)
-		memcpy(&p, p, sizeof(p));
+		p = load_ptr(p);
 	*sink ^= (uintptr_t)p;
 	return (now_ns() - t0) / (double)loads;
 }
