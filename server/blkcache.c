@@ -60,6 +60,19 @@ static struct {
 	size_t carved;  /* carved by all threads, ever */
 } pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
+/* The pool's first block of class @c, unlinked; NULL if it has none.
+ * Under pool.lock. */
+static void *pool_pop(size_t c)
+{
+	void *b = pool.head[c];
+
+	if (b) {
+		memcpy(&pool.head[c], b, sizeof(void *));
+		pool.bytes -= (c + 1) * GRAIN;
+	}
+	return b;
+}
+
 static void pool_put(size_t c, void **blocks, size_t n)
 {
 	pthread_mutex_lock(&pool.lock);
@@ -125,18 +138,12 @@ static void *slab_alloc(size_t c, struct blk_stack *st)
 	 * or a batch from the pool, is one lock per POOL_BATCH blocks or per
 	 * allocation while the store grows. */
 	pthread_mutex_lock(&pool.lock);
-	if ((b = pool.head[c])) {
-		memcpy(&pool.head[c], b, sizeof(void *));
-		pool.bytes -= cls;
+	if ((b = pool_pop(c))) {
 		for (size_t i = 1; i < POOL_BATCH && pool.head[c] &&
 				   bc->bytes + cls <= BLKCACHE_BYTES &&
 				   (bc->armed || arm()) && stack_room(st);
 		     i++) {
-			void *x = pool.head[c];
-
-			memcpy(&pool.head[c], x, sizeof(void *));
-			pool.bytes -= cls;
-			st->p[st->n++] = x;
+			st->p[st->n++] = pool_pop(c);
 			bc->bytes += cls;
 		}
 	} else {
@@ -248,22 +255,23 @@ size_t blk_cached_bytes(void)
 	return blk_cache_tl.bytes;
 }
 
-size_t blk_slab_bytes(void)
+/* One of the pool's counters, read under its lock. */
+static size_t pool_count(const size_t *v)
 {
 	size_t n;
 
 	pthread_mutex_lock(&pool.lock);
-	n = pool.carved;
+	n = *v;
 	pthread_mutex_unlock(&pool.lock);
 	return n;
 }
 
+size_t blk_slab_bytes(void)
+{
+	return pool_count(&pool.carved);
+}
+
 size_t blk_pool_bytes(void)
 {
-	size_t n;
-
-	pthread_mutex_lock(&pool.lock);
-	n = pool.bytes;
-	pthread_mutex_unlock(&pool.lock);
-	return n;
+	return pool_count(&pool.bytes);
 }
