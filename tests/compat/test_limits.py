@@ -22,6 +22,10 @@ def test_max_memory_refuses_writes_but_keeps_reads(server_factory):
     srv = server_factory("--max-memory", "64K")
     good = srv.client()
     good.set("keep", b"k" * 1024)
+    # Stored before the flood starts (SET has no reply; a GET on the same
+    # connection is answered after it): else, with several reactors, the
+    # flood can fill memory first and this SET be the one refused.
+    assert good.get("keep") == b"k" * 1024
     bad = srv.raw()
     for i in range(16):  # 16 x 16 KiB cannot fit in 64 KiB
         try:
@@ -47,6 +51,10 @@ def test_slow_reader_is_closed_and_others_carry_on(server_factory):
     srv = server_factory("--max-output-bytes", "1M")
     good = srv.client()
     good.set("v", b"x" * 32768)
+    # SET has no reply: with several reactors the slow connection's GETs
+    # can run before it and find no value (2000 empty replies, far under
+    # the limit). A GET on the same connection is answered after the SET.
+    assert good.get("v") == b"x" * 32768
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.connect(("127.0.0.1", srv.port))
