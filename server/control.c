@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blkcache.h"
 #include "compiler.h"
 #include "conn.h"
 #include "hash.h"
@@ -438,6 +439,13 @@ int control_metrics(struct buf *out, bool json, const char *backend,
 	       stat_get(&t.enobufs));
 	metric(&m, "ringstore_resident_memory_bytes", "gauge",
 	       "Resident set size of the process.", rss_bytes());
+	fam_begin(&m, "ringstore_entry_slab_bytes", "gauge", "state",
+		  "Slabs for table entries up to 512 B, kept for reuse "
+		  "(carved), and their free blocks in the shared pool "
+		  "(pooled); 0 under AddressSanitizer.");
+	fam_sample(&m, "carved", blk_slab_bytes());
+	fam_sample(&m, "pooled", blk_pool_bytes());
+	fam_end(&m);
 	if (json)
 		put_str(&m.o, "}\n");
 	return m.o.err;
