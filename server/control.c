@@ -99,19 +99,33 @@ static void put_str(struct out *o, const char *s)
 __attribute__((format(printf, 2, 3)))
 static void putf(struct out *o, const char *fmt, ...)
 {
-	char tmp[256];
+	char tmp[256], *big;
 	va_list ap;
 	int n;
 
 	va_start(ap, fmt);
 	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
-	/* Callers format numbers and short names only. */
-	if (n < 0 || (size_t)n >= sizeof(tmp)) {
+	if (n < 0) {
 		o->err = o->err ? o->err : -EINVAL;
 		return;
 	}
-	put(o, tmp, (size_t)n);
+	if ((size_t)n < sizeof(tmp)) {
+		put(o, tmp, (size_t)n);
+		return;
+	}
+	/* Longer than a line of numbers and names (a metric's help text):
+	 * format it again on the heap rather than fail the whole reply. */
+	big = malloc((size_t)n + 1);
+	if (!big) {
+		o->err = o->err ? o->err : -ENOMEM;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(big, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	put(o, big, (size_t)n);
+	free(big);
 }
 
 /* A JSON string of arbitrary bytes, quotes included, pure ASCII. */
