@@ -180,10 +180,14 @@ def test_python_wait_released_by_cli(any_server, cli):
 def test_queues_cross(any_server, cli):
     store = any_server.client()
     store.queue_push("q", b"py-item")
+    # QUEUE_PUSH has no reply: a request on the same connection is answered
+    # after it, while the CLI's connection may be served first by another
+    # reactor.
+    assert store.queue_len("q") == 1
     assert cli.ok("queue-len", "q") == b"1\n"
     assert cli.ok("queue-pop", "q") == b"py-item"
     cli.ok("queue-push", "q", "cli-item")
-    assert store.queue_pop("q", block=False) == b"cli-item"
+    assert store.queue_pop("q") == b"cli-item"  # blocking: the same race
     # a blocking CLI pop is released by a Python push
     p = spawn(cli.argv("queue-pop", "q2", "--timeout", "10"), stdout=subprocess.PIPE)
     time.sleep(0.3)
