@@ -99,33 +99,31 @@ static void put_str(struct out *o, const char *s)
 __attribute__((format(printf, 2, 3)))
 static void putf(struct out *o, const char *fmt, ...)
 {
-	char tmp[256], *big;
+	struct buf *b = o->b;
+	size_t room = 256; /* a line of numbers and names */
 	va_list ap;
 	int n;
 
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0) {
-		o->err = o->err ? o->err : -EINVAL;
-		return;
+	/* Formatted in place at the reply's tail; a longer line (a metric's
+	 * help text) is formatted once more into room for all of it. */
+	while (!o->err) {
+		if (buf_reserve(b, room)) {
+			o->err = -ENOMEM;
+			return;
+		}
+		va_start(ap, fmt);
+		n = vsnprintf((char *)b->data + b->len, room, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			o->err = -EINVAL;
+			return;
+		}
+		if ((size_t)n < room) {
+			b->len += (size_t)n;
+			return;
+		}
+		room = (size_t)n + 1;
 	}
-	if ((size_t)n < sizeof(tmp)) {
-		put(o, tmp, (size_t)n);
-		return;
-	}
-	/* Longer than a line of numbers and names (a metric's help text):
-	 * format it again on the heap rather than fail the whole reply. */
-	big = malloc((size_t)n + 1);
-	if (!big) {
-		o->err = o->err ? o->err : -ENOMEM;
-		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(big, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	put(o, big, (size_t)n);
-	free(big);
 }
 
 /* A JSON string of arbitrary bytes, quotes included, pure ASCII. */
