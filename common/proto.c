@@ -207,32 +207,39 @@ static size_t item_run(struct proto_decoder *d, const uint8_t *p, size_t n,
 		       size_t i, bool with_value)
 {
 	const struct proto_limits *lim = d->lim;
+	/* In locals: stores through @p's bytes could alias d's fields, so
+	 * the compiler would load and store them every item. */
+	uint64_t remaining = d->remaining, req_len = d->req_len;
+	const uint64_t max_key = lim->max_key, max_value = lim->max_value;
+	const uint64_t max_request = lim->max_request;
 
-	while (d->remaining > 1) {
+	while (remaining > 1) {
 		size_t j = i, len = 0;
 		uint64_t k, v = 0;
 
 		if (n - j < sizeof(k))
 			break;
 		memcpy(&k, p + j, sizeof(k));
-		if (k > lim->max_key || k > n - j - sizeof(k))
+		if (k > max_key || k > n - j - sizeof(k))
 			break;
 		j += sizeof(k) + k;
 		if (with_value) {
 			if (n - j < sizeof(v))
 				break;
 			memcpy(&v, p + j, sizeof(v));
-			if (v > lim->max_value || v > n - j - sizeof(v))
+			if (v > max_value || v > n - j - sizeof(v))
 				break;
 			j += sizeof(v) + v;
 		}
 		len = j - i;
-		if (d->req_len + len > lim->max_request)
+		if (req_len + len > max_request)
 			break;
 		i = j;
-		d->req_len += len;
-		d->remaining--;
+		req_len += len;
+		remaining--;
 	}
+	d->remaining = remaining;
+	d->req_len = req_len;
 	return i;
 }
 

@@ -61,21 +61,22 @@ static int put_short_values(struct outq *out, struct table_entry *const *e,
 static void lookup_batch(struct store_thread *th, const uint8_t **cur,
 			 size_t m, struct table_entry **e)
 {
-	struct proto_slice k[LOOKUP_BATCH];
+	const void *kp[LOOKUP_BATCH];
+	size_t kl[LOOKUP_BATCH];
 	uint64_t h[LOOKUP_BATCH];
 	struct table *t = th->st->table;
 
 	for (size_t j = 0; j < m; j++) {
-		proto_next_str(cur, &k[j]);
-		h[j] = hash_key(k[j].p, k[j].len);
+		struct proto_slice k;
+
+		proto_next_str(cur, &k);
+		kp[j] = k.p;
+		kl[j] = k.len;
+		h[j] = hash_key(k.p, k.len);
 		table_prefetch(t, h[j]);
 	}
 	/* The value's length is not known yet: guess a short one. */
-	for (size_t j = 0; j < m; j++)
-		table_prefetch_entry(t, h[j],
-				     table_entry_span(k[j].len, MGET_VALUE_GUESS));
-	for (size_t j = 0; j < m; j++)
-		e[j] = table_get(t, th->qt, h[j], k[j].p, k[j].len);
+	table_get_batch(t, th->qt, m, h, kp, kl, MGET_VALUE_GUESS, e);
 }
 
 /*

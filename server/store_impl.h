@@ -14,7 +14,7 @@
 #include "table.h"
 
 /* Keys whose slot and entry misses one batch of prefetches overlaps. */
-#define LOOKUP_BATCH 16
+#define LOOKUP_BATCH TABLE_BATCH_MAX
 
 /* Append a value field: u64 length, then the bytes. */
 static inline int store_put_bytes(struct outq *out, const void *p, uint64_t len)

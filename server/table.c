@@ -106,6 +106,8 @@
 #define CHUNK 64
 /* Slots table_prefetch_entry looks at for K, from its home on. */
 #define PREFETCH_SCAN 4
+/* No slot: prefetch_entry_at did not see the key's tag. */
+#define SLOT_NONE SIZE_MAX
 
 struct table_slot {
 	_Atomic uint64_t hw;
@@ -184,36 +186,6 @@ static size_t entry_bytes(const struct table_entry *e)
 }
 
 /*
- * memcpy for the short keys and values of most writes: up to 64 bytes, two
- * overlapping moves of 32, 16 or 8 bytes, inline and without a loop,
- * instead of a call that dispatches on the length; longer copies are
- * memcpy's.
- */
-static inline void copy_short(uint8_t *d, const void *src, size_t n)
-{
-	const uint8_t *s = src;
-	uint64_t a, b;
-
-	if (n > 64) {
-		memcpy(d, s, n);
-	} else if (n >= 32) {
-		memcpy(d, s, 32);
-		memcpy(d + n - 32, s + n - 32, 32);
-	} else if (n >= 16) {
-		memcpy(d, s, 16);
-		memcpy(d + n - 16, s + n - 16, 16);
-	} else if (n >= 8) {
-		memcpy(&a, s, 8);
-		memcpy(&b, s + n - 8, 8);
-		memcpy(d, &a, 8);
-		memcpy(d + n - 8, &b, 8);
-	} else {
-		for (size_t i = 0; i < n; i++)
-			d[i] = s[i];
-	}
-}
-
-/*
  * Allocate one block holding the key and v1 || v2; refs starts at 1 (the
  * caller's). Returns NULL on ENOMEM or if the sizes overflow.
  */
@@ -239,9 +211,9 @@ struct table_entry *table_entry_new(uint64_t hash, const void *key,
 	e->klen = (uint32_t)klen;
 	e->hash = hash;
 	e->vlen = l1 + l2;
-	copy_short(e->data, key, klen);
+	table_copy_short(e->data, key, klen);
 	if (v1)
-		copy_short(e->data + klen, v1, l1);
+		table_copy_short(e->data + klen, v1, l1);
 	if (l2)
 		memcpy(e->data + klen + l1, v2, l2);
 	return e;
@@ -693,10 +665,14 @@ void table_prefetch(struct table *t, uint64_t hash)
 	__builtin_prefetch(&a->slots[hash & (a->cap - 1)]);
 }
 
-void table_prefetch_entry(struct table *t, uint64_t hash, size_t span)
+/*
+ * Prefetch the entry in K's slot of @a: every line of its first @span
+ * bytes. Returns the slot where K's tag was found, or SLOT_NONE. The slot
+ * is a hint for lookup_at: its loads are relaxed and its entry unchecked.
+ */
+static inline size_t prefetch_entry_at(struct table_array *a, uint64_t hash,
+				       size_t span)
 {
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_relaxed);
 	size_t mask = a->cap - 1, i = hash & mask;
 	uint64_t tag = tag_of(hash);
 
@@ -710,26 +686,83 @@ void table_prefetch_entry(struct table *t, uint64_t hash, size_t span)
 		uintptr_t e, end;
 
 		if (hw == HW_EMPTY)
-			return;
+			return SLOT_NONE;
 		if (hw != tag)
 			continue;
 		e = (uintptr_t)entry_of(
 			atomic_load_explicit(&s->ptr, memory_order_relaxed));
-		/* Every line of the entry's first @span bytes. Entries are
-		 * malloc'd, 16-byte aligned: one of 112 bytes (a 16-byte key
-		 * and a 64-byte value) starts anywhere in its first line and
-		 * spans three lines half the time, and the copy of its value
-		 * missed on the third. A write wants them too: the entry it
-		 * replaces is freed after a grace period, and its block is
-		 * the next one this thread's cache hands out. */
+		/* Every line of the entry's first @span bytes: one of 112
+		 * bytes (a 16-byte key and a 64-byte value) spans two lines
+		 * of a slab slot, three of a malloc'd block half the time.
+		 * A write wants them too: the entry it replaces is freed
+		 * after a grace period, and its block is the next one this
+		 * thread's cache hands out. */
 		if (span > TABLE_PREFETCH_SPAN_MAX)
 			span = TABLE_PREFETCH_SPAN_MAX;
 		end = e + (span ? span : 1);
 		for (e &= ~(uintptr_t)(RS_CACHELINE - 1); e < end;
 		     e += RS_CACHELINE)
 			__builtin_prefetch((const void *)e);
-		return;
+		return i;
 	}
+	return SLOT_NONE;
+}
+
+void table_prefetch_entry(struct table *t, uint64_t hash, size_t span)
+{
+	(void)prefetch_entry_at(atomic_load_explicit(&t->cur,
+						     memory_order_relaxed),
+				hash, span);
+}
+
+/*
+ * lookup(), starting from slot @i of @a, where prefetch_entry_at saw K's
+ * tag. If that slot's entry has key K, the slot is K's terminal in @a: hw
+ * and identity are set once, so every slot before it on K's probe sequence
+ * was, and stays, a terminal of other keys (an empty slot there would have
+ * taken K's first insert, and only an empty slot turns DEAD). Otherwise
+ * (no identity yet, or another key with K's 64-bit tag) the full probe
+ * decides.
+ */
+static inline struct table_entry *lookup_at(struct table_array *a, size_t i,
+					    uint64_t hash, const void *key,
+					    size_t klen)
+{
+	/* Acquire: pairs with the release CAS that installed the entry. */
+	uintptr_t w = atomic_load_explicit(&a->slots[i].ptr,
+					   memory_order_acquire);
+	struct table_entry *e = entry_of(w);
+
+	if (!e || !key_eq(e, hash, key, klen))
+		return lookup(a, hash, key, klen);
+	if (!(w & SLOT_MOVED) || !(w & SLOT_COPIED))
+		return (w & SLOT_TOMB) ? NULL : e;
+	return lookup(next_of(a), hash, key, klen);
+}
+
+void table_get_batch(struct table *t, struct qsbr_thread *qt, size_t m,
+		     const uint64_t *hash, const void *const *key,
+		     const size_t *klen, size_t vguess,
+		     struct table_entry **out)
+{
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(), as in
+	 * table_get. One load for the batch: a lookup that starts at an
+	 * array cur has since moved past finds the newest value by following
+	 * the chain, and the array stays until our next quiescent point. */
+	struct table_array *a = atomic_load_explicit(&t->cur,
+						     memory_order_acquire);
+	size_t at[TABLE_BATCH_MAX];
+
+	(void)qt;
+	assert(m <= TABLE_BATCH_MAX);
+	for (size_t j = 0; j < m; j++)
+		at[j] = prefetch_entry_at(a, hash[j],
+					  table_entry_span(klen[j], vguess));
+	for (size_t j = 0; j < m; j++)
+		out[j] = at[j] == SLOT_NONE
+				 ? lookup(a, hash[j], key[j], klen[j])
+				 : lookup_at(a, at[j], hash[j], key[j],
+					     klen[j]);
 }
 
 /* Lock-free lookup; the result is borrowed until the next quiescent point. */
@@ -797,7 +830,7 @@ static void value_write(struct table_entry *e, const void *val, size_t n)
 				      ((const uint8_t *)val)[i],
 				      memory_order_relaxed);
 #else
-	copy_short(e->data + e->klen, val, n);
+	table_copy_short(e->data + e->klen, val, n);
 #endif
 }
 

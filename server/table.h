@@ -65,6 +65,36 @@ struct table_entry {
 #endif
 
 /*
+ * memcpy for the short keys and values of most entries: up to 64 bytes, two
+ * overlapping moves of 32, 16 or 8 bytes, inline and without a loop,
+ * instead of a call that dispatches on the length; longer copies are
+ * memcpy's.
+ */
+static inline void table_copy_short(uint8_t *d, const void *src, size_t n)
+{
+	const uint8_t *s = src;
+	uint64_t a, b;
+
+	if (n > 64) {
+		memcpy(d, s, n);
+	} else if (n >= 32) {
+		memcpy(d, s, 32);
+		memcpy(d + n - 32, s + n - 32, 32);
+	} else if (n >= 16) {
+		memcpy(d, s, 16);
+		memcpy(d + n - 16, s + n - 16, 16);
+	} else if (n >= 8) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + n - 8, 8);
+		memcpy(d, &a, 8);
+		memcpy(d + n - 8, &b, 8);
+	} else {
+		for (size_t i = 0; i < n; i++)
+			d[i] = s[i];
+	}
+}
+
+/*
  * Copy @n bytes that a writer in place may be changing (the copy is
  * validated by the seq afterwards). Under TSan, byte by byte as relaxed
  * atomics, so that the race a sequence lock accepts is not reported.
@@ -76,7 +106,7 @@ static inline void table_racy_copy(void *dst, const void *src, size_t n)
 		((uint8_t *)dst)[i] = atomic_load_explicit(
 			(_Atomic const uint8_t *)src + i, memory_order_relaxed);
 #else
-	memcpy(dst, src, n);
+	table_copy_short(dst, src, n);
 #endif
 }
 
@@ -163,6 +193,21 @@ void table_prefetch(struct table *t, uint64_t hash);
 void table_prefetch_entry(struct table *t, uint64_t hash, size_t span);
 
 #define TABLE_PREFETCH_SPAN_MAX 256
+
+/* The most keys table_get_batch takes at once. */
+#define TABLE_BATCH_MAX 16
+
+/*
+ * m <= TABLE_BATCH_MAX calls of table_get in one, for keys whose slots the
+ * caller has prefetched (table_prefetch): prefetches each entry (the lines
+ * of a @vguess-byte value), then looks each key up into @out. The same
+ * results as table_get; cheaper, because the lookup starts at the slot the
+ * entry prefetch found instead of probing again from the key's home.
+ */
+void table_get_batch(struct table *t, struct qsbr_thread *qt, size_t m,
+		     const uint64_t *hash, const void *const *key,
+		     const size_t *klen, size_t vguess,
+		     struct table_entry **out);
 
 /* The bytes of an entry with a @klen-byte key and a @vlen-byte value. */
 static inline size_t table_entry_span(size_t klen, size_t vlen)

@@ -76,9 +76,17 @@ static uint64_t val_of(const struct table_entry *e)
 	return v;
 }
 
+/* table_get, checked against table_get_batch: every lookup of these tests
+ * (collisions, tombstones, migrations) takes both paths. */
 static struct table_entry *get_h(struct fixture *f, uint64_t h, const char *k)
 {
-	return table_get(f->t, f->qt, h, k, strlen(k));
+	struct table_entry *e = table_get(f->t, f->qt, h, k, strlen(k)), *b;
+	const void *kp = k;
+	size_t kl = strlen(k);
+
+	table_get_batch(f->t, f->qt, 1, &h, &kp, &kl, 8, &b);
+	assert_ptr_equal(b, e);
+	return e;
 }
 
 static struct table_entry *get(struct fixture *f, const char *k)
@@ -408,6 +416,85 @@ static void test_foreach(void **state)
 	assert_int_equal(table_foreach(f->t, f->qt, walk_cb, w), 42);
 	assert_int_equal(w->calls, 10);
 	free(w);
+}
+
+/*
+ * table_get_batch gives table_get's answers for full batches of present,
+ * deleted and never-set keys, while arrays grow and migrate, and with
+ * colliding hashes, where the slot its prefetch finds holds another key.
+ */
+static void batch_check(struct fixture *f, int first, int n, int step)
+{
+	char ks[TABLE_BATCH_MAX][32];
+	const void *kp[TABLE_BATCH_MAX];
+	size_t kl[TABLE_BATCH_MAX];
+	uint64_t h[TABLE_BATCH_MAX];
+	struct table_entry *e[TABLE_BATCH_MAX];
+	size_t m = 0;
+
+	for (int i = first; i < n && m < TABLE_BATCH_MAX; i += step, m++) {
+		snprintf(ks[m], sizeof(ks[m]), "key-%d", i);
+		kp[m] = ks[m];
+		kl[m] = strlen(ks[m]);
+		h[m] = hash_key(ks[m], kl[m]);
+		table_prefetch(f->t, h[m]);
+	}
+	table_get_batch(f->t, f->qt, m, h, kp, kl, 8, e);
+	for (size_t j = 0; j < m; j++)
+		assert_ptr_equal(e[j], table_get(f->t, f->qt, h[j], kp[j],
+						 kl[j]));
+}
+
+static void test_get_batch(void **state)
+{
+	struct fixture *f = *state;
+	const int n = 20000;
+	const uint64_t h = 777;
+	const char *same[] = { "a", "b", "c", "d", "e" };
+	char k[32];
+	int found = 0;
+
+	for (int i = 0; i < n; i++) {
+		snprintf(k, sizeof(k), "key-%d", i);
+		set(f, k, (uint64_t)i);
+		if (i % 100 == 0)
+			qsbr_quiescent(f->qt);
+		if (i % 37 == 0) /* half of them not set yet */
+			batch_check(f, i / 2, i + 16, (i + 16) / 16 | 1);
+	}
+	for (int i = 0; i < n; i += 3) {
+		snprintf(k, sizeof(k), "key-%d", i);
+		del(f, k);
+		if (i % 53 == 0)
+			batch_check(f, i % 16, n, 7);
+	}
+	for (int i = 0; i < n; i += 16)
+		batch_check(f, i, n, 1);
+	/* Five keys of one hash: each lookup's prefetch stops at the first
+	 * slot with the tag, mostly another key's. */
+	for (size_t j = 0; j < 5; j++)
+		assert_int_equal(cas_h(f, h, same[j], NULL,
+				       mk_h(h, same[j], j + 1)), 0);
+	assert_int_equal(cas_h(f, h, "c", get_h(f, h, "c"), NULL), 0);
+	{
+		const void *kp[6] = { "e", "d", "c", "b", "a", "z" };
+		size_t kl[6] = { 1, 1, 1, 1, 1, 1 };
+		uint64_t hs[6] = { h, h, h, h, h, h };
+		struct table_entry *e[6];
+
+		table_get_batch(f->t, f->qt, 6, hs, kp, kl, 8, e);
+		for (size_t j = 0; j < 6; j++) {
+			if (j == 2 || j == 5) {
+				assert_null(e[j]);
+				continue;
+			}
+			assert_non_null(e[j]);
+			assert_int_equal(val_of(e[j]), 5 - j);
+			found++;
+		}
+	}
+	assert_int_equal(found, 4);
+	qsbr_quiescent(f->qt);
 }
 
 static void test_hash_collision(void **state)
@@ -756,6 +843,41 @@ static void *writer(void *arg)
 	return NULL;
 }
 
+/* Own key @i's entry @e (looked up as @k): its key, and a value it has
+ * had. */
+static bool own_ok(const struct table_entry *e, const char *k, int i)
+{
+	uint64_t v = sval(e);
+
+	return e->klen == strlen(k) &&
+	       !memcmp(table_entry_key(e), k, e->klen) &&
+	       (v == (uint64_t)i || v == (uint64_t)i + 1000000);
+}
+
+/* TABLE_BATCH_MAX own keys of one writer around step n % S_ITERS, in one
+ * table_get_batch. */
+static void reader_batch(struct qsbr_thread *qt, unsigned n)
+{
+	char ks[TABLE_BATCH_MAX][48];
+	const void *kp[TABLE_BATCH_MAX];
+	size_t kl[TABLE_BATCH_MAX];
+	uint64_t h[TABLE_BATCH_MAX];
+	struct table_entry *e[TABLE_BATCH_MAX];
+	int id = (int)(n / 7 % S_WRITERS), i0 = (int)(n % S_ITERS);
+
+	for (int j = 0; j < TABLE_BATCH_MAX; j++) {
+		key_of(ks[j], sizeof(ks[j]), id, (i0 + j) % S_ITERS);
+		kp[j] = ks[j];
+		kl[j] = strlen(ks[j]);
+		h[j] = hash_key(ks[j], kl[j]);
+		table_prefetch(g.t, h[j]);
+	}
+	table_get_batch(g.t, qt, TABLE_BATCH_MAX, h, kp, kl, 8, e);
+	for (int j = 0; j < TABLE_BATCH_MAX; j++)
+		if (e[j] && !own_ok(e[j], ks[j], (i0 + j) % S_ITERS))
+			s_fail();
+}
+
 static void *reader(void *arg)
 {
 	struct qsbr_thread *qt = qsbr_register(g.q);
@@ -800,17 +922,14 @@ static void *reader(void *arg)
 						atomic_fetch_add(&g.torn, 1);
 			}
 		}
-		/* Any key found has the right key bytes and a valid value. */
+		/* Any key found has the right key bytes and a valid value:
+		 * one by table_get, a batch of them by table_get_batch. */
 		key_of(k, sizeof(k), (int)(n % S_WRITERS), (int)(n % S_ITERS));
 		h = hash_key(k, strlen(k));
 		e = table_get(g.t, qt, h, k, strlen(k));
-		if (e) {
-			uint64_t v = sval(e);
-			int i = (int)(n % S_ITERS);
-
-			if (v != (uint64_t)i && v != (uint64_t)i + 1000000)
-				s_fail();
-		}
+		if (e && !own_ok(e, k, (int)(n % S_ITERS)))
+			s_fail();
+		reader_batch(qt, n);
 		n = n * 1103515245u + 12345u;
 		if (n % 16 == 0)
 			qsbr_quiescent(qt);
@@ -923,6 +1042,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_lengths, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_growth, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_get_batch, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_tombstone_reuse, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_count_bytes, setup,
