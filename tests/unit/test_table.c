@@ -426,9 +426,9 @@ static void test_foreach(void **state)
 static void batch_check(struct fixture *f, int first, int n, int step)
 {
 	char ks[TABLE_BATCH_MAX][32];
-	const void *kp[TABLE_BATCH_MAX];
-	size_t kl[TABLE_BATCH_MAX];
-	uint64_t h[TABLE_BATCH_MAX];
+	const void *kp[TABLE_BATCH_MAX] = { 0 };
+	size_t kl[TABLE_BATCH_MAX] = { 0 };
+	uint64_t h[TABLE_BATCH_MAX] = { 0 };
 	struct table_entry *e[TABLE_BATCH_MAX];
 	size_t m = 0;
 
