@@ -717,12 +717,12 @@ void table_prefetch_entry(struct table *t, uint64_t hash, size_t span)
 
 /*
  * lookup(), starting from slot @i of @a, where prefetch_entry_at saw K's
- * tag. If that slot's entry has key K, the slot is K's terminal in @a: hw
- * and identity are set once, so every slot before it on K's probe sequence
- * was, and stays, a terminal of other keys (an empty slot there would have
- * taken K's first insert, and only an empty slot turns DEAD). Otherwise
- * (no identity yet, or another key with K's 64-bit tag) the full probe
- * decides.
+ * tag. If that slot's entry has key K, the slot is K's terminal in @a: no
+ * slot before it on K's probe sequence was K's terminal when K was put
+ * there, and none can become it, since hw and identity are set once (an
+ * empty slot there would have taken K, and only an empty slot turns DEAD).
+ * Otherwise (no identity yet, or another key with K's 64-bit tag) the full
+ * probe decides.
  */
 static inline struct table_entry *lookup_at(struct table_array *a, size_t i,
 					    uint64_t hash, const void *key,
