@@ -428,14 +428,15 @@ static int op_wait(struct store_thread *th, struct wait_state *ws,
 
 /* Keys looked up together, their cache misses overlapped by prefetching. */
 /*
- * MULTI_SET, LOOKUP_BATCH pairs at a time: prefetch every slot, then every
- * entry, then write them all, then wake their waiters, after one seq_cst
- * fence for the batch's writes in place (instead of one locked instruction
- * per key).
+ * MULTI_SET, LOOKUP_BATCH pairs at a time: prefetch every slot, then write
+ * them all (table_set_batch prefetches every entry first), then wake their
+ * waiters, after one seq_cst fence for the batch's writes in place (instead
+ * of one locked instruction per key).
  */
 static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 {
-	struct proto_slice k[LOOKUP_BATCH], v[LOOKUP_BATCH];
+	const void *kp[LOOKUP_BATCH], *vp[LOOKUP_BATCH];
+	size_t kl[LOOKUP_BATCH], vl[LOOKUP_BATCH];
 	uint64_t h[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;
 	int ret = 0;
@@ -444,33 +445,33 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
 						       : LOOKUP_BATCH;
 		size_t j, done;
-		int in_place = 0;
+		struct proto_slice k, v;
 
 		for (j = 0; j < m; j++) {
-			proto_next_str(&cur, &k[j]);
-			proto_next_str(&cur, &v[j]);
-			h[j] = hash_key(k[j].p, k[j].len);
+			proto_next_str(&cur, &k);
+			proto_next_str(&cur, &v);
+			kp[j] = k.p;
+			kl[j] = k.len;
+			vp[j] = v.p;
+			vl[j] = v.len;
+			h[j] = hash_key(k.p, k.len);
 			table_prefetch(th->st->table, h[j]);
 		}
-		/* An entry of the new value's size: the one it may be
-		 * written into in place. */
-		for (j = 0; j < m; j++)
-			table_prefetch_entry(th->st->table, h[j],
-					     table_entry_span(k[j].len,
-							      v[j].len));
-		for (done = 0; done < m; done++) {
-			ret = do_set(th, &k[done], h[done], &v[done]);
-			if (ret < 0)
-				break;
-			in_place |= ret;
-			ret = 0;
-		}
-		if (in_place)
+		gen_begin(th);
+		ret = table_set_batch(th->st->table, th->qt, m, h, kp, kl, vp,
+				      vl, &done);
+		if (ret > 0) {
+			th->in_place += (uint64_t)ret;
 			atomic_thread_fence(memory_order_seq_cst);
+		}
+		ret = ret < 0 ? ret : 0;
 		if (!waiters_any_sc(th->st->waiters))
 			continue; /* no waiter for any of the batch's keys */
-		for (j = 0; j < done; j++) /* the pairs written */
-			wake_all(th, h[j], &k[j]);
+		for (j = 0; j < done; j++) { /* the pairs written */
+			k.p = kp[j];
+			k.len = kl[j];
+			wake_all(th, h[j], &k);
+		}
 	}
 	return ret;
 }

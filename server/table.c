@@ -104,7 +104,7 @@
 
 #define TABLE_MIN_CAP 16
 #define CHUNK 64
-/* Slots table_prefetch_entry looks at for K, from its home on. */
+/* Slots prefetch_entry_at looks at for K, from its home on. */
 #define PREFETCH_SCAN 4
 /* No slot: prefetch_entry_at did not see the key's tag. */
 #define SLOT_NONE SIZE_MAX
@@ -649,12 +649,12 @@ void table_destroy(struct table *t)
 }
 
 /*
- * Prefetch hints for batched lookups (MULTI_GET, CHECK, WAIT): a lookup of a
- * random key costs a cache miss on its slot and another on its entry. A
- * caller with several keys prefetches every slot, then every entry, then
- * looks them up, so the misses overlap instead of adding up. Only the first
- * probe position of the newest array in use is touched; these are hints
- * and never affect results.
+ * Prefetch hints for batches (MULTI_GET, MULTI_SET): a lookup of a random key
+ * costs a cache miss on its slot and another on its entry. A caller with
+ * several keys prefetches every slot, then table_get_batch or
+ * table_set_batch prefetches every entry, then looks each key up, so the
+ * misses overlap instead of adding up. Only the home slot in t->cur is
+ * touched; these are hints and never affect results.
  */
 void table_prefetch(struct table *t, uint64_t hash)
 {
@@ -706,13 +706,6 @@ static inline size_t prefetch_entry_at(struct table_array *a, uint64_t hash,
 		return i;
 	}
 	return SLOT_NONE;
-}
-
-void table_prefetch_entry(struct table *t, uint64_t hash, size_t span)
-{
-	(void)prefetch_entry_at(atomic_load_explicit(&t->cur,
-						     memory_order_relaxed),
-				hash, span);
 }
 
 /*
@@ -849,21 +842,33 @@ static void value_write(struct table_entry *e, const void *val, size_t n)
  * before the freeze is then the value in both, which is what a copy after
  * the write would have been.
  */
-int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
-	      const void *key, size_t klen, const void *val, size_t vlen)
+static int set_at(struct table *t, struct qsbr_thread *qt,
+		  struct table_array *a, size_t hint, uint64_t hash,
+		  const void *key, size_t klen, const void *val, size_t vlen)
 {
-	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_acquire);
 	struct table_entry *e;
-	size_t i;
-	uintptr_t w;
+	size_t i = hint;
+	uintptr_t w = 0;
 	int ret;
 
-	if (vlen < TABLE_INPLACE_MAX && !next_of(a) &&
-	    probe_read(a, hash, key, klen, &i, &w) == PROBE_FOUND &&
-	    (e = entry_of(w)) && !(w & (SLOT_TOMB | SLOT_MOVED)) &&
-	    e->vlen == vlen) {
+	if (vlen >= TABLE_INPLACE_MAX || next_of(a))
+		goto put;
+	/* A slot holding K's entry is K's terminal in @a (see lookup_at):
+	 * start there when the prefetch saw K's tag, else probe. */
+	if (hint != SLOT_NONE) {
+		/* Acquire: pairs with the release CAS that installed the
+		 * entry, as in probe_read. */
+		w = atomic_load_explicit(&a->slots[hint].ptr,
+					 memory_order_acquire);
+		e = entry_of(w);
+		if (!e || !key_eq(e, hash, key, klen))
+			hint = SLOT_NONE;
+	}
+	if (hint == SLOT_NONE &&
+	    probe_read(a, hash, key, klen, &i, &w) != PROBE_FOUND)
+		goto put;
+	e = entry_of(w);
+	if (e && !(w & (SLOT_TOMB | SLOT_MOVED)) && e->vlen == vlen) {
 		uint32_t seq = atomic_load_explicit(&e->seq,
 						    memory_order_relaxed);
 
@@ -881,6 +886,7 @@ int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 			value_unlock(e, seq);
 		}
 	}
+put:
 	e = table_entry_new(hash, key, klen, val, vlen, NULL, 0);
 	if (!e)
 		return -ENOMEM;
@@ -888,6 +894,45 @@ int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	if (ret)
 		table_entry_unref(e);
 	return ret;
+}
+
+int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
+	      const void *key, size_t klen, const void *val, size_t vlen)
+{
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
+	return set_at(t, qt, atomic_load_explicit(&t->cur,
+						  memory_order_acquire),
+		      SLOT_NONE, hash, key, klen, val, vlen);
+}
+
+int table_set_batch(struct table *t, struct qsbr_thread *qt, size_t m,
+		    const uint64_t *hash, const void *const *key,
+		    const size_t *klen, const void *const *val,
+		    const size_t *vlen, size_t *done)
+{
+	/* Acquire: pairs with the seq_cst CAS in advance_cur(). One load for
+	 * the batch: writes in place happen only while @a has no next array,
+	 * which makes it the newest array (and still cur); otherwise set_at
+	 * puts a new entry through table_put, which finds the newest array. */
+	struct table_array *a = atomic_load_explicit(&t->cur,
+						     memory_order_acquire);
+	size_t at[TABLE_BATCH_MAX];
+	int in_place = 0;
+
+	assert(m <= TABLE_BATCH_MAX);
+	for (size_t j = 0; j < m; j++)
+		at[j] = prefetch_entry_at(a, hash[j],
+					  table_entry_span(klen[j], vlen[j]));
+	for (*done = 0; *done < m; ++*done) {
+		size_t j = *done;
+		int ret = set_at(t, qt, a, at[j], hash[j], key[j], klen[j],
+				 val[j], vlen[j]);
+
+		if (ret < 0)
+			return ret;
+		in_place += ret;
+	}
+	return in_place;
 }
 
 /*

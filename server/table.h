@@ -183,18 +183,23 @@ struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
 			      uint64_t hash, const void *key, size_t klen);
 
 /*
- * Hints for a batch of lookups: prefetch each key's slot, then each key's
- * entry, then call table_get for each, so their cache misses overlap. They
- * never change results. Safe from any thread inside a QSBR online section.
+ * A hint for a batch of lookups or writes: prefetch each key's slot first,
+ * then call table_get_batch or table_set_batch, so that the cache misses of
+ * the batch's keys overlap instead of adding up. Never changes results.
+ * Safe from any thread inside a QSBR online section.
  */
 void table_prefetch(struct table *t, uint64_t hash);
-/* ... the lines of the entry's first @span bytes (the caller's guess of its
- * size: table_entry_span(); at most TABLE_PREFETCH_SPAN_MAX are fetched). */
-void table_prefetch_entry(struct table *t, uint64_t hash, size_t span);
 
+/* The most bytes of an entry that the batch calls prefetch. */
 #define TABLE_PREFETCH_SPAN_MAX 256
 
-/* The most keys table_get_batch takes at once. */
+/* The bytes of an entry with a @klen-byte key and a @vlen-byte value. */
+static inline size_t table_entry_span(size_t klen, size_t vlen)
+{
+	return sizeof(struct table_entry) + klen + vlen;
+}
+
+/* The most keys table_get_batch and table_set_batch take at once. */
 #define TABLE_BATCH_MAX 16
 
 /*
@@ -208,12 +213,6 @@ void table_get_batch(struct table *t, struct qsbr_thread *qt, size_t m,
 		     const uint64_t *hash, const void *const *key,
 		     const size_t *klen, size_t vguess,
 		     struct table_entry **out);
-
-/* The bytes of an entry with a @klen-byte key and a @vlen-byte value. */
-static inline size_t table_entry_span(size_t klen, size_t vlen)
-{
-	return sizeof(struct table_entry) + klen + vlen;
-}
 
 /*
  * If the live entry for @key is @expected (NULL: absent) with the value
@@ -250,6 +249,20 @@ int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
  */
 int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, const void *val, size_t vlen);
+
+/*
+ * m <= TABLE_BATCH_MAX calls of table_set in one, in order, for keys whose
+ * slots the caller has prefetched (table_prefetch): prefetches each entry,
+ * then sets each value, starting at the slot the prefetch found instead of
+ * probing again from the key's home. Stops at the first failure. Returns
+ * how many values were written in place (see table_set: the caller issues
+ * one seq_cst fence for them), or -ENOMEM; *@done is the number of values
+ * set either way.
+ */
+int table_set_batch(struct table *t, struct qsbr_thread *qt, size_t m,
+		    const uint64_t *hash, const void *const *key,
+		    const size_t *klen, const void *const *val,
+		    const size_t *vlen, size_t *done);
 
 /* Live keys, and the bytes of their keys and values (relaxed reads). */
 size_t table_count(struct table *t);

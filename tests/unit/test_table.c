@@ -494,6 +494,158 @@ static void test_get_batch(void **state)
 	qsbr_quiescent(f->qt);
 }
 
+/*
+ * table_set_batch against a model of the store: batches of up to
+ * TABLE_BATCH_MAX pairs (the same key twice in a batch, values whose
+ * length changes or stays, keys of one hash whose prefetch finds another
+ * key's slot) while the array grows and keys are deleted. Every key must
+ * read back as the model says; with a table that does not grow, each pair
+ * over a live value of the same length must be written in place (the same
+ * entry), and the batch must count exactly those.
+ */
+struct set_model {
+	char val[600][8];
+	size_t vlen[600]; /* 0: absent */
+};
+
+static uint64_t model_hash(int i, const char *k)
+{
+	return i % 50 == 0 ? 777 : hash_key(k, strlen(k)); /* 12 share one */
+}
+
+static void model_check(struct fixture *f, const struct set_model *md,
+			int n)
+{
+	char k[16];
+
+	for (int i = 0; i < n; i++) {
+		struct table_entry *e;
+
+		snprintf(k, sizeof(k), "key-%d", i);
+		e = get_h(f, model_hash(i, k), k);
+		if (!md->vlen[i]) {
+			assert_null(e);
+			continue;
+		}
+		assert_non_null(e);
+		assert_int_equal(e->vlen, md->vlen[i]);
+		assert_memory_equal(table_entry_val(e), md->val[i],
+				    md->vlen[i]);
+	}
+}
+
+static void set_batch_rounds(struct fixture *f, struct set_model *md, int n,
+			     int rounds, bool exact, unsigned *seed)
+{
+	char ks[TABLE_BATCH_MAX][16], vs[TABLE_BATCH_MAX][8];
+	const void *kp[TABLE_BATCH_MAX], *vp[TABLE_BATCH_MAX];
+	size_t kl[TABLE_BATCH_MAX], vl[TABLE_BATCH_MAX];
+	uint64_t h[TABLE_BATCH_MAX];
+	int idx[TABLE_BATCH_MAX];
+
+	for (int r = 0; r < rounds; r++) {
+		size_t m = 1 + (size_t)rand_r(seed) % TABLE_BATCH_MAX, done;
+		struct table_entry *before[TABLE_BATCH_MAX];
+		bool live_same[TABLE_BATCH_MAX];
+		int expect_in_place = 0, got;
+
+		for (size_t j = 0; j < m; j++) {
+			/* A repeat of the batch's previous key now and then. */
+			int i = j && rand_r(seed) % 8 == 0
+					? idx[j - 1]
+					: rand_r(seed) % n;
+
+			idx[j] = i;
+			snprintf(ks[j], sizeof(ks[j]), "key-%d", i);
+			kp[j] = ks[j];
+			kl[j] = strlen(ks[j]);
+			vl[j] = 1 + (size_t)rand_r(seed) % 3; /* 1 to 3 */
+			for (size_t b = 0; b < vl[j]; b++)
+				vs[j][b] = (char)('a' + rand_r(seed) % 26);
+			vp[j] = vs[j];
+			h[j] = model_hash(i, ks[j]);
+			table_prefetch(f->t, h[j]);
+		}
+		/* What the table holds before, applied in order. */
+		for (size_t j = 0; j < m; j++) {
+			int i = idx[j];
+
+			live_same[j] = md->vlen[i] == vl[j];
+			before[j] = table_get(f->t, f->qt, h[j], kp[j], kl[j]);
+			expect_in_place += live_same[j];
+			md->vlen[i] = vl[j];
+			memcpy(md->val[i], vs[j], vl[j]);
+		}
+		got = table_set_batch(f->t, f->qt, m, h, kp, kl, vp, vl,
+				      &done);
+		assert_int_equal(done, m);
+		assert_true(got >= 0 && got <= expect_in_place);
+		if (exact) {
+			assert_int_equal(got, expect_in_place);
+			for (size_t j = 0; j < m; j++) {
+				struct table_entry *e = table_get(
+					f->t, f->qt, h[j], kp[j], kl[j]);
+				bool once = true;
+
+				/* A key set twice may end in the batch's own
+				 * entry. */
+				for (size_t b = 0; b < m; b++)
+					once = once && (b == j || idx[b] != idx[j]);
+				if (live_same[j] && once)
+					assert_ptr_equal(e, before[j]);
+			}
+		}
+		for (size_t j = 0; j < m; j++) {
+			char *v = md->val[idx[j]];
+			struct table_entry *e = get_h(f, h[j], ks[j]);
+
+			assert_non_null(e);
+			assert_int_equal(e->vlen, md->vlen[idx[j]]);
+			assert_memory_equal(table_entry_val(e), v, e->vlen);
+		}
+		if (r % 16 == 0) { /* delete a key */
+			int i = rand_r(seed) % n;
+			char k[16];
+
+			snprintf(k, sizeof(k), "key-%d", i);
+			if (md->vlen[i]) {
+				uint64_t hk = model_hash(i, k);
+
+				assert_int_equal(cas_h(f, hk, k,
+						       get_h(f, hk, k), NULL),
+						 0);
+				md->vlen[i] = 0;
+			}
+		}
+		if (r % 8 == 0)
+			qsbr_quiescent(f->qt);
+	}
+	model_check(f, md, n);
+}
+
+static void test_set_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct set_model *md = calloc(1, sizeof(*md));
+	struct table *grown = f->t;
+	unsigned seed = 12345;
+
+	assert_non_null(md);
+	/* From 16 slots to 1,024 and more: writes meet arrays that migrate. */
+	set_batch_rounds(f, md, 600, 3000, false, &seed);
+	/* Room for every key: no growth, so every write that can be in place
+	 * must be. */
+	f->t = table_create(f->q, 2048);
+	assert_non_null(f->t);
+	memset(md, 0, sizeof(*md));
+	set_batch_rounds(f, md, 600, 600, false, &seed); /* fill */
+	set_batch_rounds(f, md, 600, 3000, true, &seed);
+	table_destroy(f->t);
+	f->t = grown;
+	qsbr_quiescent(f->qt);
+	free(md);
+}
+
 static void test_hash_collision(void **state)
 {
 	struct fixture *f = *state;
@@ -780,8 +932,9 @@ static void *writer(void *arg)
 				s_fail();
 		}
 		/* Everyone writes the shared key, a value of S_WORDS equal
-		 * words: in place (table_set), or as a new entry (table_put)
-		 * that races with the writes in place. The last write wins. */
+		 * words: in place (table_set, table_set_batch), or as a new
+		 * entry (table_put) that races with the writes in place. The
+		 * last write wins. */
 		if (i % 4 == 0) {
 			uint64_t w[S_WORDS];
 			uint64_t sh = hash_key("shared-put", 10);
@@ -789,8 +942,16 @@ static void *writer(void *arg)
 			for (int j = 0; j < S_WORDS; j++)
 				w[j] = (uint64_t)i;
 			if (i % 8 == 0) {
-				int r = table_set(g.t, qt, sh, "shared-put", 10,
-						  w, sizeof(w));
+				/* Every other one through table_set_batch,
+				 * which starts at the slot its prefetch saw. */
+				const void *kp = "shared-put", *vp = w;
+				size_t kl = 10, vl = sizeof(w), done;
+				int r = i % 16
+						? table_set(g.t, qt, sh, kp, kl,
+							    w, sizeof(w))
+						: table_set_batch(g.t, qt, 1, &sh,
+								  &kp, &kl, &vp,
+								  &vl, &done);
 
 				if (r < 0)
 					s_fail();
@@ -1039,6 +1200,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_lengths, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_growth, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_batch, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_get_batch, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_tombstone_reuse, setup,
