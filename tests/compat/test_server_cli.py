@@ -97,6 +97,19 @@ def test_clean_exit_on_signal_with_clients_connected(tmp_path, sig):
     assert re.search(r"stats: .*accepted=1 .*shutdown=1", log), log
 
 
+def test_default_threads_are_half_the_allowed_cpus(tmp_path):
+    # One reactor per two CPUs of the process's affinity mask (at least 1, at
+    # most 64): on 2 CPUs shared with clients, a reactor per CPU cost more CPU
+    # per operation and several times the p99 (bench/RESULTS.md).
+    want = max(1, min(64, len(os.sched_getaffinity(0)) // 2))
+    p, port, err = start(["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"], tmp_path)
+    torch_roundtrip(port)
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
+    m = re.search(r"ringstore \S+: (\d+) reactor threads? on ", err.read_text())
+    assert m and int(m.group(1)) == want, err.read_text()
+
+
 def test_small_receive_ring_keeps_the_default_minimum_in_range(tmp_path):
     # The default --recv-buffers-min (64) is above a 16-buffer ring: it
     # follows the ring down instead of refusing to start.
