@@ -129,6 +129,35 @@ static void usage(FILE *f)
  * (powers of 1024) where @suffixes; exits with a message on error.
  */
 /*
+ * listen_open, waiting up to LISTEN_WAIT_MS while the port is held by a
+ * listener that no process owns. That is most likely a server that has just
+ * died (a crash, SIGKILL): the kernel closes the sockets of an exited
+ * process's io_uring rings in the background, which with thousands of
+ * connections takes a few hundred milliseconds, whereas PyTorch's servers
+ * close theirs as they exit, so a restart of theirs finds the port free. A
+ * port that a live process holds fails at once, as PyTorch's does.
+ */
+#define LISTEN_WAIT_MS 3000
+
+static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
+		       size_t wholen)
+{
+	for (int waited = 0;; waited += 50) {
+		int ret = listen_open(o->bind, &o->port, o->backlog, n, fds,
+				      who, wholen);
+
+		if (ret != -EADDRINUSE || who[0] || waited >= LISTEN_WAIT_MS)
+			return ret;
+		if (!waited)
+			log_warn("port %u is held by a socket that no process "
+				 "here owns (a server that has just exited?); "
+				 "waiting up to %d s for it to close",
+				 o->port, LISTEN_WAIT_MS / 1000);
+		usleep(50 * 1000);
+	}
+}
+
+/*
  * One reactor per two CPUs that this process may run on (its affinity mask:
  * a container's cpuset, taskset), at least 1 and at most 64. A reactor per
  * CPU competes with the kernel's network processing and with the processes
@@ -594,13 +623,16 @@ int main(int argc, char **argv)
 
 		for (uint32_t i = 1; i < srv.cfg.threads; i++)
 			fds[i] = -1;
-		ret = listen_open(o.bind, &o.port, o.backlog, nlisten, fds,
-				  who, sizeof(who));
+		ret = listen_wait(&o, nlisten, fds, who, sizeof(who));
 		if (ret < 0) {
 			log_error("cannot listen on %s port %u: %s%s%s%s",
 				  o.bind ? o.bind : "::", o.port,
 				  strerror(-ret), who[0] ? " (held by " : "",
-				  who, who[0] ? ")" : "");
+				  who[0] ? who : ret == -EADDRINUSE
+					  ? " (held by a socket that no process "
+					    "here owns)"
+					  : "",
+				  who[0] ? ")" : "");
 			goto out;
 		}
 		nfds = nlisten;

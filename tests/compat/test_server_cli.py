@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -75,6 +76,71 @@ def test_busy_port_is_a_clear_error():
         r = run("--port", str(port), "--bind", "127.0.0.1")
     assert r.returncode == 1
     assert "cannot listen" in r.stderr and "in use" in r.stderr
+
+
+def orphan_listener():
+    """A listening socket that no process owns: its only reference is in
+    flight in a Unix socket's queue, as a dead server's listener is while
+    io_uring closes it in the background. Returns (port, release)."""
+    l = socket.socket()
+    l.bind(("127.0.0.1", 0))
+    l.listen()
+    port = l.getsockname()[1]
+    a, b = socket.socketpair(socket.AF_UNIX)
+    socket.send_fds(a, [b"x"], [l.fileno()])
+    l.close()
+
+    def release():
+        _, fds, _, _ = socket.recv_fds(b, 1, 1)
+        for fd in fds:
+            os.close(fd)
+        a.close()
+        b.close()
+    return port, release
+
+
+def test_busy_port_held_by_a_live_process_fails_at_once():
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        t0 = time.monotonic()
+        r = run("--port", str(port), "--bind", "127.0.0.1")
+        took = time.monotonic() - t0
+    assert r.returncode == 1
+    assert f"(held by pid {os.getpid()}" in r.stderr, r.stderr
+    assert "waiting" not in r.stderr and took < 2.5, (took, r.stderr)
+
+
+def test_port_held_by_a_socket_no_process_owns_is_waited_for(tmp_path):
+    # A server killed with thousands of connections: its listener closes a
+    # few hundred ms after it exits. A restart waits for it (PyTorch's server
+    # closes its own as it exits, so a restart of it finds the port free).
+    port, release = orphan_listener()
+    timer = threading.Timer(1.0, release)
+    timer.start()
+    try:
+        p, got, err = start(["--port", str(port), "--bind", "127.0.0.1"], tmp_path)
+    finally:
+        timer.join()
+    assert got == port
+    assert "no process here owns" in err.read_text() and "waiting up to" in err.read_text()
+    torch_roundtrip(port)
+    p.send_signal(signal.SIGTERM)
+    assert reap(p, 10) == 0
+
+
+def test_port_held_by_a_socket_no_process_owns_fails_after_the_wait():
+    port, release = orphan_listener()
+    try:
+        t0 = time.monotonic()
+        r = run("--port", str(port), "--bind", "127.0.0.1")
+        took = time.monotonic() - t0
+    finally:
+        release()
+    assert r.returncode == 1
+    assert "in use (held by a socket that no process here owns)" in r.stderr, r.stderr
+    assert took >= 2.9, took
 
 
 def start(args, tmp_path, **kw):
