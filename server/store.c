@@ -460,8 +460,10 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 		gen_begin(th);
 		ret = table_set_batch(th->st->table, th->qt, m, h, kp, kl, vp,
 				      vl, &done);
-		if (ret > 0) {
-			th->in_place += (uint64_t)ret;
+		/* Writes in place, or a failure after some may have been:
+		 * the pairs written need the fence before their wake-ups. */
+		if (ret) {
+			th->in_place += ret > 0 ? (uint64_t)ret : 0;
 			atomic_thread_fence(memory_order_seq_cst);
 		}
 		ret = ret < 0 ? ret : 0;
