@@ -125,17 +125,14 @@ static void usage(FILE *f)
 }
 
 /*
- * Parse a decimal number in [lo, hi], with an optional K, M or G suffix
- * (powers of 1024) where @suffixes; exits with a message on error.
- */
-/*
  * listen_open, waiting up to LISTEN_WAIT_MS while the port is held by a
  * listener that no process owns. That is most likely a server that has just
  * died (a crash, SIGKILL): the kernel closes the sockets of an exited
  * process's io_uring rings in the background, which with thousands of
  * connections takes a few hundred milliseconds, whereas PyTorch's servers
  * close theirs as they exit, so a restart of theirs finds the port free. A
- * port that a live process holds fails at once, as PyTorch's does.
+ * port that a live process holds fails at once, as PyTorch's does. After
+ * the wait, @who names the orphan as the holder.
  */
 #define LISTEN_WAIT_MS 3000
 
@@ -146,8 +143,13 @@ static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
 		int ret = listen_open(o->bind, &o->port, o->backlog, n, fds,
 				      who, wholen);
 
-		if (ret != -EADDRINUSE || who[0] || waited >= LISTEN_WAIT_MS)
+		if (ret != -EADDRINUSE || who[0])
 			return ret;
+		if (waited >= LISTEN_WAIT_MS) {
+			snprintf(who, wholen,
+				 "a socket that no process here owns");
+			return ret;
+		}
 		if (!waited)
 			log_warn("port %u is held by a socket that no process "
 				 "here owns (a server that has just exited?); "
@@ -178,6 +180,10 @@ static uint32_t default_threads(void)
 	return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
 }
 
+/*
+ * Parse a decimal number in [lo, hi], with an optional K, M or G suffix
+ * (powers of 1024) where @suffixes; exits with a message on error.
+ */
 static uint64_t parse_numx(const char *opt, const char *s, uint64_t lo,
 			   uint64_t hi, bool suffixes)
 {
@@ -628,11 +634,7 @@ int main(int argc, char **argv)
 			log_error("cannot listen on %s port %u: %s%s%s%s",
 				  o.bind ? o.bind : "::", o.port,
 				  strerror(-ret), who[0] ? " (held by " : "",
-				  who[0] ? who : ret == -EADDRINUSE
-					  ? " (held by a socket that no process "
-					    "here owns)"
-					  : "",
-				  who[0] ? ")" : "");
+				  who, who[0] ? ")" : "");
 			goto out;
 		}
 		nfds = nlisten;
