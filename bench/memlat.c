@@ -17,6 +17,22 @@
  * Lines are 64 bytes; the set is one mapping aligned to 2 MiB, advised into
  * transparent huge pages with --huge (default: small pages, as malloc's heap
  * mostly is). Compare sizes within one run: the machine is shared.
+ *
+ * --table N models a batch of --batch lookups of random keys in a table of N
+ * keys instead, in two layouts, and prints ns per key for each:
+ *
+ *  index        ringstore's: an index of 16-byte slots, a power of two at
+ *               most 70 % full, each pointing at a 128-byte entry (two
+ *               lines) elsewhere. As table_get_batch does: prefetch every
+ *               key's slot, then read each slot and prefetch its entry's
+ *               two lines, then read them. Three lines a key, the entry's
+ *               behind the slot's.
+ *  inline       the entries in the index itself: one 128-byte bucket a slot
+ *               (same slot count), prefetched, then read. Two adjacent lines
+ *               a key and no pointer to follow, but a larger footprint.
+ *
+ * The difference is what a table with small entries inline could save on
+ * MULTI_GET and MULTI_SET over that key space, before any instruction.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -151,6 +167,106 @@ static double independent(const struct set *s, size_t loads, size_t batch,
 	return (now_ns() - t0) / (double)(groups * batch);
 }
 
+/* A table's memory for --table: @cap slots of @slot bytes at @idx, and,
+ * for the index layout, @n entries of 2 lines at @ent. */
+struct tbl {
+	struct set idx, ent;
+	size_t cap, n;
+};
+
+/* ns per key of @loads lookups in batches of @batch: three lines a key,
+ * the entry found through the slot (inline == 0), or one bucket of two
+ * adjacent lines (inline == 1). */
+static double table_lookups(const struct tbl *t, int inline_, size_t loads,
+			    size_t batch, uint64_t *rng, uintptr_t *sink)
+{
+	size_t groups = loads / batch, slot = inline_ ? 2 * LINE : 16;
+	uint64_t sum = 0;
+	double t0 = now_ns();
+
+	for (size_t g = 0; g < groups; g++) {
+		const uint8_t *p[MAX_BATCH];
+
+		for (size_t j = 0; j < batch; j++) {
+			p[j] = t->idx.base +
+			       (splitmix(rng) & (t->cap - 1)) * slot;
+			__builtin_prefetch(p[j]);
+			if (inline_)
+				__builtin_prefetch(p[j] + LINE);
+		}
+		if (!inline_) {
+			for (size_t j = 0; j < batch; j++) {
+				p[j] = load_ptr(p[j]);
+				__builtin_prefetch(p[j]);
+				__builtin_prefetch(p[j] + LINE);
+			}
+		}
+		for (size_t j = 0; j < batch; j++)
+			sum += p[j][0] + p[j][2 * LINE - 1];
+	}
+	*sink ^= (uintptr_t)sum;
+	return (now_ns() - t0) / (double)(groups * batch);
+}
+
+/* Build --table's memory for @n keys in @layout; 0 or -errno. */
+static int table_init(struct tbl *t, size_t n, int inline_, int huge,
+		      uint64_t *rng)
+{
+	size_t cap = 16;
+	int ret;
+
+	while (cap / 10 * 7 < n)
+		cap *= 2;
+	t->cap = cap;
+	t->n = n;
+	ret = set_init(&t->idx, cap * (inline_ ? 2 * LINE : 16), huge, rng);
+	if (ret || inline_)
+		return ret;
+	ret = set_init(&t->ent, n * 2 * LINE, huge, rng);
+	if (ret) {
+		set_free(&t->idx);
+		return ret;
+	}
+	/* Each slot points at a random entry (entries are allocated in
+	 * arrival order, keys hash anywhere). */
+	for (size_t i = 0; i < cap; i++) {
+		uint8_t *e = t->ent.base + (splitmix(rng) % n) * 2 * LINE;
+
+		memcpy(t->idx.base + i * 16, &e, sizeof(e));
+	}
+	return 0;
+}
+
+static int run_table(size_t n, size_t loads, size_t batch, int huge,
+		     uint64_t *rng, uintptr_t *sink)
+{
+	static const char *const name[] = { "index", "inline" };
+
+	printf("%8s %10s %8s %12s\n", "layout", "keys", "MiB", "ns_per_key");
+	for (int in = 0; in < 2; in++) {
+		struct tbl t = { 0 };
+		int ret = table_init(&t, n, in, huge, rng);
+		double mib, ns;
+
+		if (ret) {
+			fprintf(stderr, "ringstore-memlat: --table %zu: %s\n",
+				n, strerror(-ret));
+			return 1;
+		}
+		mib = (double)(t.idx.lines + t.ent.lines) * LINE /
+		      (1 << 20);
+		/* Once over to fault the pages in and warm the TLB. */
+		(void)table_lookups(&t, in, loads / 4 + batch, batch, rng,
+				    sink);
+		ns = table_lookups(&t, in, loads, batch, rng, sink);
+		printf("%8s %10zu %8.1f %12.1f\n", name[in], n, mib, ns);
+		set_free(&t.idx);
+		if (!in)
+			set_free(&t.ent);
+	}
+	return 0;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -165,6 +281,9 @@ static void usage(FILE *out)
 		"  --batch N     lines per prefetched group, 1-%d (default 16:\n"
 		"                one MULTI_GET's keys)\n"
 		"  --huge        advise the set into transparent huge pages\n"
+		"  --table N     instead: ns per key of batched lookups in a\n"
+		"                table of N keys, ringstore's layout (slot,\n"
+		"                then entry) against entries inline\n"
 		"  -h, --help    this text\n",
 		MAX_BATCH);
 }
@@ -174,10 +293,11 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "sizes", 1, NULL, 's' }, { "loads", 1, NULL, 'n' },
 		{ "batch", 1, NULL, 'b' }, { "huge", 0, NULL, 'H' },
-		{ "help", 0, NULL, 'h' },  { 0 }
+		{ "table", 1, NULL, 't' }, { "help", 0, NULL, 'h' },
+		{ 0 }
 	};
 	const char *sizes = "1,2,4,8,16,32,64";
-	long loads = 2000000, batch = 16;
+	long loads = 2000000, batch = 16, table = 0;
 	size_t mib[MAX_SIZES], nsizes = 0;
 	uint64_t rng = 0x5eed;
 	uintptr_t sink = 0;
@@ -190,6 +310,7 @@ int main(int argc, char **argv)
 		case 'n': loads = strtol(optarg, NULL, 10); break;
 		case 'b': batch = strtol(optarg, NULL, 10); break;
 		case 'H': huge = 1; break;
+		case 't': table = strtol(optarg, NULL, 10); break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -198,9 +319,18 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc || loads < 1 || batch < 1 || batch > MAX_BATCH) {
+	if (optind != argc || loads < 1 || batch < 1 || batch > MAX_BATCH ||
+	    table < 0 || table > (1L << 28)) {
 		usage(stderr);
 		return 2;
+	}
+	if (table) {
+		printf("# ringstore-memlat: %s pages, %ld loads, batches of "
+		       "%ld\n", huge ? "huge" : "small", loads, batch);
+		c = run_table((size_t)table, (size_t)loads, (size_t)batch,
+			      huge, &rng, &sink);
+		fprintf(stderr, "# checksum %lx\n", (unsigned long)sink);
+		return c;
 	}
 	list = strdup(sizes);
 	for (tok = strtok_r(list, ",", &save); tok;
