@@ -167,16 +167,17 @@ static double independent(const struct set *s, size_t loads, size_t batch,
 	return (now_ns() - t0) / (double)(groups * batch);
 }
 
-/* A table's memory for --table: @cap slots of @slot bytes at @idx, and,
- * for the index layout, @n entries of 2 lines at @ent. */
+/* A table's memory for --table: @cap slots at @idx (16 bytes each, or
+ * 128-byte buckets inline), and, for ringstore's layout, the entries (two
+ * lines each) at @ent. */
 struct tbl {
 	struct set idx, ent;
-	size_t cap, n;
+	size_t cap;
 };
 
 /* ns per key of @loads lookups in batches of @batch: three lines a key,
- * the entry found through the slot (inline == 0), or one bucket of two
- * adjacent lines (inline == 1). */
+ * the entry found through the slot (@inline_ 0), or one bucket of two
+ * adjacent lines (@inline_ 1). */
 static double table_lookups(const struct tbl *t, int inline_, size_t loads,
 			    size_t batch, uint64_t *rng, uintptr_t *sink)
 {
@@ -208,7 +209,8 @@ static double table_lookups(const struct tbl *t, int inline_, size_t loads,
 	return (now_ns() - t0) / (double)(groups * batch);
 }
 
-/* Build --table's memory for @n keys in @layout; 0 or -errno. */
+/* Build --table's memory for @n keys, in ringstore's layout (@inline_ 0)
+ * or with the entries inline (1); 0 or -errno. */
 static int table_init(struct tbl *t, size_t n, int inline_, int huge,
 		      uint64_t *rng)
 {
@@ -218,7 +220,6 @@ static int table_init(struct tbl *t, size_t n, int inline_, int huge,
 	while (cap / 10 * 7 < n)
 		cap *= 2;
 	t->cap = cap;
-	t->n = n;
 	ret = set_init(&t->idx, cap * (inline_ ? 2 * LINE : 16), huge, rng);
 	if (ret || inline_)
 		return ret;
