@@ -5,6 +5,7 @@
 #  1. every workload the floor serves runs a fixed number of operations
 #     against it with no error (the bench checks every reply's shape, PING
 #     nonces, CHECK and WAIT bytes);
+#     and the MULTI_* ones again with --table-keys;
 #  2. nccl-init receives exactly as many bytes from the floor as from
 #     ringstore: the canned replies have ringstore's sizes;
 #  3. uring only: the same with --send-zc 1 (every write a SEND_ZC, its
@@ -72,6 +73,17 @@ done
 bench "$floor64_port" --workload heartbeat --conns 64 --total-rate 2000 \
 	--duration 0.5
 echo "ok $IO heartbeat"
+
+# --table-keys: the same replies, with a table's lines touched before each
+# MULTI_GET and MULTI_SET (100-byte values: a write longer than an entry's
+# room for a value is cut to it).
+start tk "$FLOOR" --port 0 --io "$IO" --value-bytes 100 --table-keys 1000 ||
+	exit 1
+for w in multi-get multi-set multi-mix; do
+	bench "$tk_port" --workload $w --conns 16 --keyspace 256 \
+		--value-bytes 100 --ops 3000 --duration 60
+done
+echo "ok $IO --table-keys"
 
 start floor128 "$FLOOR" --port 0 --io "$IO" --value-bytes 128 || exit 1
 start rs "$RINGSTORE" --port 0 --bind 127.0.0.1 --threads 1 \
