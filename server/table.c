@@ -658,9 +658,12 @@ void table_destroy(struct table *t)
  */
 void table_prefetch(struct table *t, uint64_t hash)
 {
-	/* Relaxed: a hint; table_get does the ordered loads. */
+	/* Acquire, though only a hint: it reads the array's size, which
+	 * must be ordered after the array's initialization (pairs with the
+	 * seq_cst CAS in advance_cur(), as in table_get; on x86 the same
+	 * plain load as relaxed). */
 	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_relaxed);
+						     memory_order_acquire);
 
 	__builtin_prefetch(&a->slots[hash & (a->cap - 1)]);
 }

@@ -1088,6 +1088,33 @@ static void *reader(void *arg)
 	return NULL;
 }
 
+/*
+ * Only table_prefetch, while the writers grow the table: its load of the
+ * current array must order the array's initialization before its read of
+ * the array's size (under TSan, a relaxed load there is a data race with
+ * grow()'s calloc, reported the first time a new array is seen this way).
+ */
+static void *prefetcher(void *arg)
+{
+	struct qsbr_thread *qt = qsbr_register(g.q);
+	uint64_t h = (uint64_t)(intptr_t)arg;
+
+	if (!qt) {
+		s_fail();
+		return NULL;
+	}
+	while (atomic_load_explicit(&g.writers_left, memory_order_relaxed) >
+	       0) {
+		for (int i = 0; i < 64; i++) {
+			h = h * 6364136223846793005ull + 1442695040888963407ull;
+			table_prefetch(g.t, h);
+		}
+		qsbr_quiescent(qt);
+	}
+	qsbr_unregister(qt);
+	return NULL;
+}
+
 static int count_cb(struct table_entry *e, void *arg)
 {
 	(void)e;
@@ -1097,7 +1124,7 @@ static int count_cb(struct table_entry *e, void *arg)
 
 static void test_stress(void **state)
 {
-	pthread_t th[S_WRITERS + S_READERS];
+	pthread_t th[S_WRITERS + S_READERS], pf;
 	struct qsbr_thread *qt;
 	size_t want_count = S_COUNTERS, want_bytes = 0, walked = 0;
 	char k[48];
@@ -1116,8 +1143,10 @@ static void test_stress(void **state)
 		assert_int_equal(pthread_create(&th[S_WRITERS + i], NULL,
 						reader, (void *)(i * 77 + 1)),
 				 0);
+	assert_int_equal(pthread_create(&pf, NULL, prefetcher, (void *)7), 0);
 	for (int i = 0; i < S_WRITERS + S_READERS; i++)
 		pthread_join(th[i], NULL);
+	pthread_join(pf, NULL);
 	assert_int_equal(atomic_load(&g.bad), 0);
 	assert_int_equal(atomic_load(&g.torn), 0);
 	/* The writes in place happened (the shared key's value always has
