@@ -28,13 +28,9 @@
  * With --table-keys N it is the floor of a table-bound workload instead:
  * before answering a MULTI_GET or MULTI_SET of n keys it touches the cache
  * lines that n random keys cost in a table of N keys laid out as
- * ringstore's (server/table.c): an index of 16-byte slots at most 70 %
- * full, each pointing at a 128-byte entry (two lines) elsewhere, in
- * batches of 16 as table_get_batch and table_set_batch go: prefetch the
- * slots, read each and prefetch its entry's lines, then read the entry
- * (MULTI_GET) or write a value into it (MULTI_SET). No hashing, parsing or
- * locking: what the memory alone charges inside a serving process, whose
- * kernel work shares the caches with it.
+ * ringstore's (tablemodel.h), reading them or writing a value, and does no
+ * hashing, parsing or locking: what the memory alone charges inside a
+ * serving process, whose kernel work shares the caches with it.
  *
  * Replies of 4 KiB or more are sent by reference from one immutable
  * template of values, so the kernel copies them once, as it must; smaller
@@ -63,7 +59,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -76,6 +71,7 @@
 #include "net.h"
 #include "proto.h"
 #include "recvbufs.h"
+#include "tablemodel.h"
 #include "uring.h"
 
 #define FLOOR_SEGS 40           /* output segments per connection and set */
@@ -84,6 +80,7 @@
 #define FLOOR_TMPL_MAX (64u << 20)
 #define FLOOR_BUFSZ 16384
 #define FLOOR_RBUF (64u << 10)
+#define FLOOR_TABLE_BATCH 16 /* as server/table.h's TABLE_BATCH_MAX */
 
 enum { UD_ACCEPT = 1, UD_RECV, UD_SEND };
 
@@ -120,20 +117,6 @@ struct fconn {
 	int zc_res;      /* --send-zc: the send's result, until its notif */
 };
 
-/* --table-keys: the lines of a table of @n keys (see the top). */
-#define FTABLE_SLOT 16
-#define FTABLE_ENTRY 128
-#define FTABLE_VAL_OFF 48 /* the entry header and a 16-byte key */
-#define FTABLE_BATCH 16
-#define FTABLE_MAX_KEYS (1ul << 26)
-struct ftable {
-	uint8_t *idx; /* cap slots, each the address of an entry */
-	uint8_t *ent; /* n entries */
-	size_t cap, n;
-	uint64_t rng;
-	uint8_t sink; /* the reads' result, so that they are not elided */
-};
-
 struct floor {
 	bool epoll;
 	int lfd;
@@ -156,7 +139,7 @@ struct floor {
 	size_t zc_min; /* --send-zc: writes of this many bytes go zero-copy */
 	struct fconn **parked; /* owned: connections with parked WAITs */
 	uint32_t nparked;
-	struct ftable table; /* --table-keys */
+	struct tmodel table; /* --table-keys; idx NULL: off */
 };
 
 static volatile sig_atomic_t g_stop;
@@ -291,92 +274,6 @@ static int release_parked(struct floor *f)
 	return 0;
 }
 
-/* 2 MiB-aligned memory advised into huge pages, as ringstore's table
- * arrays and entry slabs are; filled (faulted in). NULL on ENOMEM. */
-static uint8_t *ftable_map(size_t bytes)
-{
-	const size_t huge = (size_t)2 << 20;
-	uint8_t *m = mmap(NULL, bytes + huge, PROT_READ | PROT_WRITE,
-			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	if (m == MAP_FAILED)
-		return NULL;
-	m = (uint8_t *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
-	(void)madvise(m, bytes, MADV_HUGEPAGE);
-	memset(m, 'v', bytes);
-	return m;
-}
-
-static uint64_t ftable_rand(struct ftable *t)
-{
-	uint64_t z = (t->rng += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* Lay out a table of @n keys (see the top). 0 or -ENOMEM. */
-static int ftable_init(struct ftable *t, size_t n)
-{
-	size_t cap = 16;
-
-	while (cap / 10 * 7 < n)
-		cap *= 2;
-	t->cap = cap;
-	t->n = n;
-	t->rng = 0x5eed;
-	t->idx = ftable_map(cap * FTABLE_SLOT);
-	t->ent = t->idx ? ftable_map(n * FTABLE_ENTRY) : NULL;
-	if (!t->ent)
-		return -ENOMEM;
-	/* Each slot points at a random entry: keys hash anywhere, entries
-	 * are allocated in arrival order. */
-	for (size_t i = 0; i < cap; i++) {
-		uint8_t *e = t->ent + (ftable_rand(t) % n) * FTABLE_ENTRY;
-
-		memcpy(t->idx + i * FTABLE_SLOT, &e, sizeof(e));
-	}
-	return 0;
-}
-
-/* The lines of @n random keys, read (MULTI_GET) or with @vlen bytes of
- * value written (MULTI_SET). */
-static void ftable_touch(struct ftable *t, uint64_t n, bool write,
-			 size_t vlen)
-{
-	uint8_t acc = 0;
-
-	if (vlen > FTABLE_ENTRY - FTABLE_VAL_OFF)
-		vlen = FTABLE_ENTRY - FTABLE_VAL_OFF;
-	while (n) {
-		size_t m = n < FTABLE_BATCH ? (size_t)n : FTABLE_BATCH;
-		uint8_t *p[FTABLE_BATCH];
-
-		for (size_t j = 0; j < m; j++) {
-			p[j] = t->idx +
-			       (ftable_rand(t) & (t->cap - 1)) * FTABLE_SLOT;
-			__builtin_prefetch(p[j]);
-		}
-		for (size_t j = 0; j < m; j++) {
-			uintptr_t e;
-
-			memcpy(&e, p[j], sizeof(e));
-			p[j] = (uint8_t *)e;
-			__builtin_prefetch(p[j]);
-			__builtin_prefetch(p[j] + FTABLE_ENTRY / 2);
-		}
-		for (size_t j = 0; j < m; j++) {
-			if (write)
-				memset(p[j] + FTABLE_VAL_OFF, acc, vlen);
-			else
-				acc ^= p[j][0] ^ p[j][FTABLE_ENTRY - 1];
-		}
-		n -= m;
-	}
-	t->sink ^= acc;
-}
-
 /*
  * The canned reply to the request whose first bytes are c->hdr. Returns 0,
  * -ENOMEM, or -EPROTO for an opcode the floor does not serve.
@@ -405,7 +302,8 @@ static int reply(struct floor *f, struct fconn *c)
 	if (f->table.idx &&
 	    (c->hdr[0] == OP_MULTI_GET || c->hdr[0] == OP_MULTI_SET)) {
 		memcpy(&n, c->hdr + 1, 8);
-		ftable_touch(&f->table, n, c->hdr[0] == OP_MULTI_SET,
+		tmodel_touch(&f->table, n, FLOOR_TABLE_BATCH,
+			     c->hdr[0] == OP_MULTI_SET,
 			     f->value_bytes);
 	}
 	switch (c->hdr[0]) {
@@ -911,7 +809,7 @@ int main(int argc, char **argv)
 	if (optind != argc || port < 0 || port > 65535 || vb < 0 ||
 	    vb > (8l << 20) || nbufs < 1 || nbufs > 32768 ||
 	    (nbufs & (nbufs - 1)) || nmin < 1 || nmin > nbufs || tkeys < 0 ||
-	    (unsigned long)tkeys > FTABLE_MAX_KEYS) {
+	    (unsigned long)tkeys > TM_MAX_KEYS) {
 		usage(stderr);
 		return 2;
 	}
@@ -929,7 +827,7 @@ int main(int argc, char **argv)
 	f.dirty = calloc(f.maxfd, sizeof(*f.dirty));
 	f.parked = calloc(f.maxfd, sizeof(*f.parked));
 	if (!f.conns || !f.dirty || !f.parked || make_template(&f) ||
-	    (tkeys && ftable_init(&f.table, (size_t)tkeys))) {
+	    (tkeys && tmodel_init(&f.table, (size_t)tkeys, true))) {
 		log_error("floor: out of memory");
 		return 1;
 	}

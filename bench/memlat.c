@@ -43,19 +43,11 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "tablemodel.h"
+
 #define LINE 64
-#define HUGE_PAGE ((size_t)2 << 20)
 #define MAX_SIZES 32
-#define MAX_BATCH 256
-
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
+#define MAX_BATCH TM_BATCH_MAX
 
 static double now_ns(void)
 {
@@ -73,17 +65,13 @@ struct set {
 
 static int set_init(struct set *s, size_t bytes, int huge, uint64_t *rng)
 {
+	void *map;
+
 	s->lines = bytes / LINE;
-	s->map_bytes = s->lines * LINE + HUGE_PAGE;
-	s->map = mmap(NULL, s->map_bytes, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (s->map == MAP_FAILED)
+	s->base = tm_map(s->lines * LINE, huge, &map, &s->map_bytes);
+	if (!s->base)
 		return -errno;
-	s->base = (uint8_t *)(((uintptr_t)s->map + HUGE_PAGE - 1) &
-			      ~(uintptr_t)(HUGE_PAGE - 1));
-	/* Advice only: without THP the set keeps small pages. */
-	(void)madvise(s->base, s->lines * LINE,
-		      huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+	s->map = map;
 	s->order = malloc(s->lines * sizeof(*s->order));
 	if (!s->order) {
 		munmap(s->map, s->map_bytes);
@@ -94,7 +82,7 @@ static int set_init(struct set *s, size_t bytes, int huge, uint64_t *rng)
 	/* Fisher-Yates; then each line points at the next in that order,
 	 * the last at the first: one cycle through every line. */
 	for (size_t i = s->lines - 1; i > 0; i--) {
-		size_t j = splitmix(rng) % (i + 1);
+		size_t j = tm_rand(rng) % (i + 1);
 		uint32_t t = s->order[i];
 
 		s->order[i] = s->order[j];
@@ -146,7 +134,7 @@ static double dependent(const struct set *s, size_t loads, uintptr_t *sink)
 static double independent(const struct set *s, size_t loads, size_t batch,
 			  uint64_t *rng, uintptr_t *sink)
 {
-	size_t groups = loads / batch, pos = splitmix(rng) % s->lines;
+	size_t groups = loads / batch, pos = tm_rand(rng) % s->lines;
 	uint64_t sum = 0;
 	double t0 = now_ns();
 
@@ -167,21 +155,22 @@ static double independent(const struct set *s, size_t loads, size_t batch,
 	return (now_ns() - t0) / (double)(groups * batch);
 }
 
-/* A table's memory for --table: @cap slots at @idx (16 bytes each, or
- * 128-byte buckets inline), and, for ringstore's layout, the entries (two
- * lines each) at @ent. */
-struct tbl {
-	struct set idx, ent;
-	size_t cap;
-};
-
-/* ns per key of @loads lookups in batches of @batch: three lines a key,
- * the entry found through the slot (@inline_ 0), or one bucket of two
- * adjacent lines (@inline_ 1). */
-static double table_lookups(const struct tbl *t, int inline_, size_t loads,
-			    size_t batch, uint64_t *rng, uintptr_t *sink)
+/* ns per key of @loads lookups of random keys, @batch at a time, in @t
+ * (tablemodel.h: three lines a key, the entry found through the slot). */
+static double index_lookups(struct tmodel *t, size_t loads, size_t batch)
 {
-	size_t groups = loads / batch, slot = inline_ ? 2 * LINE : 16;
+	double t0 = now_ns();
+
+	tmodel_touch(t, loads, batch, false, 0);
+	return (now_ns() - t0) / (double)loads;
+}
+
+/* The same with the entries inline: one 128-byte bucket a slot of @cap at
+ * @b, its two adjacent lines prefetched, then read; no pointer to follow. */
+static double inline_lookups(const uint8_t *b, size_t cap, size_t loads,
+			     size_t batch, uint64_t *rng, uintptr_t *sink)
+{
+	size_t groups = loads / batch;
 	uint64_t sum = 0;
 	double t0 = now_ns();
 
@@ -189,82 +178,54 @@ static double table_lookups(const struct tbl *t, int inline_, size_t loads,
 		const uint8_t *p[MAX_BATCH];
 
 		for (size_t j = 0; j < batch; j++) {
-			p[j] = t->idx.base +
-			       (splitmix(rng) & (t->cap - 1)) * slot;
+			p[j] = b + (tm_rand(rng) & (cap - 1)) * TM_ENTRY;
 			__builtin_prefetch(p[j]);
-			if (inline_)
-				__builtin_prefetch(p[j] + LINE);
-		}
-		if (!inline_) {
-			for (size_t j = 0; j < batch; j++) {
-				p[j] = load_ptr(p[j]);
-				__builtin_prefetch(p[j]);
-				__builtin_prefetch(p[j] + LINE);
-			}
+			__builtin_prefetch(p[j] + LINE);
 		}
 		for (size_t j = 0; j < batch; j++)
-			sum += p[j][0] + p[j][2 * LINE - 1];
+			sum += p[j][0] + p[j][TM_ENTRY - 1];
 	}
 	*sink ^= (uintptr_t)sum;
 	return (now_ns() - t0) / (double)(groups * batch);
 }
 
-/* Build --table's memory for @n keys, in ringstore's layout (@inline_ 0)
- * or with the entries inline (1); 0 or -errno. */
-static int table_init(struct tbl *t, size_t n, int inline_, int huge,
-		      uint64_t *rng)
-{
-	size_t cap = 16;
-	int ret;
-
-	while (cap / 10 * 7 < n)
-		cap *= 2;
-	t->cap = cap;
-	ret = set_init(&t->idx, cap * (inline_ ? 2 * LINE : 16), huge, rng);
-	if (ret || inline_)
-		return ret;
-	ret = set_init(&t->ent, n * 2 * LINE, huge, rng);
-	if (ret) {
-		set_free(&t->idx);
-		return ret;
-	}
-	/* Each slot points at a random entry (entries are allocated in
-	 * arrival order, keys hash anywhere). */
-	for (size_t i = 0; i < cap; i++) {
-		uint8_t *e = t->ent.base + (splitmix(rng) % n) * 2 * LINE;
-
-		memcpy(t->idx.base + i * 16, &e, sizeof(e));
-	}
-	return 0;
-}
-
 static int run_table(size_t n, size_t loads, size_t batch, int huge,
 		     uint64_t *rng, uintptr_t *sink)
 {
-	static const char *const name[] = { "index", "inline" };
+	struct tmodel t;
+	uint8_t *b;
+	void *map;
+	size_t map_bytes;
+	int ret = tmodel_init(&t, n, huge);
+	double ns;
 
-	printf("%8s %10s %8s %12s\n", "layout", "keys", "MiB", "ns_per_key");
-	for (int in = 0; in < 2; in++) {
-		struct tbl t = { 0 };
-		int ret = table_init(&t, n, in, huge, rng);
-		double mib, ns;
-
-		if (ret) {
-			fprintf(stderr, "ringstore-memlat: --table %zu: %s\n",
-				n, strerror(-ret));
-			return 1;
-		}
-		mib = (double)(t.idx.lines + t.ent.lines) * LINE /
-		      (1 << 20);
-		/* Once over to fault the pages in and warm the TLB. */
-		(void)table_lookups(&t, in, loads / 4 + batch, batch, rng,
-				    sink);
-		ns = table_lookups(&t, in, loads, batch, rng, sink);
-		printf("%8s %10zu %8.1f %12.1f\n", name[in], n, mib, ns);
-		set_free(&t.idx);
-		if (!in)
-			set_free(&t.ent);
+	if (ret) {
+		fprintf(stderr, "ringstore-memlat: --table %zu: %s\n", n,
+			strerror(-ret));
+		return 1;
 	}
+	printf("%8s %10s %8s %12s\n", "layout", "keys", "MiB", "ns_per_key");
+	/* Once over first, to fault the pages in and warm the TLB. */
+	(void)index_lookups(&t, loads / 4 + batch, batch);
+	ns = index_lookups(&t, loads, batch);
+	printf("%8s %10zu %8.1f %12.1f\n", "index", n,
+	       (double)(t.cap * TM_SLOT + n * TM_ENTRY) / (1 << 20), ns);
+	*sink ^= t.sink;
+	/* Inline: as many buckets as the index has slots. */
+	b = tm_map(t.cap * TM_ENTRY, huge, &map, &map_bytes);
+	if (!b) {
+		fprintf(stderr, "ringstore-memlat: --table %zu: %s\n", n,
+			strerror(errno));
+		tmodel_free(&t);
+		return 1;
+	}
+	memset(b, 'v', t.cap * TM_ENTRY);
+	(void)inline_lookups(b, t.cap, loads / 4 + batch, batch, rng, sink);
+	ns = inline_lookups(b, t.cap, loads, batch, rng, sink);
+	printf("%8s %10zu %8.1f %12.1f\n", "inline", n,
+	       (double)(t.cap * TM_ENTRY) / (1 << 20), ns);
+	munmap(map, map_bytes);
+	tmodel_free(&t);
 	return 0;
 }
 
@@ -321,7 +282,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc || loads < 1 || batch < 1 || batch > MAX_BATCH ||
-	    table < 0 || table > (1L << 28)) {
+	    table < 0 || (unsigned long)table > TM_MAX_KEYS) {
 		usage(stderr);
 		return 2;
 	}
