@@ -679,7 +679,7 @@ int main(int argc, char **argv)
 		snprintf(caddr, sizeof(caddr), "unix:%s", o.control_socket);
 	}
 
-	ret = store_init(&srv.store, o.initial_keys);
+	ret = store_init(&srv.store, o.initial_keys, srv.cfg.threads);
 	if (ret) {
 		log_error("cannot create the store: %s", strerror(-ret));
 		goto out;

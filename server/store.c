@@ -31,13 +31,17 @@
 #include "store_impl.h"
 #include "table.h"
 
-int store_init(struct store *st, size_t initial_keys)
+int store_init(struct store *st, size_t initial_keys, unsigned threads)
 {
 	memset(st, 0, sizeof(*st));
+	if (threads < 1 || threads > STORE_MAX_THREADS)
+		return -EINVAL;
+	st->threads = threads;
 	st->qsbr = qsbr_create();
 	if (!st->qsbr)
 		goto fail;
-	st->table = table_create(st->qsbr, initial_keys);
+	/* One store thread is the table's one writer (table_create). */
+	st->table = table_create(st->qsbr, initial_keys, threads == 1);
 	st->waiters = waiters_create();
 	st->queues = queues_create();
 	if (posix_memalign((void **)&st->gens, 64,
@@ -76,8 +80,10 @@ int store_thread_init(struct store_thread *th, struct store *st,
 	th->deliver = deliver;
 	th->darg = darg;
 	th->gen = atomic_fetch_add(&st->ngens, 1);
-	if (th->gen >= STORE_MAX_THREADS)
-		return -ENOMEM;
+	/* More threads than store_init was told would break the table's
+	 * one-writer mode (and overflow st->gens). */
+	if (th->gen >= st->threads)
+		return -EINVAL;
 	/* A reused slot keeps counting up, so no snapshot can match again. */
 	th->genv = atomic_load_explicit(&st->gens[th->gen].v,
 					memory_order_relaxed);

@@ -65,6 +65,7 @@ struct store {
 	bool mget_cache_off;     /* no MULTI_GET reply cache */
 	struct store_gen *gens;  /* owned: [STORE_MAX_THREADS] */
 	_Atomic unsigned ngens;  /* generations handed out */
+	unsigned threads;        /* store threads allowed (store_init) */
 };
 
 /* The reply to the last large MULTI_GET, and what it was built from. */
@@ -93,11 +94,16 @@ struct store_thread {
 	uint64_t in_place;         /* values rewritten in place (stats) */
 };
 
-/* Build the shared store. Returns 0 or -ENOMEM (and leaves *st empty). */
-int store_init(struct store *st, size_t initial_keys);
+/*
+ * Build the shared store for @threads store threads (1 to
+ * STORE_MAX_THREADS); with one, its table has one writer (table_create).
+ * Returns 0, -EINVAL or -ENOMEM (and leaves *st empty).
+ */
+int store_init(struct store *st, size_t initial_keys, unsigned threads);
 void store_destroy(struct store *st);
 
-/* Register the calling thread. Returns 0 or -ENOMEM. */
+/* Register the calling thread. Returns 0, -EINVAL (every thread store_init
+ * allowed is registered) or -ENOMEM. */
 int store_thread_init(struct store_thread *th, struct store *st,
 		      waiters_deliver_fn deliver, void *darg);
 void store_thread_destroy(struct store_thread *th);

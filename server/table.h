@@ -23,9 +23,11 @@
  * sent by reference, directly.
  *
  * Every function may be called from any number of threads at once, each with
- * its own struct qsbr_thread. A successful table_cas or table_put publishes
- * with a seq_cst read-modify-write (qsbr_retire_sc and waiters_wake_sc rely
- * on it); a write in place by table_set does not (see there).
+ * its own struct qsbr_thread, except that a table created for one writer
+ * (table_create) takes its writes from one thread only. A successful
+ * table_cas or table_put publishes with a seq_cst read-modify-write
+ * (qsbr_retire_sc and waiters_wake_sc rely on it); a write in place by
+ * table_set does not (see there).
  */
 #ifndef RS_SERVER_TABLE_H
 #define RS_SERVER_TABLE_H
@@ -173,8 +175,15 @@ void table_entry_ref(struct table_entry *e);
 /* Drops a reference; frees the entry at zero. */
 void table_entry_unref(struct table_entry *e);
 
-/* @q receives retired entries and arrays; @initial is a slot-count hint. */
-struct table *table_create(struct qsbr *q, size_t initial);
+/*
+ * @q receives retired entries and arrays; @initial is a slot-count hint.
+ * With @one_writer, only one thread ever calls the functions that write
+ * (table_set, table_set_batch, table_cas, table_put), while any number may
+ * read: a value's sequence lock is then taken with plain stores instead of
+ * a locked compare-and-swap, which a second writer would race (a debug
+ * build asserts it never appears).
+ */
+struct table *table_create(struct qsbr *q, size_t initial, bool one_writer);
 /* Frees the table and every entry. No other thread may use it. */
 void table_destroy(struct table *t);
 

@@ -56,7 +56,7 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	assert_int_equal(store_init(&f->st, 16), 0);
+	assert_int_equal(store_init(&f->st, 16, 1), 0);
 	assert_int_equal(store_thread_init(&f->th, &f->st, no_deliver, f), 0);
 	for (uint32_t i = 0; i < NCLIENTS; i++) {
 		struct sockaddr_in6 *a = &f->ws[i].peer;

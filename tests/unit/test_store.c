@@ -52,18 +52,31 @@ static void fake_deliver(void *arg, const struct waiter_ref *who, uint32_t seq)
 	f->nwakes++;
 }
 
-static int setup(void **state)
+static int setup_threads(void **state, unsigned threads)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	assert_int_equal(store_init(&f->st, 16), 0);
+	assert_int_equal(store_init(&f->st, 16, threads), 0);
 	assert_int_equal(store_thread_init(&f->th, &f->st, fake_deliver, f),
 			 0);
 	for (uint32_t i = 0; i < 4; i++)
 		wait_state_init(&f->ws[i], (struct waiter_ref){ .slot = i });
 	*state = f;
 	return 0;
+}
+
+/* One store thread, as a server with one reactor has: its table has one
+ * writer (table_create). */
+static int setup(void **state)
+{
+	return setup_threads(state, 1);
+}
+
+/* Room for more store threads: a table for several writers. */
+static int setup_many(void **state)
+{
+	return setup_threads(state, 4);
 }
 
 static int teardown(void **state)
@@ -287,6 +300,30 @@ static void test_add(void **state)
 	/* Out of int64 range is an error too. */
 	assert_int_equal(do_set(f, 0, "/o", "9223372036854775808"), 0);
 	assert_int_equal(do_add(f, 0, "/o", 1), -EINVAL);
+}
+
+/* A store takes as many store threads as store_init was told, and no
+ * more: a second thread on a one-writer table would race its writes in
+ * place. */
+static void test_thread_limit(void **state)
+{
+	struct store st;
+	struct store_thread a, b;
+
+	(void)state;
+	assert_int_equal(store_init(&st, 16, 0), -EINVAL);
+	assert_int_equal(store_init(&st, 16, STORE_MAX_THREADS + 1), -EINVAL);
+	assert_int_equal(store_init(&st, 16, 1), 0);
+	assert_int_equal(store_thread_init(&a, &st, NULL, NULL), 0);
+	assert_int_equal(store_thread_init(&b, &st, NULL, NULL), -EINVAL);
+	store_thread_destroy(&a);
+	store_destroy(&st);
+	assert_int_equal(store_init(&st, 16, 2), 0);
+	assert_int_equal(store_thread_init(&a, &st, NULL, NULL), 0);
+	assert_int_equal(store_thread_init(&b, &st, NULL, NULL), 0);
+	store_thread_destroy(&b);
+	store_thread_destroy(&a);
+	store_destroy(&st);
 }
 
 static void test_parse_i64(void **state)
@@ -837,8 +874,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_multi_get_set, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_multi_get_cache, setup,
-						teardown),
+		cmocka_unit_test_setup_teardown(test_multi_get_cache,
+						setup_many, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_wait, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_ping, setup, teardown),
@@ -848,6 +885,17 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_barrier, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_client_gone_withdraws_wait,
 						setup, teardown),
+		cmocka_unit_test(test_thread_limit),
+		/* The writes again, on a table for several writers. */
+		cmocka_unit_test_setup_teardown(test_set_get, setup_many,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_add, setup_many, teardown),
+		cmocka_unit_test_setup_teardown(test_compare_set, setup_many,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_append, setup_many,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_multi_get_set, setup_many,
+						teardown),
 	};
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

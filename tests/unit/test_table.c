@@ -3,7 +3,10 @@
  * test_table.c - unit tests for the lock-free table: single-thread
  * semantics (CAS, tombstones, growth, counters, walks, full-hash
  * collisions), then a multi-thread stress with exact final-state checks,
- * meant to run under ASan and TSan as well.
+ * meant to run under ASan and TSan as well. A table made for one writer
+ * (the store of a server with one reactor) runs the single-thread tests
+ * that write in place, the stress with one writer, and a torture of its
+ * sequence lock.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,11 +16,14 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hash.h"
 #include "qsbr.h"
@@ -27,21 +33,33 @@ struct fixture {
 	struct qsbr *q;
 	struct qsbr_thread *qt;
 	struct table *t;
+	bool one_writer;
 };
 
-static int setup(void **state)
+static int setup_mode(void **state, bool one_writer)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	if (!f)
 		return -1;
+	f->one_writer = one_writer;
 	f->q = qsbr_create();
 	f->qt = f->q ? qsbr_register(f->q) : NULL;
-	f->t = f->q ? table_create(f->q, 16) : NULL;
+	f->t = f->q ? table_create(f->q, 16, one_writer) : NULL;
 	if (!f->qt || !f->t)
 		return -1;
 	*state = f;
 	return 0;
+}
+
+static int setup(void **state)
+{
+	return setup_mode(state, false);
+}
+
+static int setup_one_writer(void **state)
+{
+	return setup_mode(state, true);
 }
 
 static int teardown(void **state)
@@ -627,7 +645,7 @@ static void test_set_batch(void **state)
 	set_batch_rounds(f, md, 600, 3000, false, &seed);
 	/* Room for every key: no growth, so every write that can be in place
 	 * must be. */
-	f->t = table_create(f->q, 2048);
+	f->t = table_create(f->q, 2048, f->one_writer);
 	assert_non_null(f->t);
 	memset(md, 0, sizeof(*md));
 	set_batch_rounds(f, md, 600, 600, false, &seed); /* fill */
@@ -735,7 +753,7 @@ static void test_copy_lengths(void **state)
 	struct fixture *f = *state;
 	/* Room for all 81 keys: a table that grows refuses writes in place
 	 * while it migrates. */
-	struct table *t = table_create(f->q, 256);
+	struct table *t = table_create(f->q, 256, f->one_writer);
 	uint8_t key[80] = { 0 }, val[80] = { 0 };
 
 	assert_non_null(t);
@@ -809,6 +827,7 @@ static void test_cas_after_write_in_place(void **state)
 struct stress {
 	struct qsbr *q;
 	struct table *t;
+	int nwriters; /* up to S_WRITERS */
 	_Atomic int writers_left;
 	_Atomic int bad;
 	_Atomic uint64_t incs[S_COUNTERS];
@@ -1013,7 +1032,7 @@ static void reader_batch(struct qsbr_thread *qt, unsigned n)
 	size_t kl[TABLE_BATCH_MAX];
 	uint64_t h[TABLE_BATCH_MAX];
 	struct table_entry *e[TABLE_BATCH_MAX];
-	int id = (int)(n / 7 % S_WRITERS), i0 = (int)(n % S_ITERS);
+	int id = (int)(n / 7 % (unsigned)g.nwriters), i0 = (int)(n % S_ITERS);
 
 	for (int j = 0; j < TABLE_BATCH_MAX; j++) {
 		key_of(ks[j], sizeof(ks[j]), id, (i0 + j) % S_ITERS);
@@ -1074,7 +1093,8 @@ static void *reader(void *arg)
 		}
 		/* Any key found has the right key bytes and a valid value:
 		 * one by table_get, a batch of them by table_get_batch. */
-		key_of(k, sizeof(k), (int)(n % S_WRITERS), (int)(n % S_ITERS));
+		key_of(k, sizeof(k), (int)(n % (unsigned)g.nwriters),
+		       (int)(n % S_ITERS));
 		h = hash_key(k, strlen(k));
 		e = table_get(g.t, qt, h, k, strlen(k));
 		if (e && !own_ok(e, k, (int)(n % S_ITERS)))
@@ -1122,29 +1142,29 @@ static int count_cb(struct table_entry *e, void *arg)
 	return 0;
 }
 
-static void test_stress(void **state)
+static void stress_run(int writers, bool one_writer)
 {
 	pthread_t th[S_WRITERS + S_READERS], pf;
 	struct qsbr_thread *qt;
 	size_t want_count = S_COUNTERS, want_bytes = 0, walked = 0;
 	char k[48];
 
-	(void)state;
 	memset(&g, 0, sizeof(g));
+	g.nwriters = writers;
 	g.q = qsbr_create();
 	assert_non_null(g.q);
-	g.t = table_create(g.q, 16);
+	g.t = table_create(g.q, 16, one_writer);
 	assert_non_null(g.t);
-	atomic_store(&g.writers_left, S_WRITERS);
-	for (intptr_t i = 0; i < S_WRITERS; i++)
+	atomic_store(&g.writers_left, writers);
+	for (intptr_t i = 0; i < writers; i++)
 		assert_int_equal(
 			pthread_create(&th[i], NULL, writer, (void *)i), 0);
 	for (intptr_t i = 0; i < S_READERS; i++)
-		assert_int_equal(pthread_create(&th[S_WRITERS + i], NULL,
+		assert_int_equal(pthread_create(&th[writers + i], NULL,
 						reader, (void *)(i * 77 + 1)),
 				 0);
 	assert_int_equal(pthread_create(&pf, NULL, prefetcher, (void *)7), 0);
-	for (int i = 0; i < S_WRITERS + S_READERS; i++)
+	for (int i = 0; i < writers + S_READERS; i++)
 		pthread_join(th[i], NULL);
 	pthread_join(pf, NULL);
 	assert_int_equal(atomic_load(&g.bad), 0);
@@ -1164,7 +1184,7 @@ static void test_stress(void **state)
 		assert_int_equal(sval(e), atomic_load(&g.incs[c]));
 		want_bytes += strlen(k) + 8;
 	}
-	for (int id = 0; id < S_WRITERS; id++) {
+	for (int id = 0; id < writers; id++) {
 		for (int i = 0; i < S_ITERS; i++) {
 			struct table_entry *e;
 
@@ -1207,6 +1227,221 @@ static void test_stress(void **state)
 	qsbr_destroy(g.q);
 }
 
+static void test_stress(void **state)
+{
+	(void)state;
+	stress_run(S_WRITERS, false);
+}
+
+/* The same with one writer thread, on a table made for one writer. */
+static void test_stress_one_writer(void **state)
+{
+	(void)state;
+	stress_run(1, true);
+}
+
+/*
+ * The one-writer sequence lock under torture: one thread rewrites one
+ * value in place as fast as it can (table_set, table_set_batch, and now
+ * and then a table_cas of the value it read), each time eight equal words
+ * counting up; readers copy the value with table_entry_read_val and
+ * between table_read_begin and table_read_valid. No reader may see words
+ * that differ (a torn read) or a count lower than one it saw before.
+ */
+#define T_WRITES 200000
+#define T_READERS 2
+
+struct torture {
+	struct table *t;
+	struct qsbr *q;
+	_Atomic bool done;
+	_Atomic uint64_t torn, backwards, reads, in_place, cas_ok;
+};
+
+static const char t_key[] = "torture";
+
+static uint64_t t_hash(void)
+{
+	return hash_key(t_key, sizeof(t_key) - 1);
+}
+
+static void *t_writer(void *arg)
+{
+	struct torture *tt = arg;
+	struct qsbr_thread *qt = qsbr_register(tt->q);
+	uint64_t w[S_WORDS], h = t_hash();
+	const void *kp = t_key, *vp = w;
+	size_t kl = sizeof(t_key) - 1, vl = sizeof(w), done;
+
+	if (!qt)
+		return NULL;
+	for (uint64_t i = 1; i <= T_WRITES; i++) {
+		int r;
+
+		for (int j = 0; j < S_WORDS; j++)
+			w[j] = i;
+		if (i % 1000 == 0) {
+			/* A read-modify-write, as ADD does: read at seq,
+			 * replace with a CAS that holds the lock. */
+			struct table_entry *cur = table_get(tt->t, qt, h, kp, kl);
+			uint64_t old[S_WORDS];
+			uint32_t seq = table_entry_read_val(cur, old, sizeof(old));
+			struct table_entry *n =
+				table_entry_new(h, kp, kl, w, vl, NULL, 0);
+
+			r = n ? table_cas(tt->t, qt, h, kp, kl, cur, seq, n)
+			      : -ENOMEM;
+			if (r)
+				table_entry_unref(n);
+			else
+				atomic_fetch_add(&tt->cas_ok, 1);
+			r = 0;
+		} else if (i % 2) {
+			r = table_set(tt->t, qt, h, kp, kl, w, vl);
+		} else {
+			r = table_set_batch(tt->t, qt, 1, &h, &kp, &kl, &vp,
+					    &vl, &done);
+		}
+		if (r > 0)
+			atomic_fetch_add_explicit(&tt->in_place, 1,
+						  memory_order_relaxed);
+		if (i % 64 == 0)
+			qsbr_quiescent(qt);
+	}
+	qsbr_unregister(qt);
+	atomic_store(&tt->done, true);
+	return NULL;
+}
+
+static void *t_reader(void *arg)
+{
+	struct torture *tt = arg;
+	struct qsbr_thread *qt = qsbr_register(tt->q);
+	uint64_t h = t_hash(), last = 0, n = 0;
+
+	if (!qt)
+		return NULL;
+	while (!atomic_load(&tt->done)) {
+		struct table_entry *e =
+			table_get(tt->t, qt, h, t_key, sizeof(t_key) - 1);
+		uint64_t w[S_WORDS];
+
+		if (e && n % 2) {
+			table_entry_read_val(e, w, sizeof(w));
+		} else if (e) {
+			uint32_t s;
+
+			do {
+				s = table_read_begin(e);
+				table_racy_copy(w, table_entry_val(e),
+						sizeof(w));
+			} while (!table_read_valid(e, s));
+		}
+		for (int j = 1; e && j < S_WORDS; j++)
+			if (w[j] != w[0]) {
+				atomic_fetch_add(&tt->torn, 1);
+				break;
+			}
+		if (e && w[0] < last)
+			atomic_fetch_add(&tt->backwards, 1);
+		if (e)
+			last = w[0];
+		if (++n % 64 == 0)
+			qsbr_quiescent(qt);
+	}
+	atomic_fetch_add(&tt->reads, n);
+	qsbr_unregister(qt);
+	return NULL;
+}
+
+#ifndef NDEBUG
+static void *second_writer(void *arg)
+{
+	struct fixture *f = arg;
+
+	set_s(f, "k", "two"); /* in place: the lock, from a second thread */
+	return NULL;
+}
+
+/* A debug build stops a second thread that writes a one-writer table
+ * (in a child process, which must die of the assertion). */
+static void test_one_writer_guard(void **state)
+{
+	struct fixture *f = *state;
+	pid_t pid;
+	int st;
+
+	assert_int_equal(set_s(f, "k", "one"), 0);
+	assert_int_equal(set_s(f, "k", "uno"), 1); /* this thread writes */
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pthread_t th;
+
+		/* No core file and no report on the parent's output. */
+		(void)freopen("/dev/null", "w", stderr);
+		if (pthread_create(&th, NULL, second_writer, f) == 0)
+			pthread_join(th, NULL);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st));
+	assert_int_equal(WTERMSIG(st), SIGABRT);
+	/* The same write from this thread is fine. */
+	assert_int_equal(set_s(f, "k", "one"), 1);
+	expect_str(f, "k", "one");
+}
+#else
+static void test_one_writer_guard(void **state)
+{
+	(void)state;
+	skip(); /* the guard is an assertion: debug builds only */
+}
+#endif
+
+static void test_one_writer_seqlock(void **state)
+{
+	struct torture tt = { 0 };
+	pthread_t w, r[T_READERS];
+	struct qsbr_thread *qt;
+	uint64_t got[S_WORDS];
+	struct table_entry *e;
+
+	(void)state;
+	tt.q = qsbr_create();
+	assert_non_null(tt.q);
+	tt.t = table_create(tt.q, 16, true);
+	assert_non_null(tt.t);
+	/* Every write is the writer thread's, the first (an insert)
+	 * included; the readers skip the key until it is there. */
+	assert_int_equal(pthread_create(&w, NULL, t_writer, &tt), 0);
+	for (int i = 0; i < T_READERS; i++)
+		assert_int_equal(pthread_create(&r[i], NULL, t_reader, &tt),
+				 0);
+	pthread_join(w, NULL);
+	for (int i = 0; i < T_READERS; i++)
+		pthread_join(r[i], NULL);
+	assert_int_equal(atomic_load(&tt.torn), 0);
+	assert_int_equal(atomic_load(&tt.backwards), 0);
+	/* The lock was taken (the writes were in place, the CASes held it),
+	 * and the readers did read. */
+	assert_true(atomic_load(&tt.in_place) > T_WRITES / 2);
+	assert_true(atomic_load(&tt.cas_ok) > 0);
+	assert_true(atomic_load(&tt.reads) > 0);
+	qt = qsbr_register(tt.q);
+	assert_non_null(qt);
+	e = table_get(tt.t, qt, t_hash(), t_key, sizeof(t_key) - 1);
+	assert_non_null(e);
+	table_entry_read_val(e, got, sizeof(got));
+	for (int j = 0; j < S_WORDS; j++)
+		assert_int_equal(got[j], T_WRITES);
+	qsbr_unregister(qt);
+	table_destroy(tt.t);
+	assert_int_equal(qsbr_pending(tt.q), 0);
+	qsbr_destroy(tt.q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1233,6 +1468,23 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hash_collision, setup,
 						teardown),
 		cmocka_unit_test(test_stress),
+		/* One writer: what writes in place or holds the lock. */
+		cmocka_unit_test_setup_teardown(test_set_in_place,
+						setup_one_writer, teardown),
+		cmocka_unit_test_setup_teardown(test_cas_after_write_in_place,
+						setup_one_writer, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_lengths,
+						setup_one_writer, teardown),
+		cmocka_unit_test_setup_teardown(test_set_batch,
+						setup_one_writer, teardown),
+		cmocka_unit_test_setup_teardown(test_put, setup_one_writer,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_growth, setup_one_writer,
+						teardown),
+		cmocka_unit_test(test_stress_one_writer),
+		cmocka_unit_test(test_one_writer_seqlock),
+		cmocka_unit_test_setup_teardown(test_one_writer_guard,
+						setup_one_writer, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
