@@ -181,7 +181,7 @@ void table_entry_unref(struct table_entry *e);
  * (table_set, table_set_batch, table_cas, table_put), while any number may
  * read: a value's sequence lock is then taken with plain stores instead of
  * a locked compare-and-swap, which a second writer would race (a debug
- * build asserts it never appears).
+ * build asserts that no second thread takes one).
  */
 struct table *table_create(struct qsbr *q, size_t initial, bool one_writer);
 /* Frees the table and every entry. No other thread may use it. */
