@@ -147,7 +147,8 @@ static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
 			return ret;
 		if (waited >= LISTEN_WAIT_MS) {
 			snprintf(who, wholen,
-				 "a socket that no process here owns");
+				 "a socket that no process here owns, "
+				 "still after %d s", LISTEN_WAIT_MS / 1000);
 			return ret;
 		}
 		if (!waited)

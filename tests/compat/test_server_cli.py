@@ -74,13 +74,11 @@ def test_busy_port_is_a_clear_error():
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        t0 = time.monotonic()
         r = run("--port", str(port), "--bind", "127.0.0.1")
-        took = time.monotonic() - t0
     assert r.returncode == 1
     assert "cannot listen" in r.stderr and "in use" in r.stderr
     assert f"(held by pid {os.getpid()}" in r.stderr, r.stderr
-    assert "waiting" not in r.stderr and took < 2.5, (took, r.stderr)
+    assert "waiting" not in r.stderr, r.stderr
 
 
 def orphan_listener():
@@ -125,14 +123,16 @@ def test_port_held_by_a_socket_no_process_owns_is_waited_for(tmp_path):
 def test_port_held_by_a_socket_no_process_owns_fails_after_the_wait():
     port, release = orphan_listener()
     try:
-        t0 = time.monotonic()
         r = run("--port", str(port), "--bind", "127.0.0.1")
-        took = time.monotonic() - t0
     finally:
         release()
+    # The whole wait, then the error (the server counts its sleeps, so the
+    # test need not time it): the warning first, the holder named after.
     assert r.returncode == 1
-    assert "in use (held by a socket that no process here owns)" in r.stderr, r.stderr
-    assert took >= 2.9, took
+    warned = r.stderr.find("waiting up to 3 s for it to close")
+    gave_up = r.stderr.find(
+        "in use (held by a socket that no process here owns, still after 3 s)")
+    assert 0 <= warned < gave_up, r.stderr
 
 
 def start(args, tmp_path, **kw):
