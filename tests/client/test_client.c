@@ -222,8 +222,7 @@ static void test_wait_timeout_keeps_connection(void **state)
 		int64_t t0 = now_ms();
 		assert_int_equal(rs_wait(c, 1, &key, &klen, 200), -ETIMEDOUT);
 		int64_t dt = now_ms() - t0;
-		assert_true(dt >= 190);
-		assert_true(dt < 3000);
+		assert_true(dt >= 190); /* not before its deadline */
 		assert_true(rs_connected(c));
 		/* the stream is in sync: ordinary ops still work */
 		set_str(c, k, "after-timeout");
@@ -511,6 +510,7 @@ struct barrier_arg {
 	char key[128];
 	int delay_ms;
 	int ret;
+	int64_t arrived_at; /* just before its BARRIER */
 	int64_t done_at;
 };
 
@@ -524,6 +524,7 @@ static void *barrier_thread(void *arg)
 	if (b->ret)
 		return NULL;
 	sleep_ms(b->delay_ms);
+	b->arrived_at = now_ms();
 	b->ret = rs_barrier(c, b->key, strlen(b->key), 3, 5000);
 	b->done_at = now_ms();
 	if (!b->ret)
@@ -538,7 +539,8 @@ static void test_barrier_three_clients(void **state)
 	pthread_t t[3];
 
 	(void)state;
-	int64_t t0 = now_ms();
+	int64_t last = 0;
+
 	for (int i = 0; i < 3; i++) {
 		memset(&b[i], 0, sizeof(b[i]));
 		K(b[i].key, sizeof(b[i].key), "barrier");
@@ -548,10 +550,13 @@ static void test_barrier_three_clients(void **state)
 	}
 	for (int i = 0; i < 3; i++)
 		pthread_join(t[i], NULL);
+	for (int i = 0; i < 3; i++)
+		last = b[i].arrived_at > last ? b[i].arrived_at : last;
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(b[i].ret, 0);
-		/* nobody leaves before the last one (400 ms) arrives */
-		assert_true(b[i].done_at - t0 >= 350);
+		/* nobody leaves before the last one arrives (an order, not a
+		 * duration: the clock is the same one) */
+		assert_true(b[i].done_at >= last);
 	}
 }
 
@@ -798,9 +803,7 @@ static void test_connect_retries_until_server_appears(void **state)
 	fake_start(&f, FAKE_LATE_LISTEN, &t);
 	int64_t t0 = now_ms();
 	assert_int_equal(rs_connect(&c, "127.0.0.1", f.port, &o), 0);
-	int64_t dt = now_ms() - t0;
-	assert_true(dt >= 950);
-	assert_true(dt < 8000);
+	assert_true(now_ms() - t0 >= 950); /* it retried until the listen */
 	rs_close(c);
 	pthread_join(t, NULL);
 	close(f.lfd);
@@ -810,7 +813,9 @@ static void test_connect_retries_until_server_appears(void **state)
 
 static void test_connect_deadline(void **state)
 {
-	struct rs_options o = { .timeout_ms = 10000,
+	/* No other limit: a client that ignored the connect deadline would
+	 * retry until ctest's timeout, so the test needs no upper bound. */
+	struct rs_options o = { .timeout_ms = RS_TIMEOUT_NONE,
 				.connect_timeout_ms = 1200 };
 	struct rs_client *c = NULL;
 	struct fake f;
@@ -821,8 +826,7 @@ static void test_connect_deadline(void **state)
 	assert_int_equal(rs_connect(&c, "127.0.0.1", f.port, &o), -ETIMEDOUT);
 	int64_t dt = now_ms() - t0;
 	assert_null(c);
-	assert_true(dt >= 1150); /* retried until the deadline ... */
-	assert_true(dt < 3000);  /* ... and not much longer */
+	assert_true(dt >= 1150); /* retried until the deadline */
 	close(f.lfd);
 	/* a malformed address is not retried */
 	assert_int_equal(rs_connect_addr(&c, "no-port", &o), -EINVAL);

@@ -210,11 +210,9 @@ def test_cli_exit_codes(any_server, cli):
     assert cli.run("check", "missing").returncode == 4
     assert cli.run("delete", "missing").returncode == 4
     assert cli.run("queue-pop", "noq", "--no-block").returncode == 4
-    t0 = time.monotonic()
     assert cli.run("wait", "missing", timeout="0.3").returncode == 3
     assert cli.run("get", "missing", timeout="0.3").returncode == 3
     assert cli.run("barrier", "lonely", "2", "--timeout", "0.3").returncode == 3
-    assert time.monotonic() - t0 < 20
     assert cli.run("bogus-op").returncode == 1
     assert cli.run("add", "k", "notanumber").returncode == 1
     assert cli.run("--help").returncode == 0

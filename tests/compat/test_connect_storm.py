@@ -8,15 +8,15 @@ DNS server (/etc/hosts only lists 127.0.0.1 as IPv4), and this machine's resolve
 loses about one query in every few seconds: 5 s per lost reply, 10 s for two.
 PyTorch's own server shows the same stalls. scripts/test therefore runs the
 tests in a private network namespace with only loopback, where the lookup fails
-at once; test_no_route_to_a_resolver checks that this holds, and the timed
-storms below would catch a stall again from either side (client or server).
-
-The bounds are generous (a local connect, VALIDATE and PING take about a
-millisecond, under ASan a few); a lost DNS reply costs 5 s.
+at once; test_no_route_to_a_resolver checks that this holds (no resolver can be
+reached from it), and the storms below check that every client is connected and
+answered, sequential or concurrent. They do not time the clients: how fast a
+connect is answered is the bench's question (tests never assert on timings).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -28,7 +28,6 @@ import torch.distributed  # noqa: F401  (imported here, not inside the first tim
 
 from conftest import TARGET
 
-BOUND_S = 3.0
 VALIDATE = struct.pack("<BI", 0, 0x3C85F7CE)
 
 
@@ -36,38 +35,46 @@ def ping(n: int) -> bytes:
     return struct.pack("<BI", 13, n)
 
 
-def timed_client(srv):
-    t0 = time.monotonic()
-    c = srv.client(wait_for_workers=False)  # connect, VALIDATE, PING (torch checks the echo)
-    return c, time.monotonic() - t0
+def new_client(srv):
+    return srv.client(wait_for_workers=False)  # connect, VALIDATE, PING (torch checks the echo)
+
+
+def nameservers(path="/etc/resolv.conf"):
+    try:
+        with open(path) as f:
+            found = [l.split()[1] for l in f if l.split()[:1] == ["nameserver"]
+                     and len(l.split()) > 1]
+    except FileNotFoundError:
+        found = []
+    return found or ["127.0.0.1"]  # glibc's default without one
 
 
 @pytest.mark.skipif(not os.environ.get("RS_TEST_NETNS"), reason="not run by scripts/test")
 def test_no_route_to_a_resolver():
-    """scripts/test's namespace has loopback only, so no DNS query can stall a client."""
+    """scripts/test's namespace has loopback only, so no DNS query can stall a client:
+    every resolver in resolv.conf is unreachable (no route), or on loopback where
+    nothing listens in this namespace (refused at once)."""
     names = [name for _, name in socket.if_nameindex()]
     assert names == ["lo"], names
-    # a reverse lookup of the v4-mapped loopback address fails or answers from
-    # files, without waiting on any resolver
-    t0 = time.monotonic()
-    try:
-        socket.getnameinfo(("::ffff:127.0.0.1", 1), 0)
-    except OSError:
-        pass
-    assert time.monotonic() - t0 < BOUND_S
+    for ns in nameservers():
+        family = socket.AF_INET6 if ":" in ns else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as u:
+            if ns.startswith("127.") or ns == "::1":
+                u.connect((ns, 53))
+                u.send(b"\0" * 12)  # a DNS header; nothing answers here
+                with pytest.raises(ConnectionRefusedError):
+                    u.settimeout(5)
+                    u.recv(512)
+            else:
+                with pytest.raises(OSError) as e:
+                    u.connect((ns, 53))
+                assert e.value.errno == errno.ENETUNREACH, (ns, e.value)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_sequential_torch_clients_each_answered(server_factory, threads):
     srv = server_factory(threads=threads)
-    slow = []
-    clients = []
-    for i in range(150):
-        c, took = timed_client(srv)
-        clients.append(c)
-        if took > BOUND_S:
-            slow.append((i, round(took, 2)))
-    assert not slow, f"clients (index, seconds) slower than {BOUND_S}s: {slow}"
+    clients = [new_client(srv) for _ in range(150)]
     clients[0].set("storm", "ok")
     assert all(c.get("storm") == b"ok" for c in clients[::10])
 
@@ -75,17 +82,15 @@ def test_sequential_torch_clients_each_answered(server_factory, threads):
 @pytest.mark.parametrize("threads", [2, 4])
 def test_concurrent_torch_clients_each_answered(server_factory, threads):
     srv = server_factory(threads=threads)
-    slow, errors, clients = [], [], []
+    errors, clients = [], []
     lock = threading.Lock()
 
     def worker(k):
         try:
             for i in range(25):
-                c, took = timed_client(srv)
+                c = new_client(srv)
                 with lock:
                     clients.append(c)
-                    if took > BOUND_S:
-                        slow.append((k, i, round(took, 2)))
         except Exception as e:  # noqa: BLE001
             with lock:
                 errors.append(repr(e))
@@ -96,7 +101,6 @@ def test_concurrent_torch_clients_each_answered(server_factory, threads):
     for t in ts:
         t.join(120)
     assert not errors, errors
-    assert not slow, f"clients slower than {BOUND_S}s: {slow}"
     assert len(clients) == 200
     assert clients[0].add("storm-ctr", 1) == 1
 

@@ -173,10 +173,8 @@ def test_wait_present_returns(store):
 
 
 def test_wait_timeout_then_store_still_works(store):
-    t0 = time.monotonic()
     with pytest.raises(dist.DistStoreError, match="[Tt]imeout"):
         store.wait(["bad_key"], timedelta(milliseconds=250))
-    assert time.monotonic() - t0 < 5
     # same connection: CANCEL_WAIT reply must have kept the stream in sync
     store.set("the_key", "v")
     assert store.get("the_key") == b"v"
@@ -544,10 +542,9 @@ def test_list_keys(server):
 
 
 def test_barrier_world_size_one(store):
-    t0 = time.monotonic()
-    store.barrier("b1", 1)
+    # a barrier that blocked would raise DistStoreError (timeout)
+    store.barrier("b1", 1, timedelta(seconds=5))
     store.barrier("b2", 1, timedelta(seconds=5))
-    assert time.monotonic() - t0 < 2
     # the barrier key is an ADD counter visible in the KV map
     assert store.get("b1") == b"1"
     store.barrier("b1", 1)
@@ -557,26 +554,25 @@ def test_barrier_world_size_one(store):
 def test_barrier_releases_all_together(server):
     n = 4
     clients = [server.client() for _ in range(n)]
-    released = [None] * n
+    last_arrives = threading.Event()
+    # per member: was the last member on its way in when the barrier let it go?
+    after_last = [None] * n
 
     def arrive(i):
         def f():
             if i == n - 1:
-                time.sleep(0.5)
+                time.sleep(0.5)  # the others are all waiting by now
+                last_arrives.set()
             clients[i].barrier("rendez", n, timedelta(seconds=10))
-            released[i] = time.monotonic()
+            after_last[i] = last_arrives.is_set()
         return f
 
-    t0 = time.monotonic()
     run_threads([arrive(i) for i in range(n)])
-    assert all(r is not None for r in released)
-    assert min(released) - t0 >= 0.45, "barrier released before the last member arrived"
-    assert max(released) - min(released) < 1.0
+    assert after_last == [True] * n, "barrier released before the last member arrived"
     assert clients[0].get("rendez") == str(n).encode()
-    # counter is never reset: the same key with the same world size passes at once
-    t1 = time.monotonic()
+    # counter is never reset: the same key with the same world size passes
+    # at once (a barrier that waited would raise DistStoreError)
     clients[0].barrier("rendez", n, timedelta(seconds=5))
-    assert time.monotonic() - t1 < 1
 
 
 def test_barrier_timeout_then_usable(store):
