@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -743,6 +744,50 @@ static int resolve(const struct bench_opts *o)
 	return 0;
 }
 
+/*
+ * Before opening thousands of connections, one: a server that is not there
+ * should be an error at once, not minutes of refused connects each retried
+ * BENCH_MAX_RETRIES times with backoff. A refused connect is retried for up
+ * to PROBE_WAIT_MS (100 sleeps of 20 ms) for a server that is still
+ * starting. The probe connection closes without a byte sent.
+ */
+#define PROBE_WAIT_MS 2000
+
+static int probe(const struct bench_opts *o)
+{
+	const struct timeval limit = { .tv_sec = 10 };
+
+	for (int slept = 0;; slept += 20) {
+		int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int err;
+
+		if (fd < 0)
+			return -errno;
+		/* A host that drops SYNs: give up after 10 s, not the
+		 * kernel's two minutes (a timed-out connect says EINPROGRESS) */
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+		err = connect(fd, (struct sockaddr *)&g_addr, g_addrlen) ? errno
+									 : 0;
+		if (err == EINPROGRESS)
+			err = ETIMEDOUT;
+		close(fd);
+		if (err != ECONNREFUSED || slept >= PROBE_WAIT_MS || g_interrupted) {
+			if (err)
+				fprintf(stderr,
+					"ringstore-bench: cannot connect to "
+					"%s port %u: %s%s\n",
+					o->host, o->port, strerror(err),
+					err == ECONNREFUSED
+						? " (nothing listens there: "
+						  "start the server first, or "
+						  "give its --addr)"
+						: "");
+			return -err;
+		}
+		usleep(20 * 1000);
+	}
+}
+
 static void on_sigint(int sig)
 {
 	(void)sig;
@@ -802,11 +847,17 @@ static bool all_connected(struct bench *b, uint32_t total)
 	return s.ready + s.dead >= total;
 }
 
+/*
+ * The prepare phase is over: done, or a connection died during it. Each
+ * workload prepares on particular connections (connection 0 writes the key
+ * space; fanout's waiters each register), so one that died may have been
+ * one it needed: the run cannot go on (a server that closes them, say).
+ */
 static bool prepared(struct bench *b, uint32_t total)
 {
 	(void)total;
 	/* seq_cst: pairs with the workloads' atomic_fetch_sub of prep_left. */
-	return atomic_load(&b->prep_left) <= 0;
+	return atomic_load(&b->prep_left) <= 0 || sum_pub(b).dead > b->prep_dead;
 }
 
 /*
@@ -854,6 +905,9 @@ int bench_run(struct bench *b)
 		fprintf(stderr, "ringstore-bench: cannot resolve %s\n", o->host);
 		return -EHOSTUNREACH;
 	}
+	signal(SIGINT, on_sigint);
+	if (probe(o) < 0)
+		return 1;
 	uint32_t total = wl->total_conns ? wl->total_conns(o) : o->conns;
 	if (o->threads > total)
 		o->threads = total;
@@ -861,7 +915,6 @@ int bench_run(struct bench *b)
 	if (!g_nsrc && total > BENCH_PORTS_PER_SRC)
 		g_nsrc = (total + BENCH_PORTS_PER_SRC - 1) / BENCH_PORTS_PER_SRC;
 	raise_nofile(total);
-	signal(SIGINT, on_sigint);
 	signal(SIGPIPE, SIG_IGN);
 
 	b->value = malloc(o->value_bytes + 1);
@@ -900,7 +953,7 @@ int bench_run(struct bench *b)
 	uint64_t t_start = bench_now(), t_run0, t_run1;
 	double connect_s = 0, c_cpu0, c_cpu1;
 	struct proc_sample s_run0, s_run1;
-	bool timed_out = false;
+	bool timed_out = false, failed = false;
 
 	/*
 	 * Every store of the phase (seq_cst) pairs with the acquire load in
@@ -926,9 +979,18 @@ int bench_run(struct bench *b)
 		s_idle = proc_sample(o->server_pid);
 		int64_t prep = wl->prep_count ? wl->prep_count(o) : 0;
 		if (prep > 0 && !timed_out) {
+			b->prep_dead = sum_pub(b).dead;
 			atomic_store(&b->prep_left, prep);
 			atomic_store(&b->phase, PH_PREPARE);
 			timed_out |= !wait_for(b, prepared, 300, total);
+			if (!timed_out && atomic_load(&b->prep_left) > 0) {
+				fprintf(stderr, "ringstore-bench: a connection "
+						"closed while the workload was "
+						"prepared; nothing was "
+						"measured (the server's log "
+						"says why)\n");
+				failed = true;
+			}
 		}
 		s_run0 = proc_sample(o->server_pid);
 		c_cpu0 = self_cpu_s();
@@ -945,7 +1007,7 @@ int bench_run(struct bench *b)
 	for (;;) {
 		uint64_t now = bench_now();
 		struct totals s = sum_pub(b);
-		if (g_interrupted || timed_out)
+		if (g_interrupted || timed_out || failed)
 			break;
 		if (s.dead >= total)
 			break;
@@ -1124,9 +1186,15 @@ int bench_run(struct bench *b)
 		printf("  client: %.3f CPU s (%.0f%% of a core)%s\n", cli_cpu,
 		       100 * cli_cpu / secs, timed_out ? "  [TIMED OUT]" : "");
 	}
+	/* A run in which every connection failed measured nothing. */
+	bool all_dead = sum_pub(b).dead >= total;
+	if (all_dead)
+		fprintf(stderr, "ringstore-bench: all %u connections to %s "
+				"port %u failed; nothing was measured\n",
+			total, o->host, o->port);
 	for (uint32_t i = 0; i < o->threads; i++)
 		thread_free(&b->threads[i]);
 	free(b->threads);
 	free(b->value);
-	return timed_out || g_interrupted ? 1 : 0;
+	return timed_out || g_interrupted || all_dead || failed ? 1 : 0;
 }

@@ -186,6 +186,7 @@ struct bench {
 	_Atomic int phase;
 	_Atomic uint64_t fire_ns;  /* fanout: when the releasing SET was sent */
 	_Atomic int64_t prep_left; /* PH_PREPARE ends when this reaches 0 */
+	uint64_t prep_dead;        /* connections dead when PH_PREPARE began */
 	uint64_t run_id;           /* makes this run's keys unique */
 	uint8_t *value;            /* value_bytes of filler */
 };

@@ -9,7 +9,10 @@
 #  2. nccl-init receives exactly as many bytes from the floor as from
 #     ringstore: the canned replies have ringstore's sizes;
 #  3. uring only: the same with --send-zc 1 (every write a SEND_ZC, its
-#     buffers held until the notification), and ops-mix with it.
+#     buffers held until the notification), and ops-mix with it;
+#  4. against a port where nothing listens, and against a server that
+#     closes its connections while the workload is prepared, the bench
+#     exits 1 at once, saying so.
 # Exit 77 (skip) if the floor cannot start (io_uring not permitted).
 set -u
 FLOOR=$1 BENCH=$2 RINGSTORE=$3 IO=$4
@@ -113,4 +116,36 @@ if [ "$IO" = uring ]; then
 		--ops 3000 --duration 60
 	echo "ok uring --send-zc: nccl-init $zc_rx bytes, ops-mix"
 fi
+
+# A port where nothing listens (an epoll floor's, after it exited: an
+# io_uring process's listener outlives it while the kernel tears its ring
+# down, and takes connections): the bench stops at once with a message
+# that says so, instead of retrying each of its connections.
+start gone "$FLOOR" --port 0 --io epoll --value-bytes 64 || exit 1
+kill "$gone_pid" && wait "$gone_pid" 2>/dev/null
+"$BENCH" --addr 127.0.0.1:"$gone_port" --workload ops-mix --conns 16 \
+	--no-progress >"$TMP/dead.out" 2>"$TMP/dead.err"
+rc=$?
+if [ $rc -ne 1 ] || ! grep -q "nothing listens there" "$TMP/dead.err"; then
+	echo "FAIL: bench against a closed port: rc $rc," \
+		"stderr: $(cat "$TMP/dead.err")" >&2
+	exit 1
+fi
+echo "ok $IO: a closed port is a clear error"
+
+# A server that closes the connection writing the key space (keys over its
+# limit): the bench stops, saying so, instead of waiting for a prepare
+# phase that cannot end.
+start strict "$RINGSTORE" --port 0 --bind 127.0.0.1 --threads 1 --io "$IO" \
+	--max-key-bytes 8 --log-level error || exit 1
+"$BENCH" --addr 127.0.0.1:"$strict_port" --workload ops-mix --conns 16 \
+	--no-progress >"$TMP/strict.out" 2>"$TMP/strict.err"
+rc=$?
+if [ $rc -ne 1 ] || ! grep -q "closed while the workload was prepared" \
+	"$TMP/strict.err"; then
+	echo "FAIL: bench against a server closing its connections: rc $rc," \
+		"stderr: $(cat "$TMP/strict.err")" >&2
+	exit 1
+fi
+echo "ok $IO: a connection closed while preparing is a clear error"
 exit 0
