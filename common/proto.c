@@ -469,16 +469,6 @@ int proto_parse_framed(const uint8_t *p, size_t len, struct proto_req *req)
 	return parse(p, len, req, true);
 }
 
-void proto_next_str(const uint8_t **cur, struct proto_slice *out)
-{
-	uint64_t len;
-
-	memcpy(&len, *cur, 8);
-	out->p = *cur + 8;
-	out->len = len;
-	*cur += 8 + len;
-}
-
 /* Encoders. */
 
 int proto_put_u8(struct buf *b, uint8_t v)

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -172,9 +173,18 @@ int proto_parse_framed(const uint8_t *p, size_t len, struct proto_req *req);
 
 /*
  * Read one length-prefixed string at *cur (which must be inside a list that
- * the decoder validated) and advance *cur past it.
+ * the decoder validated) and advance *cur past it. Inline: MULTI_GET and
+ * MULTI_SET call it for every key and value.
  */
-void proto_next_str(const uint8_t **cur, struct proto_slice *out);
+static inline void proto_next_str(const uint8_t **cur, struct proto_slice *out)
+{
+	uint64_t len;
+
+	memcpy(&len, *cur, 8);
+	out->p = *cur + 8;
+	out->len = len;
+	*cur += 8 + len;
+}
 
 /* Reply encoders (server side). Each returns 0 or -ENOMEM. */
 int proto_put_u8(struct buf *b, uint8_t v);

@@ -65,7 +65,9 @@ static void lookup_batch(struct store_thread *th, const uint8_t **cur,
 	size_t kl[LOOKUP_BATCH];
 	uint64_t h[LOOKUP_BATCH];
 	struct table *t = th->st->table;
+	struct table_prefetch pf;
 
+	table_prefetch_begin(t, &pf);
 	for (size_t j = 0; j < m; j++) {
 		struct proto_slice k;
 
@@ -73,7 +75,7 @@ static void lookup_batch(struct store_thread *th, const uint8_t **cur,
 		kp[j] = k.p;
 		kl[j] = k.len;
 		h[j] = hash_key(k.p, k.len);
-		table_prefetch(t, h[j]);
+		table_prefetch_slot(&pf, h[j]);
 	}
 	/* The value's length is not known yet: guess a short one. */
 	table_get_batch(t, th->qt, m, h, kp, kl, MGET_VALUE_GUESS, e);

@@ -445,6 +445,7 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 	size_t kl[LOOKUP_BATCH], vl[LOOKUP_BATCH];
 	uint64_t h[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;
+	struct table_prefetch pf;
 	int ret = 0;
 
 	for (uint64_t i = 0; i < r->count && !ret; i += LOOKUP_BATCH) {
@@ -453,6 +454,7 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 		size_t j, done;
 		struct proto_slice k, v;
 
+		table_prefetch_begin(th->st->table, &pf);
 		for (j = 0; j < m; j++) {
 			proto_next_str(&cur, &k);
 			proto_next_str(&cur, &v);
@@ -461,7 +463,7 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 			vp[j] = v.p;
 			vl[j] = v.len;
 			h[j] = hash_key(k.p, k.len);
-			table_prefetch(th->st->table, h[j]);
+			table_prefetch_slot(&pf, h[j]);
 		}
 		gen_begin(th);
 		ret = table_set_batch(th->st->table, th->qt, m, h, kp, kl, vp,

@@ -116,7 +116,8 @@ struct table_slot {
 	_Atomic uintptr_t ptr;
 };
 
-_Static_assert(sizeof(struct table_slot) == 16, "a slot is two words");
+_Static_assert(sizeof(struct table_slot) == TABLE_SLOT_BYTES,
+	       "a slot is two words");
 _Static_assert(_Alignof(struct table_entry) >= 8, "three flag bits");
 
 struct table_array {
@@ -666,7 +667,7 @@ void table_destroy(struct table *t)
  * misses overlap instead of adding up. Only the home slot in t->cur is
  * touched; these are hints and never affect results.
  */
-void table_prefetch(struct table *t, uint64_t hash)
+void table_prefetch_begin(struct table *t, struct table_prefetch *p)
 {
 	/* Acquire, though only a hint: it reads the array's size, which
 	 * must be ordered after the array's initialization (pairs with the
@@ -675,7 +676,8 @@ void table_prefetch(struct table *t, uint64_t hash)
 	struct table_array *a = atomic_load_explicit(&t->cur,
 						     memory_order_acquire);
 
-	__builtin_prefetch(&a->slots[hash & (a->cap - 1)]);
+	p->slots = (const uint8_t *)a->slots;
+	p->mask = a->cap - 1;
 }
 
 /*

@@ -448,14 +448,16 @@ static void batch_check(struct fixture *f, int first, int n, int step)
 	size_t kl[TABLE_BATCH_MAX] = { 0 };
 	uint64_t h[TABLE_BATCH_MAX] = { 0 };
 	struct table_entry *e[TABLE_BATCH_MAX];
+	struct table_prefetch pf;
 	size_t m = 0;
 
+	table_prefetch_begin(f->t, &pf);
 	for (int i = first; i < n && m < TABLE_BATCH_MAX; i += step, m++) {
 		snprintf(ks[m], sizeof(ks[m]), "key-%d", i);
 		kp[m] = ks[m];
 		kl[m] = strlen(ks[m]);
 		h[m] = hash_key(ks[m], kl[m]);
-		table_prefetch(f->t, h[m]);
+		table_prefetch_slot(&pf, h[m]);
 	}
 	table_get_batch(f->t, f->qt, m, h, kp, kl, 8, e);
 	for (size_t j = 0; j < m; j++)
@@ -563,7 +565,9 @@ static void set_batch_rounds(struct fixture *f, struct set_model *md, int n,
 		struct table_entry *before[TABLE_BATCH_MAX];
 		bool live_same[TABLE_BATCH_MAX];
 		int expect_in_place = 0, got;
+		struct table_prefetch pf;
 
+		table_prefetch_begin(f->t, &pf);
 		for (size_t j = 0; j < m; j++) {
 			/* A repeat of the batch's previous key now and then. */
 			int i = j && rand_r(seed) % 8 == 0
@@ -579,7 +583,7 @@ static void set_batch_rounds(struct fixture *f, struct set_model *md, int n,
 				vs[j][b] = (char)('a' + rand_r(seed) % 26);
 			vp[j] = vs[j];
 			h[j] = model_hash(i, ks[j]);
-			table_prefetch(f->t, h[j]);
+			table_prefetch_slot(&pf, h[j]);
 		}
 		/* What the table holds before, applied in order. */
 		for (size_t j = 0; j < m; j++) {
@@ -1033,13 +1037,15 @@ static void reader_batch(struct qsbr_thread *qt, unsigned n)
 	uint64_t h[TABLE_BATCH_MAX];
 	struct table_entry *e[TABLE_BATCH_MAX];
 	int id = (int)(n / 7 % (unsigned)g.nwriters), i0 = (int)(n % S_ITERS);
+	struct table_prefetch pf;
 
+	table_prefetch_begin(g.t, &pf);
 	for (int j = 0; j < TABLE_BATCH_MAX; j++) {
 		key_of(ks[j], sizeof(ks[j]), id, (i0 + j) % S_ITERS);
 		kp[j] = ks[j];
 		kl[j] = strlen(ks[j]);
 		h[j] = hash_key(ks[j], kl[j]);
-		table_prefetch(g.t, h[j]);
+		table_prefetch_slot(&pf, h[j]);
 	}
 	table_get_batch(g.t, qt, TABLE_BATCH_MAX, h, kp, kl, 8, e);
 	for (int j = 0; j < TABLE_BATCH_MAX; j++)
@@ -1109,10 +1115,11 @@ static void *reader(void *arg)
 }
 
 /*
- * Only table_prefetch, while the writers grow the table: its load of the
- * current array must order the array's initialization before its read of
- * the array's size (under TSan, a relaxed load there is a data race with
- * grow()'s calloc, reported the first time a new array is seen this way).
+ * Only table_prefetch_begin and table_prefetch_slot, while the writers grow
+ * the table: the begin's load of the current array must order the array's
+ * initialization before its read of the array's size (under TSan, a
+ * relaxed load there is a data race with grow()'s calloc, reported the
+ * first time a new array is seen this way).
  */
 static void *prefetcher(void *arg)
 {
@@ -1125,9 +1132,12 @@ static void *prefetcher(void *arg)
 	}
 	while (atomic_load_explicit(&g.writers_left, memory_order_relaxed) >
 	       0) {
+		struct table_prefetch pf;
+
+		table_prefetch_begin(g.t, &pf);
 		for (int i = 0; i < 64; i++) {
 			h = h * 6364136223846793005ull + 1442695040888963407ull;
-			table_prefetch(g.t, h);
+			table_prefetch_slot(&pf, h);
 		}
 		qsbr_quiescent(qt);
 	}
