@@ -1186,9 +1186,10 @@ int bench_run(struct bench *b)
 		printf("  client: %.3f CPU s (%.0f%% of a core)%s\n", cli_cpu,
 		       100 * cli_cpu / secs, timed_out ? "  [TIMED OUT]" : "");
 	}
-	/* A run in which every connection failed measured nothing. */
+	/* A run in which every connection failed measured nothing (said
+	 * once: a failed prepare has said it already). */
 	bool all_dead = sum_pub(b).dead >= total;
-	if (all_dead)
+	if (all_dead && !failed)
 		fprintf(stderr, "ringstore-bench: all %u connections to %s "
 				"port %u failed; nothing was measured\n",
 			total, o->host, o->port);

@@ -64,6 +64,21 @@ bench() {
 	LAST=$out
 }
 
+# bench_fails NEEDLE PORT ARGS...: one run that must exit 1 at once with
+# NEEDLE in its error output; fails the test otherwise.
+bench_fails() {
+	needle=$1 port=$2
+	shift 2
+	"$BENCH" --addr 127.0.0.1:"$port" --no-progress "$@" \
+		>"$TMP/fail.out" 2>"$TMP/fail.err"
+	rc=$?
+	if [ $rc -ne 1 ] || ! grep -q "$needle" "$TMP/fail.err"; then
+		echo "FAIL: bench $* on port $port: rc $rc (want 1)," \
+			"stderr: $(cat "$TMP/fail.err")" >&2
+		exit 1
+	fi
+}
+
 start floor64 "$FLOOR" --port 0 --io "$IO" --value-bytes 64 || {
 	echo "floor --io $IO cannot start: skipped" >&2
 	exit 77
@@ -123,14 +138,7 @@ fi
 # that says so, instead of retrying each of its connections.
 start gone "$FLOOR" --port 0 --io epoll --value-bytes 64 || exit 1
 kill "$gone_pid" && wait "$gone_pid" 2>/dev/null
-"$BENCH" --addr 127.0.0.1:"$gone_port" --workload ops-mix --conns 16 \
-	--no-progress >"$TMP/dead.out" 2>"$TMP/dead.err"
-rc=$?
-if [ $rc -ne 1 ] || ! grep -q "nothing listens there" "$TMP/dead.err"; then
-	echo "FAIL: bench against a closed port: rc $rc," \
-		"stderr: $(cat "$TMP/dead.err")" >&2
-	exit 1
-fi
+bench_fails "nothing listens there" "$gone_port" --workload ops-mix --conns 16
 echo "ok $IO: a closed port is a clear error"
 
 # A server that closes the connection writing the key space (keys over its
@@ -138,14 +146,7 @@ echo "ok $IO: a closed port is a clear error"
 # phase that cannot end.
 start strict "$RINGSTORE" --port 0 --bind 127.0.0.1 --threads 1 --io "$IO" \
 	--max-key-bytes 8 --log-level error || exit 1
-"$BENCH" --addr 127.0.0.1:"$strict_port" --workload ops-mix --conns 16 \
-	--no-progress >"$TMP/strict.out" 2>"$TMP/strict.err"
-rc=$?
-if [ $rc -ne 1 ] || ! grep -q "closed while the workload was prepared" \
-	"$TMP/strict.err"; then
-	echo "FAIL: bench against a server closing its connections: rc $rc," \
-		"stderr: $(cat "$TMP/strict.err")" >&2
-	exit 1
-fi
+bench_fails "closed while the workload was prepared" "$strict_port" \
+	--workload ops-mix --conns 16
 echo "ok $IO: a connection closed while preparing is a clear error"
 exit 0
