@@ -24,11 +24,11 @@
 #include "engine.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -580,47 +580,26 @@ static void thread_free(struct bench_thread *t)
 }
 
 /*
- * The CPU time of @pid in seconds, to the nanosecond: the sum over its
- * threads of /proc/<pid>/task/<tid>/schedstat's first field (time on a CPU,
- * which is utime + stime unrounded). -1 if unreadable.
+ * The CPU time of @pid in seconds, to the nanosecond: its process CPU clock,
+ * which counts every thread it has had, those that have exited too (an
+ * io_uring worker, say); a sum over /proc/<pid>/task would lose theirs.
+ * -1 if unreadable.
  */
 static double proc_cpu_precise(int pid)
 {
-	char path[64], line[128];
-	struct dirent *de;
-	double sum = 0;
-	int n = 0;
-	DIR *d;
+	struct timespec ts;
+	clockid_t clk;
 
-	snprintf(path, sizeof(path), "/proc/%d/task", pid);
-	d = opendir(path);
-	if (!d)
+	if (clock_getcpuclockid((pid_t)pid, &clk) ||
+	    clock_gettime(clk, &ts))
 		return -1;
-	while ((de = readdir(d))) {
-		char tpath[300];
-		unsigned long long ns;
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(tpath, sizeof(tpath), "%s/%.32s/schedstat", path,
-			 de->d_name);
-		FILE *f = fopen(tpath, "r");
-		if (!f)
-			continue;
-		if (fgets(line, sizeof(line), f) &&
-		    sscanf(line, "%llu", &ns) == 1) {
-			sum += (double)ns / 1e9;
-			n++;
-		}
-		fclose(f);
-	}
-	closedir(d);
-	return n ? sum : -1;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /*
  * The server's CPU time and memory, from /proc/<pid>/{stat,status}; the CPU
- * time from the threads' schedstat when readable (clock ticks of 10 ms are
- * too coarse for a burst like nccl-init), else utime + stime of stat.
+ * time from its CPU clock when readable (clock ticks of 10 ms are too
+ * coarse for a burst like nccl-init), else utime + stime of stat.
  */
 struct proc_sample {
 	bool ok;
@@ -697,6 +676,16 @@ static uint64_t listen_overflows(void)
 	}
 	fclose(f);
 	return result;
+}
+
+/* The CPUs this process may run on (its affinity: taskset, a cpuset). */
+static int cpus_usable(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set))
+		return CPU_COUNT(&set);
+	return (int)sysconf(_SC_NPROCESSORS_ONLN);
 }
 
 static double self_cpu_s(void)
@@ -1092,12 +1081,13 @@ int bench_run(struct bench *b)
 #define JNUM(x) (isfinite(x) ? (x) : -1.0)
 	if (o->json) {
 		printf("{\"workload\": \"%s\", \"label\": \"%s\", \"conns\": %u, "
-		       "\"total_conns\": %u, \"threads\": %u, \"pipeline\": %u, "
+		       "\"total_conns\": %u, \"threads\": %u, \"cpus\": %d, "
+		       "\"pipeline\": %u, "
 		       "\"keys_per_req\": %u, \"key_bytes\": %u, "
 		       "\"value_bytes\": %u, \"keyspace\": %llu, ",
 		       wl->name, o->label ? o->label : "",
-		       o->conns, total, o->threads, o->pipeline, o->keys,
-		       o->key_bytes, o->value_bytes,
+		       o->conns, total, o->threads, cpus_usable(), o->pipeline,
+		       o->keys, o->key_bytes, o->value_bytes,
 		       (unsigned long long)o->keyspace);
 		printf("\"seconds\": %.6f, \"ops\": %llu, \"keys\": %llu, "
 		       "\"untimed_ops\": %llu, \"ops_per_s\": %.1f, "
