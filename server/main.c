@@ -45,6 +45,7 @@ struct options {
 	const char *control_socket; /* Unix socket path, or NULL */
 	const char *io;             /* "auto", "uring" or "epoll" */
 	bool mget_cache;            /* --mget-cache on|off */
+	int64_t spread_sends;       /* --spread-sends; -1: default_spread */
 };
 
 static void usage(FILE *f)
@@ -109,6 +110,11 @@ static void usage(FILE *f)
 "      --fixed-files on|off  io_uring: register each client socket with the\n"
 "                            ring so sends skip a file lookup (default off:\n"
 "                            no measured gain on loopback)\n"
+"      --spread-sends N      io_uring: past N sends in one batch (a SET\n"
+"                            waking thousands of WAITs), every other one is\n"
+"                            made by a kernel worker on another CPU\n"
+"                            (default 256 when there are more CPUs than\n"
+"                            reactors, else 0: never)\n"
 "Control plane (HTTP: /health, /metrics, /handler/<name>; off by default):\n"
 "      --control-port N      serve it on TCP port N (0 picks a free one)\n"
 "      --control-bind ADDR   its address (default 127.0.0.1)\n"
@@ -168,7 +174,7 @@ static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
  * reactors cost up to 25 % more CPU per operation than one and up to 3x the
  * p99 latency (bench/RESULTS.md).
  */
-static uint32_t default_threads(void)
+static long cpus_usable(void)
 {
 	cpu_set_t set;
 	long n = 0;
@@ -177,8 +183,28 @@ static uint32_t default_threads(void)
 		n = CPU_COUNT(&set);
 	if (n < 1)
 		n = sysconf(_SC_NPROCESSORS_ONLN);
-	n /= 2;
+	return n < 1 ? 1 : n;
+}
+
+static uint32_t default_threads(void)
+{
+	long n = cpus_usable() / 2;
+
 	return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
+}
+
+/*
+ * --spread-sends's default: spread past SPREAD_SENDS_DEFAULT sends in one
+ * batch when some CPU runs no reactor (the kernel worker needs one to be
+ * of use), else never. A batch has at most one send per connection, so
+ * only a burst over hundreds of connections reaches it; the benchmark's
+ * throughput workloads rarely do (bench/RESULTS.md).
+ */
+#define SPREAD_SENDS_DEFAULT 256
+
+static uint32_t default_spread(uint32_t threads)
+{
+	return cpus_usable() > (long)threads ? SPREAD_SENDS_DEFAULT : 0;
 }
 
 /*
@@ -279,6 +305,7 @@ enum {
 	OPT_IO,
 	OPT_MGET_CACHE,
 	OPT_FIXED_FILES,
+	OPT_SPREAD_SENDS,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -322,6 +349,7 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "io", required_argument, NULL, OPT_IO },
 		{ "mget-cache", required_argument, NULL, OPT_MGET_CACHE },
 		{ "fixed-files", required_argument, NULL, OPT_FIXED_FILES },
+		{ "spread-sends", required_argument, NULL, OPT_SPREAD_SENDS },
 		{ 0 }
 	};
 	int c, lvl;
@@ -453,6 +481,10 @@ static void parse_args(int argc, char **argv, struct options *o,
 		case OPT_FIXED_FILES:
 			cfg->fixed_files = parse_on_off("fixed-files", optarg);
 			break;
+		case OPT_SPREAD_SENDS:
+			o->spread_sends = (int64_t)parse_numx(
+				"spread-sends", optarg, 0, UINT32_MAX, false);
+			break;
 		case OPT_ACCEPT:
 			if (!strcmp(optarg, "single")) {
 				cfg->single_acceptor = true;
@@ -573,6 +605,7 @@ int main(int argc, char **argv)
 	struct options o = { .port = 29500, .listen_fd = -1, .backlog = -1,
 			     .initial_keys = 1024, .control_port = -1,
 			     .keepalive = 60, .io = "auto", .mget_cache = true,
+			     .spread_sends = -1,
 			     .control_bind = "127.0.0.1" };
 	struct server srv = { .control_fd = -1 };
 	int *fds = NULL, ret, exit_code = 1;
@@ -590,6 +623,9 @@ int main(int argc, char **argv)
 	srv.cfg.handshake_ms = 10000;
 	srv.cfg.control_idle_ms = 60000;
 	parse_args(argc, argv, &o, &srv.cfg);
+	srv.cfg.spread_sends = o.spread_sends < 0
+				       ? default_spread(srv.cfg.threads)
+				       : (uint32_t)o.spread_sends;
 	if (o.backlog < 0)
 		o.backlog = SOMAXCONN > 4096 ? SOMAXCONN : 65535;
 

@@ -69,6 +69,8 @@ struct stats {
 	stat_t files_registered;             /* io_uring: sockets put in, */
 	stat_t files_failed;                 /* refused by, and released */
 	stat_t files_released;               /* from the registered files */
+	stat_t sends_spread;                 /* io_uring: sends handed to a
+					      * kernel worker (--spread-sends) */
 };
 
 static inline void stat_add(stat_t *s, uint64_t n)

@@ -12,8 +12,9 @@ Targets (env ``RINGSTORE_TARGET``):
                        input) are skipped for this target.
 
 Env ``RS_THREADS`` sets ringstore's reactor count (default 1), ``RS_IO`` its
-I/O backend (``--io auto|uring|epoll``; unset: ringstore's default, auto) and
-``RS_FIXED_FILES`` its ``--fixed-files`` (unset: the default, off).
+I/O backend (``--io auto|uring|epoll``; unset: ringstore's default, auto),
+``RS_FIXED_FILES`` its ``--fixed-files`` (unset: the default, off) and
+``RS_SPREAD_SENDS`` its ``--spread-sends`` (unset: the default).
 
 Every test gets a fresh server (``server`` fixture) so key counts are exact.
 Each test runs under a watchdog (default 60 s, ``@pytest.mark.timeout_s(N)``):
@@ -65,9 +66,10 @@ def ringstore_bin() -> Path:
 def io_flags(flags=()) -> list[str]:
     """["--io", $RS_IO] (the I/O backend under test) unless RS_IO is unset or
     @flags choose a backend themselves; and ["--fixed-files", $RS_FIXED_FILES]
-    likewise."""
+    and ["--spread-sends", $RS_SPREAD_SENDS] likewise."""
     out = []
-    for env, flag in (("RS_IO", "--io"), ("RS_FIXED_FILES", "--fixed-files")):
+    for env, flag in (("RS_IO", "--io"), ("RS_FIXED_FILES", "--fixed-files"),
+                      ("RS_SPREAD_SENDS", "--spread-sends")):
         v = os.environ.get(env)
         if v and not any(str(f).startswith(flag) for f in flags):
             out += [flag, v]

@@ -22,6 +22,7 @@ import re
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -521,6 +522,55 @@ def test_metrics_count_registered_files(cp_factory, fixed):
         assert got["registered"] >= 2 * n, got
     else:
         assert got == {"registered": 0, "failed": 0, "released": 0}
+
+
+@pytest.mark.parametrize("spread", ["1", "0"])
+def test_metrics_count_spread_sends(cp_factory, spread):
+    """ringstore_sends_spread_total: with io_uring and --spread-sends 1, one
+    SET releasing 400 WAITs is one batch of 400 sends, and every other one
+    past the first is made by the ring's kernel worker: at least 199 of
+    them. Four such rounds keep the worker busy while more sends arrive,
+    and still one worker thread runs them (iou-wrk-*: the ring's limit;
+    without it the kernel started 2 in each of 6 runs). Every connection
+    must read its own bytes, in order: the WAIT's answer, then a GET's value
+    and a PING's echo sent after the release (their replies form a second
+    large batch). No spread send and no worker with 0, nor on epoll."""
+    srv = cp_factory("--control-port", "0", "--spread-sends", spread, threads=1)
+    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    n, rounds = 400, 4
+    waiters = [srv.raw(timeout=20) for _ in range(n)]
+    setter = srv.raw()
+    spread_n = []
+    try:
+        for r in range(rounds):
+            key = f"/spread/go{r}".encode()
+            for i, c in enumerate(waiters):
+                c.send(req("WAIT", u64(1), s(key)) + req("PING", u32(i)))
+            for i, c in enumerate(waiters):  # the PING's echo: the WAIT is pending
+                assert c.recv_exact(4) == u32(i), f"waiter {i}: WAIT answered early"
+            before = metric(scrape(srv), "ringstore_sends_spread_total")
+            setter.send(req("SET", s(key), s(b"now")) + req("PING", u32(7)))
+            assert setter.recv_exact(4) == u32(7)
+            for i, c in enumerate(waiters):
+                assert c.recv_exact(1) == b"\x00", f"waiter {i}: not released"
+            for i, c in enumerate(waiters):
+                c.send(req("GET", s(key)) + req("PING", u32(1000 + i)))
+            for i, c in enumerate(waiters):
+                assert c.recv_bytes() == b"now", f"waiter {i}"
+                assert c.recv_exact(4) == u32(1000 + i), f"waiter {i}: bytes out of order"
+            spread_n.append(metric(scrape(srv), "ringstore_sends_spread_total") - before)
+        tasks = Path(f"/proc/{srv.proc.pid}/task")
+        workers = [t.name for t in tasks.iterdir()
+                   if (t / "comm").read_text().startswith("iou-wrk")]
+    finally:
+        for c in waiters + [setter]:
+            c.close()
+    if spread == "1" and backend == "io_uring":
+        assert min(spread_n) >= 199, spread_n
+        assert len(workers) == 1, workers
+    else:
+        assert spread_n == [0] * rounds, spread_n
+        assert workers == [], workers
 
 
 def test_metrics_count_writes_in_place(cp_factory):

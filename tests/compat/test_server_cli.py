@@ -42,7 +42,7 @@ def test_help_and_version():
     assert r.returncode == 0
     for flag in ("--port", "--bind", "--threads", "--listen-fd", "--max-key-bytes",
                  "--max-value-bytes", "--max-keys-per-request", "--log-level",
-                 "--mget-cache", "--fixed-files"):
+                 "--mget-cache", "--fixed-files", "--spread-sends"):
         assert flag in r.stdout, flag
     r = run("--version")
     assert r.returncode == 0
@@ -56,6 +56,8 @@ def test_help_and_version():
     (["--log-level", "loud"], "log level"),
     (["--mget-cache", "maybe"], "--mget-cache"),
     (["--fixed-files", "yes"], "--fixed-files"),
+    (["--spread-sends", "half"], "--spread-sends"),
+    (["--spread-sends", "-1"], "--spread-sends"),
     (["--no-such-flag"], "Usage"),
     (["extra"], "unexpected argument"),
     (["--recv-buffers", "100"], "power of two"),
