@@ -166,14 +166,8 @@ static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
 	}
 }
 
-/*
- * One reactor per two CPUs that this process may run on (its affinity mask:
- * a container's cpuset, taskset), at least 1 and at most 64. A reactor per
- * CPU competes with the kernel's network processing and with the processes
- * on the host for every CPU: on 2 CPUs shared with their clients, two
- * reactors cost up to 25 % more CPU per operation than one and up to 3x the
- * p99 latency (bench/RESULTS.md).
- */
+/* The CPUs this process may run on: its affinity mask (a container's cpuset,
+ * taskset), else those online. */
 static long cpus_usable(void)
 {
 	cpu_set_t set;
@@ -186,6 +180,14 @@ static long cpus_usable(void)
 	return n < 1 ? 1 : n;
 }
 
+/*
+ * One reactor per two CPUs that this process may run on (its affinity mask:
+ * a container's cpuset, taskset), at least 1 and at most 64. A reactor per
+ * CPU competes with the kernel's network processing and with the processes
+ * on the host for every CPU: on 2 CPUs shared with their clients, two
+ * reactors cost up to 25 % more CPU per operation than one and up to 3x the
+ * p99 latency (bench/RESULTS.md).
+ */
 static uint32_t default_threads(void)
 {
 	long n = cpus_usable() / 2;
