@@ -28,7 +28,6 @@
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "log.h"
 #include "net.h"
 #include "uring.h"
@@ -678,16 +678,6 @@ static uint64_t listen_overflows(void)
 	return result;
 }
 
-/* The CPUs this process may run on (its affinity: taskset, a cpuset). */
-static int cpus_usable(void)
-{
-	cpu_set_t set;
-
-	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set))
-		return CPU_COUNT(&set);
-	return (int)sysconf(_SC_NPROCESSORS_ONLN);
-}
-
 static double self_cpu_s(void)
 {
 	struct rusage ru;
@@ -1081,7 +1071,7 @@ int bench_run(struct bench *b)
 #define JNUM(x) (isfinite(x) ? (x) : -1.0)
 	if (o->json) {
 		printf("{\"workload\": \"%s\", \"label\": \"%s\", \"conns\": %u, "
-		       "\"total_conns\": %u, \"threads\": %u, \"cpus\": %d, "
+		       "\"total_conns\": %u, \"threads\": %u, \"cpus\": %ld, "
 		       "\"pipeline\": %u, "
 		       "\"keys_per_req\": %u, \"key_bytes\": %u, "
 		       "\"value_bytes\": %u, \"keyspace\": %llu, ",

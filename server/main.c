@@ -7,7 +7,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "io.h"
 #include "listen.h"
 #include "log.h"
@@ -164,20 +164,6 @@ static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
 				 o->port, LISTEN_WAIT_MS / 1000);
 		usleep(50 * 1000);
 	}
-}
-
-/* The CPUs this process may run on: its affinity mask (a container's cpuset,
- * taskset), else those online. */
-static long cpus_usable(void)
-{
-	cpu_set_t set;
-	long n = 0;
-
-	if (sched_getaffinity(0, sizeof(set), &set) == 0)
-		n = CPU_COUNT(&set);
-	if (n < 1)
-		n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n;
 }
 
 /*
