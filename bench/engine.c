@@ -1071,12 +1071,12 @@ int bench_run(struct bench *b)
 #define JNUM(x) (isfinite(x) ? (x) : -1.0)
 	if (o->json) {
 		printf("{\"workload\": \"%s\", \"label\": \"%s\", \"conns\": %u, "
-		       "\"total_conns\": %u, \"threads\": %u, \"cpus\": %ld, "
+		       "\"total_conns\": %u, \"threads\": %u, \"cpus\": %u, "
 		       "\"pipeline\": %u, "
 		       "\"keys_per_req\": %u, \"key_bytes\": %u, "
 		       "\"value_bytes\": %u, \"keyspace\": %llu, ",
 		       wl->name, o->label ? o->label : "",
-		       o->conns, total, o->threads, cpus_usable(), o->pipeline,
+		       o->conns, total, o->threads, cpus_affinity(), o->pipeline,
 		       o->keys, o->key_bytes, o->value_bytes,
 		       (unsigned long long)o->keyspace);
 		printf("\"seconds\": %.6f, \"ops\": %llu, \"keys\": %llu, "

@@ -1,26 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cpus.h - how many CPUs this process may run on: its affinity mask (a
- * container's cpuset, taskset), else the CPUs online; at least 1. The
- * server sizes its reactors and --spread-sends by it, the benchmark reports
- * it.
+ * cpus.h - how much CPU this process may use.
+ *
+ * Two figures, because they limit different things. The affinity mask (a
+ * container's cpuset, taskset) says on how many CPUs threads may run at
+ * once: a short burst can use all of them. A cgroup's CPU quota (Kubernetes'
+ * CPU limit: cgroup v2 cpu.max, v1 cpu.cfs_quota_us / cpu.cfs_period_us)
+ * says how much CPU time per period the process gets: on a 64-CPU node with
+ * a limit of 4 CPUs, 32 busy threads burn the period's quota in an eighth of
+ * it and then all wait, throttled, for the rest. The server sizes its
+ * reactors by both (cpus_usable), and lets a burst spread by the mask alone;
+ * the benchmark reports the mask.
  */
 #ifndef RS_COMMON_CPUS_H
 #define RS_COMMON_CPUS_H
 
-#include <sched.h>
-#include <unistd.h>
+/* CPUs in this process's affinity mask, else the CPUs online; at least 1. */
+unsigned cpus_affinity(void);
 
-static inline long cpus_usable(void)
-{
-	cpu_set_t set;
-	long n = 0;
+/*
+ * The CPU quota of this process's cgroups, in CPUs (quota / period; the
+ * lowest on the path from its cgroup up to the hierarchy's root, cgroup v2
+ * and v1's cpu controller both), or 0 if there is none or it cannot be
+ * read. @root prefixes every path read (/proc/self/cgroup,
+ * /proc/self/mountinfo, the cgroup files): "" in the server, a directory
+ * laid out alike in the tests.
+ */
+double cpus_cgroup_limit(const char *root);
 
-	if (sched_getaffinity(0, sizeof(set), &set) == 0)
-		n = CPU_COUNT(&set);
-	if (n < 1)
-		n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n;
-}
+/* What a process with @affinity CPUs and a quota of @limit CPUs (0: none)
+ * may keep busy: the quota rounded up, at most @affinity, at least 1. */
+unsigned cpus_usable(unsigned affinity, double limit);
 
 #endif

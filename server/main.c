@@ -66,8 +66,9 @@ static void usage(FILE *f)
 "      --backlog N           listen backlog (default: the kernel maximum)\n"
 "Threads and I/O:\n"
 "  -t, --threads N           reactor threads, one event loop each (default:\n"
-"                            half the CPUs this process may run on, at\n"
-"                            least 1, at most 64)\n"
+"                            half the CPUs this process may use: its\n"
+"                            affinity mask, within its cgroup's CPU quota;\n"
+"                            at least 1, at most 64)\n"
 "      --io MODE             'auto' (default): io_uring where the kernel\n"
 "                            has what ringstore uses and allows it, else\n"
 "                            epoll (the reason is logged); 'uring': fail\n"
@@ -167,32 +168,36 @@ static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
 }
 
 /*
- * One reactor per two CPUs that this process may run on (its affinity mask:
- * a container's cpuset, taskset), at least 1 and at most 64. A reactor per
- * CPU competes with the kernel's network processing and with the processes
- * on the host for every CPU: on 2 CPUs shared with their clients, two
- * reactors cost up to 25 % more CPU per operation than one and up to 3x the
- * p99 latency (bench/RESULTS.md).
+ * One reactor per two CPUs that this process may use (cpus_usable: its
+ * affinity mask, within its cgroup's CPU quota), at least 1 and at most 64.
+ * A reactor per CPU competes with the kernel's network processing and with
+ * the processes on the host for every CPU: on 2 CPUs shared with their
+ * clients, two reactors cost up to 25 % more CPU per operation than one and
+ * up to 3x the p99 latency, and as much under a quota of one CPU
+ * (bench/RESULTS.md). On a 64-CPU node with a CPU limit of 4, the mask alone
+ * would start 32 reactors on 4 CPUs' worth of time.
  */
-static uint32_t default_threads(void)
+static uint32_t default_threads(unsigned usable)
 {
-	long n = cpus_usable() / 2;
+	unsigned n = usable / 2;
 
-	return n < 1 ? 1 : n > 64 ? 64 : (uint32_t)n;
+	return n < 1 ? 1 : n > 64 ? 64 : n;
 }
 
 /*
  * --spread-sends's default: spread past SPREAD_SENDS_DEFAULT sends in one
- * batch when some CPU runs no reactor (the kernel worker needs one to be
- * of use), else never. A batch has at most one send per connection, so
- * only a burst over hundreds of connections reaches it; the benchmark's
- * throughput workloads rarely do (bench/RESULTS.md).
+ * batch when some CPU of the affinity mask runs no reactor (the kernel
+ * worker needs one to be of use), else never. A batch has at most one send
+ * per connection, so only a burst over hundreds of connections reaches it;
+ * the benchmark's throughput workloads rarely do (bench/RESULTS.md). The
+ * mask, not the quota, decides: a burst of 100 ms runs on both CPUs within
+ * a quota of one CPU (a 16k fanout took 0.81x the time spread there).
  */
 #define SPREAD_SENDS_DEFAULT 256
 
-static uint32_t default_spread(uint32_t threads)
+static uint32_t default_spread(unsigned affinity, uint32_t threads)
 {
-	return cpus_usable() > (long)threads ? SPREAD_SENDS_DEFAULT : 0;
+	return affinity > threads ? SPREAD_SENDS_DEFAULT : 0;
 }
 
 /*
@@ -598,11 +603,15 @@ int main(int argc, char **argv)
 	struct server srv = { .control_fd = -1 };
 	int *fds = NULL, ret, exit_code = 1;
 	uint32_t nfds = 0;
-	char addr[NET_ADDRSTRLEN], caddr[NET_ADDRSTRLEN + 4096];
+	unsigned affinity;
+	double cg_limit;
+	char addr[NET_ADDRSTRLEN], caddr[NET_ADDRSTRLEN + 4096], quota[64] = "";
 	sigset_t sigs;
 
 	proto_limits_default(&srv.cfg.limits);
-	srv.cfg.threads = default_threads();
+	affinity = cpus_affinity();
+	cg_limit = cpus_cgroup_limit("");
+	srv.cfg.threads = default_threads(cpus_usable(affinity, cg_limit));
 	srv.cfg.buf_count = RECV_BUFS_DEFAULT_COUNT;
 	srv.cfg.buf_min = RECV_BUFS_DEFAULT_MIN;
 	srv.cfg.buf_size = 16384;
@@ -612,7 +621,7 @@ int main(int argc, char **argv)
 	srv.cfg.control_idle_ms = 60000;
 	parse_args(argc, argv, &o, &srv.cfg);
 	srv.cfg.spread_sends = o.spread_sends < 0
-				       ? default_spread(srv.cfg.threads)
+				       ? default_spread(affinity, srv.cfg.threads)
 				       : (uint32_t)o.spread_sends;
 	if (o.backlog < 0)
 		o.backlog = SOMAXCONN > 4096 ? SOMAXCONN : 65535;
@@ -734,10 +743,14 @@ int main(int argc, char **argv)
 	if (srv.control_fd >= 0)
 		printf("ringstore control on %s\n", caddr);
 	fflush(stdout);
-	log_info("ringstore %s: %u reactor thread%s on %s, limits: key %" PRIu64
-		 " B, value %" PRIu64 " B, %" PRIu64 " keys/request",
+	if (cg_limit > 0)
+		snprintf(quota, sizeof(quota), ", cgroup CPU quota %.2f",
+			 cg_limit);
+	log_info("ringstore %s: %u reactor thread%s on %s (CPUs: %u in the "
+		 "affinity mask%s), limits: key %" PRIu64 " B, value %" PRIu64
+		 " B, %" PRIu64 " keys/request",
 		 RS_VERSION, srv.nreactors, srv.nreactors == 1 ? "" : "s",
-		 srv.io->name,
+		 srv.io->name, affinity, quota,
 		 srv.cfg.limits.max_key, srv.cfg.limits.max_value,
 		 srv.cfg.limits.max_keys);
 

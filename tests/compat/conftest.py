@@ -309,14 +309,16 @@ class Server:
         return stats
 
 
-def start_ringstore_args(args: list[str], tmp_path: Path, name: str = "ringstore", **kw):
-    """Run the ringstore binary with @args (plus the backend under test, RS_IO).
+def start_ringstore_args(args: list[str], tmp_path: Path, name: str = "ringstore",
+                         wrap: list[str] = (), **kw):
+    """Run the ringstore binary with @args (plus the backend under test, RS_IO),
+    under the command @wrap if one is given (it must exec the server).
 
     Returns (proc, port, stderr path) once it prints its listening line, or
     (proc, None, stderr path) if it exits first (a start-up error)."""
     out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        p = spawn([str(ringstore_bin()), *args, *io_flags(args)], stdout=fo, stderr=fe,
+        p = spawn([*wrap, str(ringstore_bin()), *args, *io_flags(args)], stdout=fo, stderr=fe,
                   stdin=subprocess.DEVNULL, **kw)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

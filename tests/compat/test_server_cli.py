@@ -6,13 +6,16 @@ Every store check goes through a real torch client."""
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,17 +160,61 @@ def test_clean_exit_on_signal_with_clients_connected(tmp_path, sig):
     assert re.search(r"stats: .*accepted=1 .*shutdown=1", log), log
 
 
-def test_default_threads_are_half_the_allowed_cpus(tmp_path):
-    # One reactor per two CPUs of the process's affinity mask (at least 1, at
-    # most 64): on 2 CPUs shared with clients, a reactor per CPU cost more CPU
-    # per operation and several times the p99 (bench/RESULTS.md).
-    want = max(1, min(64, len(os.sched_getaffinity(0)) // 2))
-    p, port, err = start(["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"], tmp_path)
+_STARTED_RE = re.compile(r"ringstore \S+: (\d+) reactor threads? on \S+ \(CPUs: (\d+) in the "
+                         r"affinity mask(?:, cgroup CPU quota ([0-9.]+))?\)")
+
+
+def stopped_server_figures(p, port, err):
+    """Check that a server started with the default thread count serves, stop
+    it; return (reactors, CPUs in its mask, its cgroup quota or None) from its
+    start-up line."""
     torch_roundtrip(port)
     p.send_signal(signal.SIGTERM)
     assert reap(p, 10) == 0
-    m = re.search(r"ringstore \S+: (\d+) reactor threads? on ", err.read_text())
-    assert m and int(m.group(1)) == want, err.read_text()
+    m = _STARTED_RE.search(err.read_text())
+    assert m, err.read_text()
+    return int(m.group(1)), int(m.group(2)), (float(m.group(3)) if m.group(3) else None)
+
+
+def want_threads(affinity: int, quota: float | None) -> int:
+    usable = affinity if quota is None else min(affinity, max(1, math.ceil(quota)))
+    return max(1, min(64, usable // 2))
+
+
+def test_default_threads_are_half_the_allowed_cpus(tmp_path):
+    # One reactor per two CPUs the process may use (its affinity mask, within
+    # its cgroup's CPU quota; at least 1, at most 64): on 2 CPUs shared with
+    # clients, a reactor per CPU cost more CPU per operation and several times
+    # the p99 (bench/RESULTS.md).
+    threads, affinity, quota = stopped_server_figures(*start(
+        ["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"], tmp_path))
+    assert affinity == len(os.sched_getaffinity(0))
+    assert threads == want_threads(affinity, quota)
+
+
+IN_CPU_QUOTA = Path(__file__).resolve().parents[2] / "scripts" / "in-cpu-quota"
+
+
+@pytest.mark.parametrize("cpus", [0.5, 1.5])
+def test_default_threads_follow_a_cgroup_cpu_quota(tmp_path, cpus):
+    # Kubernetes' CPU limit is a cgroup quota, not an affinity mask: on a
+    # 64-CPU node limited to 4 CPUs, the mask alone would start 32 reactors.
+    # The server reads the quota of its own cgroup from the kernel's files and
+    # reports it; with more CPUs in the mask than the quota allows, it starts
+    # fewer reactors than the mask alone gives.
+    name = f"ringstore-test-{os.getpid()}"
+    wrap = [sys.executable, str(IN_CPU_QUOTA), "--name", name, str(cpus)]
+    try:
+        p, port, err = start_ringstore_args(
+            ["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"], tmp_path, wrap=wrap)
+        if port is None and reap(p, 10) == 77:  # the script's "cannot here"
+            pytest.skip(err.read_text().strip())
+        assert port is not None, err.read_text()
+        threads, affinity, quota = stopped_server_figures(p, port, err)
+    finally:
+        subprocess.run([sys.executable, str(IN_CPU_QUOTA), "--remove", name], check=True)
+    assert quota == cpus
+    assert threads == want_threads(affinity, quota)
 
 
 def test_small_receive_ring_keeps_the_default_minimum_in_range(tmp_path):
