@@ -603,7 +603,7 @@ int main(int argc, char **argv)
 	struct server srv = { .control_fd = -1 };
 	int *fds = NULL, ret, exit_code = 1;
 	uint32_t nfds = 0;
-	unsigned affinity;
+	unsigned affinity, usable;
 	double cg_limit;
 	char addr[NET_ADDRSTRLEN], caddr[NET_ADDRSTRLEN + 4096], quota[64] = "";
 	sigset_t sigs;
@@ -611,7 +611,8 @@ int main(int argc, char **argv)
 	proto_limits_default(&srv.cfg.limits);
 	affinity = cpus_affinity();
 	cg_limit = cpus_cgroup_limit("");
-	srv.cfg.threads = default_threads(cpus_usable(affinity, cg_limit));
+	usable = cpus_usable(affinity, cg_limit);
+	srv.cfg.threads = default_threads(usable);
 	srv.cfg.buf_count = RECV_BUFS_DEFAULT_COUNT;
 	srv.cfg.buf_min = RECV_BUFS_DEFAULT_MIN;
 	srv.cfg.buf_size = 16384;
@@ -753,6 +754,12 @@ int main(int argc, char **argv)
 		 srv.io->name, affinity, quota,
 		 srv.cfg.limits.max_key, srv.cfg.limits.max_value,
 		 srv.cfg.limits.max_keys);
+	if (srv.nreactors > usable)
+		log_warn("%u reactors on %u usable CPU%s: reactors beyond the "
+			 "CPUs cost CPU per operation and latency; the "
+			 "default (leave out --threads) is %u",
+			 srv.nreactors, usable, usable == 1 ? "" : "s",
+			 default_threads(usable));
 
 	for (;;) {
 		int sig;

@@ -204,17 +204,39 @@ def test_default_threads_follow_a_cgroup_cpu_quota(tmp_path, cpus):
     # fewer reactors than the mask alone gives.
     name = f"ringstore-test-{os.getpid()}"
     wrap = [sys.executable, str(IN_CPU_QUOTA), "--name", name, str(cpus)]
+    args = ["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"]
     try:
-        p, port, err = start_ringstore_args(
-            ["--port", "0", "--bind", "127.0.0.1", "--log-level", "info"], tmp_path, wrap=wrap)
+        p, port, err = start_ringstore_args(args, tmp_path, wrap=wrap)
         if port is None and reap(p, 10) == 77:  # the script's "cannot here"
             pytest.skip(err.read_text().strip())
         assert port is not None, err.read_text()
         threads, affinity, quota = stopped_server_figures(p, port, err)
+        # Two reactors given: warned of exactly when they are more than the
+        # usable CPUs (a quota of 0.5 CPUs: 1; of 1.5: 2 within a mask of 2).
+        p, port, err = start(args + ["--threads", "2"], tmp_path, name="two", wrap=wrap)
+        stopped_server_figures(p, port, err)
+        two_log = err.read_text()
     finally:
         subprocess.run([sys.executable, str(IN_CPU_QUOTA), "--remove", name], check=True)
+    usable = min(affinity, math.ceil(cpus))
+    assert ("WARN 2 reactors on 1 usable CPU:" in two_log) == (usable == 1), two_log
     assert quota == cpus
     assert threads == want_threads(affinity, quota)
+
+
+def test_more_reactors_than_cpus_are_warned_of(tmp_path):
+    # More reactors than CPUs is allowed (a user's choice) but costs CPU per
+    # operation and latency: one warning says so and names the default.
+    affinity = len(os.sched_getaffinity(0))
+    for threads, warned in ((affinity + 1, True), (1, False)):
+        p, port, err = start(["--port", "0", "--bind", "127.0.0.1", "--log-level", "info",
+                              "--threads", str(threads)], tmp_path, name=f"t{threads}")
+        got, _, _ = stopped_server_figures(p, port, err)
+        assert got == threads
+        line = (f"WARN {threads} reactors on {affinity} usable CPU{'s' if affinity > 1 else ''}: "
+                f"reactors beyond the CPUs cost CPU per operation and latency; the default "
+                f"(leave out --threads) is {max(1, min(64, affinity // 2))}")
+        assert (line in err.read_text()) == warned, err.read_text()
 
 
 def test_small_receive_ring_keeps_the_default_minimum_in_range(tmp_path):
