@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -300,7 +301,14 @@ static void teardown(struct reactor *r)
 static void *reactor_main(void *arg)
 {
 	struct reactor *r = arg;
-	int ret = r->ops->init(r->io);
+	char name[16];
+	int ret;
+
+	/* top -H, perf and /proc show rs-reactor-N; io_uring's workers are
+	 * iou-wrk-<this thread's id>. */
+	snprintf(name, sizeof(name), "rs-reactor-%u", r->id);
+	(void)pthread_setname_np(pthread_self(), name);
+	ret = r->ops->init(r->io);
 
 	if (!ret)
 		ret = store_thread_init(&r->th, &r->srv->store, xmsg_deliver,

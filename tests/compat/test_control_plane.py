@@ -524,8 +524,8 @@ def test_metrics_count_registered_files(cp_factory, fixed):
         assert got == {"registered": 0, "failed": 0, "released": 0}
 
 
-@pytest.mark.parametrize("spread", ["1", "0"])
-def test_metrics_count_spread_sends(cp_factory, spread):
+@pytest.mark.parametrize("spread,threads", [("1", 1), ("0", 1), ("1", 2)])
+def test_metrics_count_spread_sends(cp_factory, spread, threads):
     """ringstore_sends_spread_total: with io_uring and --spread-sends 1, one
     SET releasing 400 WAITs is one batch of 400 sends, and every other one
     past the first is made by the ring's kernel worker: at least 199 of
@@ -534,8 +534,12 @@ def test_metrics_count_spread_sends(cp_factory, spread):
     without it the kernel started 2 in each of 6 runs). Every connection
     must read its own bytes, in order: the WAIT's answer, then a GET's value
     and a PING's echo sent after the release (their replies form a second
-    large batch). No spread send and no worker with 0, nor on epoll."""
-    srv = cp_factory("--control-port", "0", "--spread-sends", spread, threads=1)
+    large batch). No spread send and no worker with 0, nor on epoll. With two
+    reactors the waiters are split between them and each releases its own
+    (the other's through a cross-reactor message, maybe in more than one
+    batch): each ring has at most one worker, named after its reactor's
+    thread (iou-wrk-TID), and more than a quarter of the sends are spread."""
+    srv = cp_factory("--control-port", "0", "--spread-sends", spread, threads=threads)
     backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
     n, rounds = 400, 4
     waiters = [srv.raw(timeout=20) for _ in range(n)]
@@ -565,9 +569,16 @@ def test_metrics_count_spread_sends(cp_factory, spread):
     finally:
         for c in waiters + [setter]:
             c.close()
-    if spread == "1" and backend == "io_uring":
+    if spread == "1" and backend == "io_uring" and threads == 1:
         assert min(spread_n) >= 199, spread_n
         assert len(workers) == 1, workers
+    elif spread == "1" and backend == "io_uring":
+        assert min(spread_n) > n // 4, spread_n
+        names = [(tasks / w / "comm").read_text().strip() for w in workers]
+        reactors = {t.name for t in tasks.iterdir()
+                    if (t / "comm").read_text().startswith("rs-reactor")}
+        assert 1 <= len(workers) <= threads and len(set(names)) == len(names), names
+        assert {nm.split("-")[-1] for nm in names} <= reactors, (names, reactors)
     else:
         assert spread_n == [0] * rounds, spread_n
         assert workers == [], workers
