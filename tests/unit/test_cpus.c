@@ -191,6 +191,29 @@ static void test_missing_and_malformed(void **state)
 	assert_true(cpus_cgroup_limit(tree) == 3.0);
 }
 
+/* A host with thousands of mounts: mountinfo past the first 64 KiB read,
+ * the cgroup2 line last. */
+static void test_long_mountinfo(void **state)
+{
+	static const char filler[] =
+		"99 25 0:99 / /run/containerd/io.containerd.runtime.v2.task/"
+		"k8s.io/0123456789abcdef/rootfs rw - overlay overlay rw\n";
+	size_t n = 3000, len = strlen(filler);
+	char *text = malloc(n * len + sizeof(MI_V2));
+
+	(void)state;
+	assert_non_null(text);
+	for (size_t i = 0; i < n; i++)
+		memcpy(text + i * len, filler, len);
+	memcpy(text + n * len, MI_V2, sizeof(MI_V2));
+	assert_true(strlen(text) > 4 * 65536);
+	put("proc/self/mountinfo", text);
+	free(text);
+	put("proc/self/cgroup", "0::/big\n");
+	put("sys/fs/cgroup/big/cpu.max", "50000 100000\n");
+	assert_true(cpus_cgroup_limit(tree) == 0.5);
+}
+
 /* The quota rounded up, within the mask, at least 1. */
 static void test_usable(void **state)
 {
@@ -231,6 +254,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_missing_and_malformed,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_long_mountinfo, setup,
+						teardown),
 		cmocka_unit_test(test_usable),
 		cmocka_unit_test(test_real_files),
 	};
