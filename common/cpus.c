@@ -49,12 +49,18 @@ unsigned cpus_usable(unsigned affinity, double limit)
 	return q < limit ? q + 1 : q;
 }
 
-/* The whole of a small file, NUL-terminated; its length or -errno. */
-static int read_small(const char *path, char *buf, size_t size)
+/* The whole of the small file @dir/@name, NUL-terminated in @buf; its
+ * length or -errno. */
+static int read_in(const char *dir, const char *name, char *buf, size_t size)
 {
+	char path[PATH_MAX];
 	size_t len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd;
 
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >=
+	    (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	while (len < size - 1) {
@@ -90,13 +96,11 @@ static int parse_quota_word(const char *s, long long *out)
 /* v2 cpu.max ("QUOTA PERIOD", QUOTA "max" for none) in @dir, in CPUs. */
 static double limit_v2(const char *dir)
 {
-	char path[PATH_MAX], buf[128];
+	char buf[128];
 	long long quota, period;
 	int n;
 
-	if (snprintf(path, sizeof(path), "%s/cpu.max", dir) >=
-		    (int)sizeof(path) ||
-	    read_small(path, buf, sizeof(buf)) <= 0)
+	if (read_in(dir, "cpu.max", buf, sizeof(buf)) <= 0)
 		return 0;
 	n = parse_quota_word(buf, &quota);
 	if (n < 0 || buf[n] != ' ' ||
@@ -105,23 +109,25 @@ static double limit_v2(const char *dir)
 	return quota > 0 && period > 0 ? (double)quota / (double)period : 0;
 }
 
+/* The number in the file @dir/@name, if it reads as one above 0; else 0. */
+static long long read_positive(const char *dir, const char *name)
+{
+	char buf[64];
+	long long v;
+
+	if (read_in(dir, name, buf, sizeof(buf)) <= 0 ||
+	    parse_quota_word(buf, &v) < 0 || v <= 0)
+		return 0;
+	return v;
+}
+
 /* v1 cpu.cfs_quota_us (-1 for none) over cpu.cfs_period_us, in CPUs. */
 static double limit_v1(const char *dir)
 {
-	char path[PATH_MAX], buf[64];
-	long long quota, period;
+	long long quota = read_positive(dir, "cpu.cfs_quota_us");
+	long long period = quota ? read_positive(dir, "cpu.cfs_period_us") : 0;
 
-	if (snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir) >=
-		    (int)sizeof(path) ||
-	    read_small(path, buf, sizeof(buf)) <= 0 ||
-	    parse_quota_word(buf, &quota) < 0 || quota <= 0)
-		return 0;
-	if (snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", dir) >=
-		    (int)sizeof(path) ||
-	    read_small(path, buf, sizeof(buf)) <= 0 ||
-	    parse_quota_word(buf, &period) < 0 || period <= 0)
-		return 0;
-	return (double)quota / (double)period;
+	return period ? (double)quota / (double)period : 0;
 }
 
 /* The lowest nonzero of @a and @b (0: neither limits). */
@@ -263,17 +269,12 @@ static double limit_walk(const char *prefix, const char *mountinfo_text,
 
 double cpus_cgroup_limit(const char *root)
 {
-	char path[PATH_MAX], cg[8192], *mountinfo = NULL, *save = NULL;
+	char cg[8192], *mountinfo = NULL, *save = NULL;
 	size_t cap = 65536;
 	double limit = 0;
 	int len;
 
-	if (snprintf(path, sizeof(path), "%s/proc/self/cgroup", root) >=
-		    (int)sizeof(path) ||
-	    read_small(path, cg, sizeof(cg)) <= 0)
-		return 0;
-	if (snprintf(path, sizeof(path), "%s/proc/self/mountinfo", root) >=
-	    (int)sizeof(path))
+	if (read_in(root, "proc/self/cgroup", cg, sizeof(cg)) <= 0)
 		return 0;
 	/* mountinfo can be long (a host with many mounts): grow to fit. */
 	for (;;) {
@@ -281,7 +282,7 @@ double cpus_cgroup_limit(const char *root)
 		if (!m)
 			goto out;
 		mountinfo = m;
-		len = read_small(path, mountinfo, cap);
+		len = read_in(root, "proc/self/mountinfo", mountinfo, cap);
 		if (len < 0)
 			goto out;
 		if ((size_t)len < cap - 1 || cap >= (16u << 20))

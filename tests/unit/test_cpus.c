@@ -44,6 +44,19 @@ static void put(const char *rel, const char *text)
 	assert_int_equal(fclose(f), 0);
 }
 
+/* A v1 cgroup @dir's quota: @quota (microseconds, "-1" for none) per
+ * period of 100 ms. */
+static void put_cfs(const char *dir, const char *quota)
+{
+	char rel[PATH_MAX], text[32];
+
+	snprintf(rel, sizeof(rel), "%s/cpu.cfs_quota_us", dir);
+	snprintf(text, sizeof(text), "%s\n", quota);
+	put(rel, text);
+	snprintf(rel, sizeof(rel), "%s/cpu.cfs_period_us", dir);
+	put(rel, "100000\n");
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag,
 		  struct FTW *ftw)
 {
@@ -120,13 +133,10 @@ static void test_v1_container_root(void **state)
 	put("proc/self/cgroup",
 	    "4:cpuset:/docker/abc\n3:cpuacct:/docker/abc\n2:cpu:/docker/abc\n"
 	    "0::/\n");
-	put("sys/fs/cgroup/cpu/cpu.cfs_quota_us", "300000\n");
-	put("sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n");
+	put_cfs("sys/fs/cgroup/cpu", "300000");
 	/* Files a wrong match would read instead. */
-	put("sys/fs/cgroup/cpuacct/cpu.cfs_quota_us", "100000\n");
-	put("sys/fs/cgroup/cpuacct/cpu.cfs_period_us", "100000\n");
-	put("sys/fs/cgroup/cpu/docker/abc/cpu.cfs_quota_us", "100000\n");
-	put("sys/fs/cgroup/cpu/docker/abc/cpu.cfs_period_us", "100000\n");
+	put_cfs("sys/fs/cgroup/cpuacct", "100000");
+	put_cfs("sys/fs/cgroup/cpu/docker/abc", "100000");
 	assert_true(cpus_cgroup_limit(tree) == 3.0);
 }
 
@@ -140,13 +150,9 @@ static void test_v1_joined_parent(void **state)
 	    "41 30 0:36 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup "
 	    "rw,cpu,cpuacct\n");
 	put("proc/self/cgroup", "2:cpu,cpuacct:/batch/job7\n");
-	put("sys/fs/cgroup/cpu,cpuacct/batch/job7/cpu.cfs_quota_us", "-1\n");
-	put("sys/fs/cgroup/cpu,cpuacct/batch/job7/cpu.cfs_period_us",
-	    "100000\n");
-	put("sys/fs/cgroup/cpu,cpuacct/batch/cpu.cfs_quota_us", "75000\n");
-	put("sys/fs/cgroup/cpu,cpuacct/batch/cpu.cfs_period_us", "100000\n");
-	put("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
-	put("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+	put_cfs("sys/fs/cgroup/cpu,cpuacct/batch/job7", "-1");
+	put_cfs("sys/fs/cgroup/cpu,cpuacct/batch", "75000");
+	put_cfs("sys/fs/cgroup/cpu,cpuacct", "-1");
 	assert_true(cpus_cgroup_limit(tree) == 0.75);
 }
 
@@ -160,8 +166,7 @@ static void test_hybrid_and_escapes(void **state)
 	    "41 30 0:36 / /sys/fs/cgroup/my\\040cpu rw - cgroup cgroup rw,cpu\n"
 	    "50 30 0:40 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
 	put("proc/self/cgroup", "1:cpu:/a\n0::/b\n");
-	put("sys/fs/cgroup/my cpu/a/cpu.cfs_quota_us", "400000\n");
-	put("sys/fs/cgroup/my cpu/a/cpu.cfs_period_us", "100000\n");
+	put_cfs("sys/fs/cgroup/my cpu/a", "400000");
 	assert_true(cpus_cgroup_limit(tree) == 4.0);
 	put("sys/fs/cgroup/unified/b/cpu.max", "200000 100000\n");
 	assert_true(cpus_cgroup_limit(tree) == 2.0);
