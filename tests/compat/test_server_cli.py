@@ -165,9 +165,8 @@ _STARTED_RE = re.compile(r"ringstore \S+: (\d+) reactor threads? on \S+ \(CPUs: 
 
 
 def stopped_server_figures(p, port, err):
-    """Check that a server started with the default thread count serves, stop
-    it; return (reactors, CPUs in its mask, its cgroup quota or None) from its
-    start-up line."""
+    """Check that a started server serves, stop it; return (reactors, CPUs in
+    its mask, its cgroup quota or None) from its start-up line."""
     torch_roundtrip(port)
     p.send_signal(signal.SIGTERM)
     assert reap(p, 10) == 0
@@ -176,9 +175,12 @@ def stopped_server_figures(p, port, err):
     return int(m.group(1)), int(m.group(2)), (float(m.group(3)) if m.group(3) else None)
 
 
+def usable_cpus(affinity: int, quota: float | None) -> int:
+    return affinity if quota is None else min(affinity, max(1, math.ceil(quota)))
+
+
 def want_threads(affinity: int, quota: float | None) -> int:
-    usable = affinity if quota is None else min(affinity, max(1, math.ceil(quota)))
-    return max(1, min(64, usable // 2))
+    return max(1, min(64, usable_cpus(affinity, quota) // 2))
 
 
 def test_default_threads_are_half_the_allowed_cpus(tmp_path):
@@ -218,7 +220,7 @@ def test_default_threads_follow_a_cgroup_cpu_quota(tmp_path, cpus):
         two_log = err.read_text()
     finally:
         subprocess.run([sys.executable, str(IN_CPU_QUOTA), "--remove", name], check=True)
-    usable = min(affinity, math.ceil(cpus))
+    usable = usable_cpus(affinity, cpus)
     assert ("WARN 2 reactors on 1 usable CPU:" in two_log) == (usable == 1), two_log
     assert quota == cpus
     assert threads == want_threads(affinity, quota)
@@ -235,7 +237,7 @@ def test_more_reactors_than_cpus_are_warned_of(tmp_path):
         assert got == threads
         line = (f"WARN {threads} reactors on {affinity} usable CPU{'s' if affinity > 1 else ''}: "
                 f"reactors beyond the CPUs cost CPU per operation and latency; the default "
-                f"(leave out --threads) is {max(1, min(64, affinity // 2))}")
+                f"(leave out --threads) is {want_threads(affinity, None)}")
         assert (line in err.read_text()) == warned, err.read_text()
 
 
