@@ -83,7 +83,8 @@ struct conn {
 	bool close_after_send;     /* guest: close once the replies are out */
 	bool out_armed;            /* epoll: EPOLLOUT is registered */
 	uint8_t fixed;             /* io_uring: enum conn_fixed */
-	uint32_t inflight;         /* io_uring: SQEs in flight naming it */
+	uint32_t inflight;         /* SQEs in flight naming it (io_uring),
+				    * sends its helper holds (epoll) */
 	struct conn *next_dirty;   /* borrowed link */
 	struct conn *hs_next, *hs_prev; /* handshake list while validating */
 	uint64_t active_ms;        /* CLOCK_MONOTONIC at accept; guests: at

@@ -444,8 +444,9 @@ int control_metrics(struct buf *out, bool json, const char *backend,
 	fam_sample(&m, "released", stat_get(&t.files_released));
 	fam_end(&m);
 	metric(&m, "ringstore_sends_spread_total", "counter",
-	       "io_uring: sends made by the ring's kernel worker on another "
-	       "CPU, past --spread-sends in one batch.",
+	       "Sends made on another CPU past --spread-sends in one batch: "
+	       "by the ring's kernel worker (io_uring) or the reactor's "
+	       "helper thread (epoll).",
 	       stat_get(&t.sends_spread));
 	metric(&m, "ringstore_stale_completions_total", "counter",
 	       "Completions for a connection slot that was reused.",

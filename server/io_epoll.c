@@ -18,6 +18,15 @@
  * rest queued and registers EPOLLOUT; when the socket drains, the reactor
  * is told (sent with 0 bytes) and flushes again.
  *
+ * Spread sends (--spread-sends N, as with io_uring): past N sends in one
+ * iteration every other one goes to a helper thread (sender.c, named
+ * rs-spread-TID after its reactor's thread), which makes it on another CPU
+ * while the reactor makes the rest. Its result is reported like an
+ * io_uring SEND's completion, from dispatch(): the connection counts it in
+ * inflight (so it is not freed, nor its fd closed, meanwhile) and keeps
+ * sending set (so its bytes stay in order). The helper wakes the reactor
+ * through the eventfd, like a message.
+ *
  * Accepting: accept4() until EAGAIN (a bounded number per event); store
  * listeners are registered with EPOLLEXCLUSIVE, so a listener shared by
  * all reactors wakes one of them. Out of descriptors, a listener is taken
@@ -39,6 +48,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -49,6 +59,7 @@
 #include "conn.h"
 #include "log.h"
 #include "mpsc.h"
+#include "sender.h"
 #include "server.h"
 #include "stats.h"
 
@@ -93,6 +104,8 @@ struct io {
 	int nevents;
 	struct pending *pend;         /* owned */
 	uint32_t npend, pend_cap;
+	struct sender *sender;        /* owned: spread sends; NULL: none */
+	uint32_t nsends;              /* sends since the last wait */
 };
 
 static void ep_destroy(struct io *io);
@@ -136,9 +149,27 @@ fail:
 	return ret;
 }
 
+static void signal_target(struct io *to);
+
+/* The helper's results are ready (called on its thread). */
+static void sender_woke(void *arg)
+{
+	signal_target(arg);
+}
+
+/* On the reactor's thread: its helper is named after it. */
 static int ep_init(struct io *io)
 {
-	(void)io;
+	char name[32];
+	int ret;
+
+	if (!io->b.cfg->spread_sends)
+		return 0;
+	snprintf(name, sizeof(name), "rs-spread-%d", (int)gettid());
+	ret = sender_start(&io->sender, name, sender_woke, io);
+	if (ret)
+		log_info("epoll: cannot start a send helper thread (%s): "
+			 "sends are not spread", strerror(-ret));
 	return 0;
 }
 
@@ -154,6 +185,8 @@ static void ep_quit(struct io *io)
 	if (io->quit)
 		return;
 	io->quit = true;
+	/* Joined here: it must not touch a socket after this. */
+	sender_stop(io->sender);
 	for (uint32_t i = 0; i < io->npend; i++)
 		drop_msg(&io->pend[i].m);
 	io->npend = 0;
@@ -173,6 +206,7 @@ static void ep_destroy(struct io *io)
 		close(io->epfd);
 	if (io->efd >= 0)
 		close(io->efd);
+	sender_destroy(io->sender);
 	free(io->pend);
 	free(io->rbuf);
 	free(io);
@@ -237,7 +271,8 @@ static void retry_pending(struct io *io)
 	io->npend -= i;
 }
 
-/* The eventfd fired: messages arrived, or stop() was called. */
+/* The eventfd fired: messages or the helper's results arrived (those are
+ * reaped at the end of dispatch()), or stop() was called. */
 static void drain(struct io *io)
 {
 	uint64_t v;
@@ -367,31 +402,27 @@ static int want_out(struct io *io, struct conn *c, bool on)
 	return 0;
 }
 
-static void ep_send(struct io *io, struct conn *c, unsigned n)
+/*
+ * A send of c->iov[0..@n) ended with @res (bytes, or -errno). The rest of
+ * a short write stays queued until the socket drains (EPOLLOUT). A closed
+ * connection is always told, so that it can be freed.
+ */
+static void send_ended(struct io *io, struct conn *c, unsigned n,
+		       ssize_t res)
 {
 	size_t want = 0;
-	ssize_t res;
 
-	for (unsigned i = 0; i < n; i++)
-		want += c->iov[i].iov_len;
-	c->msg.msg_iov = c->iov;
-	c->msg.msg_iovlen = n;
-	/* One iovec (the common case: a reply batch gathered inline) goes
-	 * out with send(), which spares the kernel importing a msghdr. */
-	do
-		res = n == 1 ? send(c->fd, c->iov[0].iov_base,
-				    c->iov[0].iov_len,
-				    MSG_NOSIGNAL | MSG_DONTWAIT)
-			     : sendmsg(c->fd, &c->msg,
-				       MSG_NOSIGNAL | MSG_DONTWAIT);
-	while (res < 0 && errno == EINTR);
-	if (res < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-		io->b.ev->sent(io->b.arg, c, -errno);
+	if (res == -EAGAIN || res == -EWOULDBLOCK)
+		res = 0;
+	if (res < 0) {
+		io->b.ev->sent(io->b.arg, c, (int)res);
 		return;
 	}
-	if (res > 0)
+	for (unsigned i = 0; i < n; i++)
+		want += c->iov[i].iov_len;
+	if (res > 0 || c->state != CONN_OPEN)
 		io->b.ev->sent(io->b.arg, c, (int)res);
-	if ((size_t)(res < 0 ? 0 : res) == want || c->state != CONN_OPEN)
+	if ((size_t)res == want || c->state != CONN_OPEN)
 		return;
 	/* The socket is full: keep the rest, wait until it drains. */
 	c->sending = true;
@@ -399,6 +430,49 @@ static void ep_send(struct io *io, struct conn *c, unsigned n)
 		int ret = want_out(io, c, true);
 		if (ret)
 			io->b.ev->sent(io->b.arg, c, ret);
+	}
+}
+
+/* Hand the send to the helper. Returns false if its ring is full. */
+static bool spread(struct io *io, struct conn *c, unsigned n)
+{
+	struct sender_job j = {
+		.iov = c->iov,
+		.tag = (uint64_t)c->gen << 32 | c->slot,
+		.fd = c->fd,
+		.n = n,
+	};
+
+	if (!sender_post(io->sender, &j))
+		return false;
+	c->inflight++; /* reaped: reap() */
+	stat_add(&io->b.stats->sends_spread, 1);
+	return true;
+}
+
+static void ep_send(struct io *io, struct conn *c, unsigned n)
+{
+	if (io->sender && ++io->nsends > io->b.cfg->spread_sends &&
+	    (io->nsends & 1) && spread(io, c, n))
+		return;
+	send_ended(io, c, n, sender_send_now(c->fd, c->iov, n));
+}
+
+/* Report the helper's finished sends. */
+static void reap(struct io *io)
+{
+	struct sender_job j;
+
+	while (io->sender && sender_reap(io->sender, &j)) {
+		/* Pinned by inflight: never stale. */
+		struct conn *c = conn_get(io->b.ct, (uint32_t)j.tag,
+					  (uint32_t)(j.tag >> 32));
+		if (!c) {
+			stat_add(&io->b.stats->stale_cqes, 1);
+			continue;
+		}
+		c->inflight--;
+		send_ended(io, c, j.n, j.res);
 	}
 }
 
@@ -424,6 +498,7 @@ static int ep_wait(struct io *io, int timeout_ms)
 		    io->rest_until[l] > now &&
 		    io->rest_until[l] - now < (uint64_t)timeout_ms)
 			timeout_ms = (int)(io->rest_until[l] - now);
+	io->nsends = 0;
 	io->nevents = epoll_wait(io->epfd, io->events, MAX_EVENTS, timeout_ms);
 	if (io->nevents < 0) {
 		io->nevents = 0;
@@ -465,6 +540,12 @@ static unsigned ep_dispatch(struct io *io)
 		}
 		stat_add(&io->b.stats->stale_cqes, 1);
 	}
+	/*
+	 * After drain(), if the eventfd fired: a result whose helper found
+	 * signalled still set is seen here (the fences in drain() and
+	 * signal_target() pair), and any later one writes the eventfd.
+	 */
+	reap(io);
 	wake_listeners(io);
 	return (unsigned)io->nevents;
 }

@@ -111,9 +111,10 @@ static void usage(FILE *f)
 "      --fixed-files on|off  io_uring: register each client socket with the\n"
 "                            ring so sends skip a file lookup (default off:\n"
 "                            no measured gain on loopback)\n"
-"      --spread-sends N      io_uring: past N sends in one batch (a SET\n"
-"                            waking thousands of WAITs), every other one is\n"
-"                            made by a kernel worker on another CPU\n"
+"      --spread-sends N      past N sends in one batch (a SET waking\n"
+"                            thousands of WAITs), every other one is made\n"
+"                            on another CPU: by the ring's kernel worker, or\n"
+"                            on epoll by a helper thread per reactor\n"
 "                            (default 256 when there are more CPUs than\n"
 "                            reactors, else 0: never)\n"
 "Control plane (HTTP: /health, /metrics, /handler/<name>; off by default):\n"
@@ -187,7 +188,7 @@ static uint32_t default_threads(unsigned usable)
 /*
  * --spread-sends's default: spread past SPREAD_SENDS_DEFAULT sends in one
  * batch when some CPU of the affinity mask runs no reactor (the kernel
- * worker needs one to be of use), else never. A batch has at most one send
+ * worker, or epoll's helper thread, needs one to be of use), else never. A batch has at most one send
  * per connection, so only a burst over hundreds of connections reaches it;
  * the benchmark's throughput workloads rarely do (bench/RESULTS.md). The
  * mask, not the quota, decides: a burst of 100 ms runs on both CPUs within

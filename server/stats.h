@@ -69,8 +69,9 @@ struct stats {
 	stat_t files_registered;             /* io_uring: sockets put in, */
 	stat_t files_failed;                 /* refused by, and released */
 	stat_t files_released;               /* from the registered files */
-	stat_t sends_spread;                 /* io_uring: sends handed to a
-					      * kernel worker (--spread-sends) */
+	stat_t sends_spread;                 /* sends handed to a kernel
+					      * worker (io_uring) or a helper
+					      * thread (epoll): --spread-sends */
 };
 
 static inline void stat_add(stat_t *s, uint64_t n)
