@@ -42,14 +42,14 @@ class ControlServer(Server):
     control_socket: str | None = None
 
 
-def _start(tmp_path, *flags, threads=1) -> ControlServer:
+def _start(tmp_path, *flags, threads=1, wrap=()) -> ControlServer:
     binary = ringstore_bin()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(f"ringstore binary not found at {binary}", pytrace=False)
     idx = len(list(tmp_path.glob("cp-*.err")))
     err = tmp_path / f"cp-{idx}.err"
     out = tmp_path / f"cp-{idx}.out"
-    args = [str(binary), "--port", "0", "--bind", "127.0.0.1", "--log-level", "debug",
+    args = [*wrap, str(binary), "--port", "0", "--bind", "127.0.0.1", "--log-level", "debug",
             "--threads", str(threads), *io_flags(flags), *[str(f) for f in flags]]
     want_control_line = "--control-port" in flags
     sock_path = None
@@ -90,8 +90,8 @@ def _start(tmp_path, *flags, threads=1) -> ControlServer:
 def cp_factory(tmp_path):
     started: list[ControlServer] = []
 
-    def make(*flags, threads=1) -> ControlServer:
-        srv = _start(tmp_path, *flags, threads=threads)
+    def make(*flags, threads=1, wrap=()) -> ControlServer:
+        srv = _start(tmp_path, *flags, threads=threads, wrap=wrap)
         started.append(srv)
         return srv
 
@@ -585,6 +585,49 @@ def test_metrics_count_spread_sends(cp_factory, spread, threads):
     else:
         assert spread_n == [0] * rounds, spread_n
         assert workers == [], workers
+
+
+@pytest.mark.skipif(bool(os.environ.get("RS_SPREAD_SENDS")),
+                    reason="this pass sets --spread-sends; the default is tested without it")
+@pytest.mark.parametrize("cpus,threads", [(2, 1), (1, 1), (2, 2)])
+def test_default_spreads_only_with_a_spare_cpu(cp_factory, cpus, threads):
+    """Without --spread-sends, sends are spread (past 256 in one batch) only
+    where the affinity mask has more CPUs than there are reactors: one
+    reactor on two CPUs spreads a SET that releases 1,200 WAITs; one reactor
+    pinned to one CPU (taskset), or two reactors on two CPUs, do not. On
+    epoll a helper thread (rs-spread-*) exists exactly when spreading is
+    on."""
+    mask = sorted(os.sched_getaffinity(0))
+    if len(mask) < cpus:
+        pytest.skip(f"needs {cpus} CPUs in the affinity mask, has {len(mask)}")
+    wrap = ["taskset", "-c", str(mask[0])] if cpus == 1 else []
+    srv = cp_factory("--control-port", "0", threads=threads, wrap=wrap)
+    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    n, key = 1200, b"/default-spread/go"
+    waiters = [srv.raw(timeout=20) for _ in range(n)]
+    setter = srv.raw()
+    try:
+        for i, c in enumerate(waiters):
+            c.send(req("WAIT", u64(1), s(key)) + req("PING", u32(i)))
+        for i, c in enumerate(waiters):  # the PING's echo: the WAIT is pending
+            assert c.recv_exact(4) == u32(i), f"waiter {i}: WAIT answered early"
+        setter.send(req("SET", s(key), s(b"now")) + req("PING", u32(7)))
+        assert setter.recv_exact(4) == u32(7)
+        for i, c in enumerate(waiters):
+            assert c.recv_exact(1) == b"\x00", f"waiter {i}: not released"
+        spread = metric(scrape(srv), "ringstore_sends_spread_total")
+        tasks = Path(f"/proc/{srv.proc.pid}/task")
+        helpers = [t.name for t in tasks.iterdir()
+                   if (t / "comm").read_text().startswith("rs-spread-")]
+    finally:
+        for c in waiters + [setter]:
+            c.close()
+    on = cpus > threads
+    if on:  # one batch of 1,200 sends (1,201 with the setter's): every other past 256
+        assert spread >= (n - 256) // 2, spread
+    else:
+        assert spread == 0, spread
+    assert len(helpers) == (threads if on and backend == "epoll" else 0), helpers
 
 
 def test_metrics_count_writes_in_place(cp_factory):
