@@ -108,6 +108,13 @@ struct io {
 	uint32_t nsends;              /* sends since the last wait */
 };
 
+/* The connection a TAG_CONN tag names, or NULL if its slot was reused. */
+static inline struct conn *tag_conn(struct io *io, uint64_t t)
+{
+	return conn_get(io->b.ct, (uint32_t)t,
+			(uint32_t)(t >> 32) & CONN_GEN_MASK);
+}
+
 static void ep_destroy(struct io *io);
 
 static int ep_create(struct io **out, const struct server_config *cfg,
@@ -438,7 +445,7 @@ static bool spread(struct io *io, struct conn *c, unsigned n)
 {
 	struct sender_job j = {
 		.iov = c->iov,
-		.tag = (uint64_t)c->gen << 32 | c->slot,
+		.tag = tag_make(TAG_CONN, c->gen, c->slot),
 		.fd = c->fd,
 		.n = n,
 	};
@@ -465,8 +472,7 @@ static void reap(struct io *io)
 
 	while (io->sender && sender_reap(io->sender, &j)) {
 		/* Pinned by inflight: never stale. */
-		struct conn *c = conn_get(io->b.ct, (uint32_t)j.tag,
-					  (uint32_t)(j.tag >> 32));
+		struct conn *c = tag_conn(io, j.tag);
 		if (!c) {
 			stat_add(&io->b.stats->stale_cqes, 1);
 			continue;
@@ -524,8 +530,7 @@ static unsigned ep_dispatch(struct io *io)
 			on_listener(io, (enum io_listener)slot);
 			continue;
 		case TAG_CONN:
-			c = conn_get(io->b.ct, slot,
-				     (uint32_t)(t >> 32) & CONN_GEN_MASK);
+			c = tag_conn(io, t);
 			if (!c)
 				break;
 			if (c->state != CONN_OPEN)

@@ -227,6 +227,35 @@ def metric(m, name, **labels):
     return m[(name, tuple(sorted(labels.items())))]
 
 
+def backend_of(srv) -> str:
+    """The I/O backend the server reports: "io_uring" or "epoll"."""
+    return [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+
+
+def threads_named(srv, prefix) -> dict[str, str]:
+    """The server's threads whose name starts with @prefix: {tid: name}."""
+    out = {}
+    for t in Path(f"/proc/{srv.proc.pid}/task").iterdir():
+        name = (t / "comm").read_text().strip()
+        if name.startswith(prefix):
+            out[t.name] = name
+    return out
+
+
+def park_and_release(waiters, setter, key: bytes):
+    """Every raw connection in @waiters WAITs on @key (the echo of a PING sent
+    behind it proves the WAIT is pending), then one SET from @setter releases
+    them all: each must read the WAIT's 00."""
+    for i, c in enumerate(waiters):
+        c.send(req("WAIT", u64(1), s(key)) + req("PING", u32(i)))
+    for i, c in enumerate(waiters):
+        assert c.recv_exact(4) == u32(i), f"waiter {i}: WAIT answered early"
+    setter.send(req("SET", s(key), s(b"now")) + req("PING", u32(7)))
+    assert setter.recv_exact(4) == u32(7)
+    for i, c in enumerate(waiters):
+        assert c.recv_exact(1) == b"\x00", f"waiter {i}: not released"
+
+
 def wait_until(fn, timeout=5.0, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -486,7 +515,7 @@ def test_metrics_count_registered_files(cp_factory, fixed):
     the slot) and is released when its connection ends; none with it off or
     on epoll. The clients' answers are checked across slot reuse."""
     srv = cp_factory("--control-port", "0", "--fixed-files", fixed, threads=2)
-    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    backend = backend_of(srv)
     n = 24
     import datetime
 
@@ -542,7 +571,7 @@ def test_metrics_count_spread_sends(cp_factory, spread, threads):
     (iou-wrk-TID, rs-spread-TID), and more than a quarter of the sends are
     spread."""
     srv = cp_factory("--control-port", "0", "--spread-sends", spread, threads=threads)
-    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    backend = backend_of(srv)
     worker = {"io_uring": "iou-wrk-", "epoll": "rs-spread-"}[backend]
     n, rounds = 400, 4
     waiters = [srv.raw(timeout=20) for _ in range(n)]
@@ -551,24 +580,15 @@ def test_metrics_count_spread_sends(cp_factory, spread, threads):
     try:
         for r in range(rounds):
             key = f"/spread/go{r}".encode()
-            for i, c in enumerate(waiters):
-                c.send(req("WAIT", u64(1), s(key)) + req("PING", u32(i)))
-            for i, c in enumerate(waiters):  # the PING's echo: the WAIT is pending
-                assert c.recv_exact(4) == u32(i), f"waiter {i}: WAIT answered early"
             before = metric(scrape(srv), "ringstore_sends_spread_total")
-            setter.send(req("SET", s(key), s(b"now")) + req("PING", u32(7)))
-            assert setter.recv_exact(4) == u32(7)
-            for i, c in enumerate(waiters):
-                assert c.recv_exact(1) == b"\x00", f"waiter {i}: not released"
+            park_and_release(waiters, setter, key)
             for i, c in enumerate(waiters):
                 c.send(req("GET", s(key)) + req("PING", u32(1000 + i)))
             for i, c in enumerate(waiters):
                 assert c.recv_bytes() == b"now", f"waiter {i}"
                 assert c.recv_exact(4) == u32(1000 + i), f"waiter {i}: bytes out of order"
             spread_n.append(metric(scrape(srv), "ringstore_sends_spread_total") - before)
-        tasks = Path(f"/proc/{srv.proc.pid}/task")
-        workers = [t.name for t in tasks.iterdir()
-                   if (t / "comm").read_text().startswith(worker)]
+        workers = threads_named(srv, worker)
     finally:
         for c in waiters + [setter]:
             c.close()
@@ -577,14 +597,13 @@ def test_metrics_count_spread_sends(cp_factory, spread, threads):
         assert len(workers) == 1, workers
     elif spread == "1":
         assert min(spread_n) > n // 4, spread_n
-        names = [(tasks / w / "comm").read_text().strip() for w in workers]
-        reactors = {t.name for t in tasks.iterdir()
-                    if (t / "comm").read_text().startswith("rs-reactor")}
+        names = list(workers.values())
+        reactors = set(threads_named(srv, "rs-reactor"))
         assert 1 <= len(workers) <= threads and len(set(names)) == len(names), names
         assert {nm.split("-")[-1] for nm in names} <= reactors, (names, reactors)
     else:
         assert spread_n == [0] * rounds, spread_n
-        assert workers == [], workers
+        assert workers == {}, workers
 
 
 @pytest.mark.skipif(bool(os.environ.get("RS_SPREAD_SENDS")),
@@ -602,23 +621,14 @@ def test_default_spreads_only_with_a_spare_cpu(cp_factory, cpus, threads):
         pytest.skip(f"needs {cpus} CPUs in the affinity mask, has {len(mask)}")
     wrap = ["taskset", "-c", str(mask[0])] if cpus == 1 else []
     srv = cp_factory("--control-port", "0", threads=threads, wrap=wrap)
-    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    backend = backend_of(srv)
     n, key = 1200, b"/default-spread/go"
     waiters = [srv.raw(timeout=20) for _ in range(n)]
     setter = srv.raw()
     try:
-        for i, c in enumerate(waiters):
-            c.send(req("WAIT", u64(1), s(key)) + req("PING", u32(i)))
-        for i, c in enumerate(waiters):  # the PING's echo: the WAIT is pending
-            assert c.recv_exact(4) == u32(i), f"waiter {i}: WAIT answered early"
-        setter.send(req("SET", s(key), s(b"now")) + req("PING", u32(7)))
-        assert setter.recv_exact(4) == u32(7)
-        for i, c in enumerate(waiters):
-            assert c.recv_exact(1) == b"\x00", f"waiter {i}: not released"
+        park_and_release(waiters, setter, key)
         spread = metric(scrape(srv), "ringstore_sends_spread_total")
-        tasks = Path(f"/proc/{srv.proc.pid}/task")
-        helpers = [t.name for t in tasks.iterdir()
-                   if (t / "comm").read_text().startswith("rs-spread-")]
+        helpers = threads_named(srv, "rs-spread-")
     finally:
         for c in waiters + [setter]:
             c.close()
@@ -718,7 +728,7 @@ def test_recv_buffers_adapt(cp_factory):
 
     srv = cp_factory("--control-port", "0", "--recv-buffers", "64",
                      "--recv-buffers-min", "16")
-    backend = [k for k in scrape(srv) if k[0] == "ringstore_info"][0][1][0][1]
+    backend = backend_of(srv)
     if backend != "io_uring":
         pytest.skip("the buffer ring is io_uring's")
 
