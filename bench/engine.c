@@ -41,6 +41,7 @@
 #include "cpus.h"
 #include "log.h"
 #include "net.h"
+#include "now.h"
 #include "uring.h"
 
 enum ud_kind { UD_CONNECT = 1, UD_RECV, UD_SEND };
@@ -51,14 +52,6 @@ static struct sockaddr_storage g_addr;
 static socklen_t g_addrlen;
 static uint32_t g_nsrc;
 static volatile sig_atomic_t g_interrupted;
-
-uint64_t bench_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static inline uint64_t ud_pack(enum ud_kind k, const struct bench_conn *c)
 {
@@ -84,7 +77,7 @@ void bench_tx_begin(struct bench_thread *t, struct bench_conn *c,
 {
 	struct bench_tx *x = &c->tx[(c->th + c->tn) & (BENCH_TXQ - 1)];
 
-	x->t0 = t0 ? t0 : bench_now();
+	x->t0 = t0 ? t0 : now_mono_ns();
 	x->ops = ops;
 	x->keys = keys;
 	x->measured = ops && t->seen_phase == PH_RUN && c->state == CS_READY;
@@ -508,7 +501,7 @@ static void *thread_main(void *arg)
 	for (;;) {
 		int phase = atomic_load_explicit(&b->phase,
 						 memory_order_acquire);
-		uint64_t now = bench_now();
+		uint64_t now = now_mono_ns();
 
 		if (phase != t->seen_phase) {
 			t->seen_phase = phase;
@@ -547,12 +540,12 @@ static void *thread_main(void *arg)
 		struct io_uring_cqe *cqe;
 		io_uring_submit_and_wait_timeout(&t->ring, &cqe, 1, &ts, NULL);
 		unsigned head, n = 0;
-		now = bench_now();
+		now = now_mono_ns();
 		io_uring_for_each_cqe(&t->ring, head, cqe)
 		{
 			handle_cqe(t, cqe, now);
 			if (++n % 64 == 0)
-				now = bench_now();
+				now = now_mono_ns();
 		}
 		io_uring_cq_advance(&t->ring, n);
 	}
@@ -846,10 +839,10 @@ static bool prepared(struct bench *b, uint32_t total)
 static bool wait_for(struct bench *b, wait_cond cond, double limit_s,
 		     uint32_t total)
 {
-	uint64_t t0 = bench_now(), last = t0, last_ops = 0;
+	uint64_t t0 = now_mono_ns(), last = t0, last_ops = 0;
 
 	while (!cond(b, total)) {
-		uint64_t now = bench_now();
+		uint64_t now = now_mono_ns();
 		if (g_interrupted || (double)(now - t0) / 1e9 > limit_s)
 			return false;
 		progress(b, now, &last, &last_ops, total);
@@ -900,7 +893,7 @@ int bench_run(struct bench *b)
 	if (!b->value)
 		return -ENOMEM;
 	memset(b->value, 'v', o->value_bytes + 1);
-	b->run_id = (bench_now() ^ ((uint64_t)getpid() << 20)) % 100000000000ull;
+	b->run_id = (now_mono_ns() ^ ((uint64_t)getpid() << 20)) % 100000000000ull;
 	b->threads = calloc(o->threads, sizeof(*b->threads));
 	if (!b->threads)
 		return -ENOMEM;
@@ -929,7 +922,7 @@ int bench_run(struct bench *b)
 	bool in_run = wl->connects_in_run;
 	struct proc_sample s_before = proc_sample(o->server_pid), s_idle = { 0 };
 	uint64_t lo0 = listen_overflows();
-	uint64_t t_start = bench_now(), t_run0, t_run1;
+	uint64_t t_start = now_mono_ns(), t_run0, t_run1;
 	double connect_s = 0, c_cpu0, c_cpu1;
 	struct proc_sample s_run0, s_run1;
 	bool timed_out = false, failed = false;
@@ -953,7 +946,7 @@ int bench_run(struct bench *b)
 	if (!in_run) {
 		timed_out |= !wait_for(b, all_connected, 120 + total / 200.0,
 				       total);
-		connect_s = (double)(bench_now() - t_start) / 1e9;
+		connect_s = (double)(now_mono_ns() - t_start) / 1e9;
 		usleep(300000);
 		s_idle = proc_sample(o->server_pid);
 		int64_t prep = wl->prep_count ? wl->prep_count(o) : 0;
@@ -975,7 +968,7 @@ int bench_run(struct bench *b)
 		c_cpu0 = self_cpu_s();
 		atomic_store(&b->phase, PH_RUN);
 	}
-	t_run0 = in_run ? t_start : bench_now();
+	t_run0 = in_run ? t_start : now_mono_ns();
 
 	/* The measured window. */
 	uint64_t last = t_run0, last_ops = 0;
@@ -984,7 +977,7 @@ int bench_run(struct bench *b)
 	if (want_done)
 		limit = o->duration > 60 ? o->duration : 60 + total / 500.0;
 	for (;;) {
-		uint64_t now = bench_now();
+		uint64_t now = now_mono_ns();
 		struct totals s = sum_pub(b);
 		if (g_interrupted || timed_out || failed)
 			break;
@@ -1006,7 +999,7 @@ int bench_run(struct bench *b)
 		/* A window that ends on an event is polled more often. */
 		usleep(want_done ? 500 : 2000);
 	}
-	t_run1 = bench_now();
+	t_run1 = now_mono_ns();
 	s_run1 = proc_sample(o->server_pid);
 	c_cpu1 = self_cpu_s();
 	if (in_run)

@@ -237,9 +237,6 @@ struct bench_workload {
 	bool own_latency;     /* records its own latencies, not per transaction */
 };
 
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t bench_now(void);
-
 /* xorshift64* on the thread's state: uniform in [0, n). */
 static inline uint64_t bench_rand(struct bench_thread *t, uint64_t n)
 {

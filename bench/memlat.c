@@ -43,19 +43,13 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "now.h"
 #include "tablemodel.h"
 
 #define LINE 64
 #define MAX_SIZES 32
 #define MAX_BATCH TM_BATCH_MAX
 
-static double now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
 
 struct set {
 	uint8_t *base, *map;
@@ -122,11 +116,11 @@ static double dependent(const struct set *s, size_t loads, uintptr_t *sink)
 
 	for (size_t i = 0; i < s->lines && i < loads; i++) /* warm the TLB */
 		p = load_ptr(p);
-	t0 = now_ns();
+	t0 = (double)now_mono_ns();
 	for (size_t i = 0; i < loads; i++)
 		p = load_ptr(p);
 	*sink ^= (uintptr_t)p;
-	return (now_ns() - t0) / (double)loads;
+	return ((double)now_mono_ns() - t0) / (double)loads;
 }
 
 /* ns per line of @loads lines read in groups of @batch, each group
@@ -136,7 +130,7 @@ static double independent(const struct set *s, size_t loads, size_t batch,
 {
 	size_t groups = loads / batch, pos = tm_rand(rng) % s->lines;
 	uint64_t sum = 0;
-	double t0 = now_ns();
+	double t0 = (double)now_mono_ns();
 
 	for (size_t g = 0; g < groups; g++) {
 		const uint8_t *p[MAX_BATCH];
@@ -152,17 +146,17 @@ static double independent(const struct set *s, size_t loads, size_t batch,
 			sum += p[j][LINE - 1];
 	}
 	*sink ^= (uintptr_t)sum;
-	return (now_ns() - t0) / (double)(groups * batch);
+	return ((double)now_mono_ns() - t0) / (double)(groups * batch);
 }
 
 /* ns per key of @loads lookups of random keys, @batch at a time, in @t
  * (tablemodel.h: three lines a key, the entry found through the slot). */
 static double index_lookups(struct tmodel *t, size_t loads, size_t batch)
 {
-	double t0 = now_ns();
+	double t0 = (double)now_mono_ns();
 
 	tmodel_touch(t, loads, batch, false, 0);
-	return (now_ns() - t0) / (double)loads;
+	return ((double)now_mono_ns() - t0) / (double)loads;
 }
 
 /* The same with the entries inline: one 128-byte bucket a slot of @cap at
@@ -172,7 +166,7 @@ static double inline_lookups(const uint8_t *b, size_t cap, size_t loads,
 {
 	size_t groups = loads / batch;
 	uint64_t sum = 0;
-	double t0 = now_ns();
+	double t0 = (double)now_mono_ns();
 
 	for (size_t g = 0; g < groups; g++) {
 		const uint8_t *p[MAX_BATCH];
@@ -186,7 +180,7 @@ static double inline_lookups(const uint8_t *b, size_t cap, size_t loads,
 			sum += p[j][0] + p[j][TM_ENTRY - 1];
 	}
 	*sink ^= (uintptr_t)sum;
-	return (now_ns() - t0) / (double)(groups * batch);
+	return ((double)now_mono_ns() - t0) / (double)(groups * batch);
 }
 
 static int run_table(size_t n, size_t loads, size_t batch, int huge,

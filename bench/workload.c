@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "now.h"
 #include "proto.h"
 
 /* Scratch arrays for one request of up to --keys keys. */
@@ -230,7 +231,7 @@ static void wl_ops_mix(struct bench_thread *t, struct bench_conn *c)
 		if (r < 40) {
 			key = wl_key1(t, 'k', k);
 			c->wl = OPM_GET_WAIT;
-			c->wl_a = bench_now();
+			c->wl_a = now_mono_ns();
 			c->wl_b = k;
 			bench_tx_begin(t, c, 0, 0, 0);
 			proto_enc_keys(&c->out, OP_WAIT, 1, &key, &kb);
@@ -338,7 +339,7 @@ static void wl_fanout(struct bench_thread *t, struct bench_conn *c, int phase)
 		bench_tx_begin(t, c, 1, 1, 0);
 		proto_enc_key_val(&c->out, OP_SET, key, kb, "go", 2);
 		/* Pairs with the acquire load in wl_fanout_reply. */
-		atomic_store_explicit(&t->b->fire_ns, bench_now(),
+		atomic_store_explicit(&t->b->fire_ns, now_mono_ns(),
 				      memory_order_release);
 		bench_tx_end(t, c);
 	} else {

@@ -17,6 +17,7 @@
 #include "ringstore.h"
 
 #include "cli_control.h"
+#include "now.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -67,13 +68,6 @@ struct cmd {
 	const char *help;
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Map a library error to an exit status and report it. */
 static int fail(const struct cli *cl, int err, const char *what)
@@ -488,7 +482,7 @@ static int cmd_wait(struct cli *cl, int argc, char **argv)
 {
 	const void **keys;
 	size_t *lens;
-	int64_t start = mono_ms();
+	int64_t start = (int64_t)now_mono_ms();
 	int ret = key_arrays(argc, argv, &keys, &lens);
 
 	if (ret)
@@ -503,17 +497,17 @@ static int cmd_wait(struct cli *cl, int argc, char **argv)
 			slice = 10;
 		for (;;) {
 			int64_t t = slice;
-			if (deadline >= 0 && deadline - mono_ms() < t)
-				t = deadline - mono_ms();
+			if (deadline >= 0 && deadline - (int64_t)now_mono_ms() < t)
+				t = deadline - (int64_t)now_mono_ms();
 			if (t < 0)
 				t = 0;
 			ret = rs_wait(cl->c, (size_t)argc, keys, lens, t);
 			if (ret != -ETIMEDOUT)
 				break;
-			if (deadline >= 0 && mono_ms() >= deadline)
+			if (deadline >= 0 && (int64_t)now_mono_ms() >= deadline)
 				break;
 			ret = watch_report(cl, argc, argv, keys, lens,
-					   (double)(mono_ms() - start) / 1e3);
+					   (double)((int64_t)now_mono_ms() - start) / 1e3);
 			if (ret)
 				break;
 		}
@@ -522,7 +516,7 @@ static int cmd_wait(struct cli *cl, int argc, char **argv)
 	free(lens);
 	if (ret)
 		return fail(cl, ret, "wait");
-	double elapsed = (double)(mono_ms() - start) / 1e3;
+	double elapsed = (double)((int64_t)now_mono_ms() - start) / 1e3;
 	if (cl->json) {
 		json_begin(cl);
 		printf(",\"elapsed\":%.3f", elapsed);
@@ -730,18 +724,15 @@ static int cmd_barrier(struct cli *cl, int argc, char **argv)
 
 static int cmd_ping(struct cli *cl, int argc, char **argv)
 {
-	struct timespec a, b;
+	uint64_t t0 = now_mono_ns();
 	int ret;
 
 	(void)argc;
 	(void)argv;
-	clock_gettime(CLOCK_MONOTONIC, &a);
 	ret = rs_ping(cl->c);
-	clock_gettime(CLOCK_MONOTONIC, &b);
 	if (ret)
 		return fail(cl, ret, "ping");
-	int64_t us = (int64_t)(b.tv_sec - a.tv_sec) * 1000000 +
-		     (b.tv_nsec - a.tv_nsec) / 1000;
+	int64_t us = (int64_t)(now_mono_ns() - t0) / 1000;
 	return print_number(cl, "rtt_us", us);
 }
 

@@ -33,6 +33,7 @@
 
 #include "buf.h"
 #include "net.h"
+#include "now.h"
 #include "proto.h"
 
 /* PyTorch's ExponentialBackoffWithJitter defaults (socket.cpp). */
@@ -60,20 +61,13 @@ struct rs_client {
 	size_t kcap;        /* capacity of kptr and klen */
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Absolute deadline for a timeout in ms; -1 means none. */
 static int64_t deadline_after(int64_t timeout_ms)
 {
 	if (timeout_ms < 0)
 		return -1;
-	return now_ms() + timeout_ms;
+	return (int64_t)now_mono_ms() + timeout_ms;
 }
 
 /* Milliseconds left before @deadline, clamped to [0, INT32_MAX]; -1: none. */
@@ -81,7 +75,7 @@ static int ms_left(int64_t deadline)
 {
 	if (deadline < 0)
 		return -1;
-	int64_t left = deadline - now_ms();
+	int64_t left = deadline - (int64_t)now_mono_ms();
 	if (left < 0)
 		return 0;
 	return left > INT32_MAX ? INT32_MAX : (int)left;
@@ -517,13 +511,13 @@ RS_API int rs_connect(struct rs_client **out, const char *host, uint16_t port,
 		}
 		if (!retryable(ret))
 			goto fail;
-		if (deadline >= 0 && now_ms() >= deadline)
+		if (deadline >= 0 && (int64_t)now_mono_ms() >= deadline)
 			break;
 		int64_t d = (int64_t)next_backoff(c, &interval);
 		if (deadline >= 0 && d > ms_left(deadline))
 			d = ms_left(deadline);
 		sleep_ms(d);
-		if (deadline >= 0 && now_ms() >= deadline)
+		if (deadline >= 0 && (int64_t)now_mono_ms() >= deadline)
 			break;
 	}
 	ret = -ETIMEDOUT;

@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "now.h"
+
 int net_split_hostport(const char *s, char *host, size_t hostlen,
 		       uint16_t *port)
 {
@@ -108,13 +110,6 @@ int net_listen(const char *host, uint16_t port, int backlog, bool reuseport)
 	return fd;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int connect_one(const struct addrinfo *ai, const char *src,
 		       int64_t deadline)
@@ -147,7 +142,7 @@ static int connect_one(const struct addrinfo *ai, const char *src,
 	}
 	for (;;) {
 		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-		int wait = deadline < 0 ? -1 : (int)(deadline - now_ms());
+		int wait = deadline < 0 ? -1 : (int)(deadline - (int64_t)now_mono_ms());
 
 		if (deadline >= 0 && wait <= 0) {
 			close(fd);
@@ -180,7 +175,7 @@ int net_connect(const char *host, uint16_t port, const char *src,
 {
 	struct addrinfo hints = { 0 }, *res, *ai;
 	char portstr[8];
-	int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1 : (int64_t)now_mono_ms() + timeout_ms;
 	int fd = -EHOSTUNREACH, err;
 
 	hints.ai_family = AF_UNSPEC;

@@ -12,6 +12,7 @@
 #include "control.h"
 #include "log.h"
 #include "net.h"
+#include "now.h"
 #include "server.h"
 #include "xmsg.h"
 
@@ -30,7 +31,7 @@ static void peer_addr(int fd, struct sockaddr_in6 *out)
 static void log_reject(struct admit *a, const struct sockaddr_in6 *peer,
 		       enum stats_close why)
 {
-	uint64_t now = conn_now_ms();
+	uint64_t now = now_mono_ms();
 	char name[NET_ADDRSTRLEN];
 
 	stat_add(&a->t->stats->rejected, 1);

@@ -25,20 +25,13 @@
 #include "io.h"
 #include "log.h"
 #include "net.h"
+#include "now.h"
 #include "server.h"
 #include "store.h"
 
 #define CONN_CHUNK 256
 /* A spill buffer above this is freed once its request is done. */
 #define CONN_SPILL_KEEP 16384
-
-uint64_t conn_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static struct conn *conn_at(struct conn_table *t, uint32_t slot)
 {
@@ -169,7 +162,7 @@ struct conn *conn_open(struct conn_table *t, int fd,
 						     .gen = c->gen });
 	memset(&c->msg, 0, sizeof(c->msg));
 	c->ws.peer = *peer;
-	c->active_ms = conn_now_ms();
+	c->active_ms = now_mono_ms();
 	t->open++;
 	if (guest)
 		t->guests[t->nguests++] = c;
@@ -268,7 +261,7 @@ void conn_expire(struct conn_table *t)
 
 	if (!t->hs_head && !t->nguests)
 		return;
-	now = conn_now_ms();
+	now = now_mono_ms();
 	/* Store clients that did not send VALIDATE in time (slowloris). */
 	while (t->hs_head && now - t->hs_head->active_ms >= limit)
 		conn_close(t, t->hs_head, STATS_CLOSE_HANDSHAKE_TIMEOUT, 0);

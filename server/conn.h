@@ -122,9 +122,6 @@ struct conn_table {
 	uint64_t guest_scan_ms;       /* last idle scan */
 };
 
-/* CLOCK_MONOTONIC in milliseconds. */
-uint64_t conn_now_ms(void);
-
 /* Free every connection still in @t (after the backend has quit). */
 void conn_table_destroy(struct conn_table *t);
 

@@ -29,6 +29,7 @@
 #include "hash.h"
 #include "io.h"
 #include "net.h"
+#include "now.h"
 #include "queues.h"
 #include "qsbr.h"
 #include "server.h"
@@ -650,12 +651,8 @@ struct clocks {
 
 static void clocks_now(struct clocks *k)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	k->mono_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	k->real_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	k->mono_ns = now_mono_ns();
+	k->real_s = (double)now_wall_ns() / 1e9;
 }
 
 /* Seconds @ws has waited (0 if its start is unknown). */

@@ -59,6 +59,7 @@
 #include "conn.h"
 #include "log.h"
 #include "mpsc.h"
+#include "now.h"
 #include "sender.h"
 #include "server.h"
 #include "stats.h"
@@ -344,7 +345,7 @@ static void on_listener(struct io *io, enum io_listener l)
 			epoll_ctl(io->epfd, EPOLL_CTL_DEL, io->b.listen_fd[l],
 				  NULL);
 			io->listening[l] = false;
-			io->rest_until[l] = conn_now_ms() +
+			io->rest_until[l] = now_mono_ms() +
 					    IO_ACCEPT_BACKOFF_MS;
 		}
 	}
@@ -359,7 +360,7 @@ static void wake_listeners(struct io *io)
 		if (io->b.listen_fd[l] < 0 || io->listening[l] || io->stopped)
 			continue;
 		if (!now)
-			now = conn_now_ms();
+			now = now_mono_ms();
 		if (now >= io->rest_until[l] &&
 		    listener_add(io, (enum io_listener)l))
 			io->rest_until[l] = now + IO_ACCEPT_BACKOFF_MS;
@@ -493,7 +494,7 @@ static void on_writable(struct io *io, struct conn *c)
 
 static int ep_wait(struct io *io, int timeout_ms)
 {
-	uint64_t now = conn_now_ms();
+	uint64_t now = now_mono_ms();
 
 	if (io->npend)
 		retry_pending(io);

@@ -30,6 +30,7 @@
 #include "control.h"
 #include "io.h"
 #include "log.h"
+#include "now.h"
 #include "qsbr.h"
 #include "server.h"
 #include "stats.h"
@@ -83,7 +84,7 @@ static void guest_input(struct reactor *r, struct conn *c, const uint8_t *p,
 {
 	int ret = c->guest->input(c->guest_state, p, n, &r->guest_out);
 
-	c->active_ms = conn_now_ms();
+	c->active_ms = now_mono_ms();
 	if (ret >= 0 && buf_used(&r->guest_out) &&
 	    outq_put(conn_out(c), buf_head(&r->guest_out),
 		     buf_used(&r->guest_out)))
@@ -244,7 +245,7 @@ static void loop(struct reactor *r)
 
 	while (!r->stopping || r->ct.open) {
 		if (r->stopping) {
-			uint64_t now = conn_now_ms();
+			uint64_t now = now_mono_ms();
 			if (!stop_at) {
 				stop_at = now + 2000;
 			} else if (now > stop_at) {

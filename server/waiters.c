@@ -28,6 +28,7 @@
 
 #include "compiler.h"
 #include "hash.h"
+#include "now.h"
 #include "proto.h"
 
 #define WAITERS_STRIPES 4096
@@ -216,20 +217,13 @@ static bool withdraw(struct waiters *w, struct wait_node *node)
 	return done;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void begin(struct wait_state *ws, uint64_t n)
 {
 	ws->seq++;
 	ws->active = true;
 	ws->nnodes = (uint32_t)n;
-	ws->since_ns = now_ns();
+	ws->since_ns = now_mono_ns();
 	/* Relaxed: published to wakers by the stripe unlock in enlist. */
 	atomic_store_explicit(&ws->pending, n, memory_order_relaxed);
 }

@@ -34,16 +34,10 @@
 
 #include <cmocka.h>
 
+#include "now.h"
+
 static const char *addr;
 static char prefix[64];
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void sleep_ms(int ms)
 {
@@ -219,9 +213,9 @@ static void test_wait_timeout_keeps_connection(void **state)
 	key = m;
 	klen = strlen(m);
 	for (int i = 0; i < 3; i++) {
-		int64_t t0 = now_ms();
+		int64_t t0 = (int64_t)now_mono_ms();
 		assert_int_equal(rs_wait(c, 1, &key, &klen, 200), -ETIMEDOUT);
-		int64_t dt = now_ms() - t0;
+		int64_t dt = (int64_t)now_mono_ms() - t0;
 		assert_true(dt >= 190); /* not before its deadline */
 		assert_true(rs_connected(c));
 		/* the stream is in sync: ordinary ops still work */
@@ -276,11 +270,11 @@ static void test_wait_released_by_other_client(void **state)
 	(void)state;
 	K(ls.key, sizeof(ls.key), "late");
 	assert_int_equal(pthread_create(&t, NULL, late_set_thread, &ls), 0);
-	int64_t t0 = now_ms();
+	int64_t t0 = (int64_t)now_mono_ms();
 	void *val;
 	size_t len;
 	assert_int_equal(rs_get(c, ls.key, strlen(ls.key), &val, &len), 0);
-	assert_true(now_ms() - t0 >= 250);
+	assert_true((int64_t)now_mono_ms() - t0 >= 250);
 	assert_int_equal(len, 4);
 	assert_memory_equal(val, "late", 4);
 	rs_free(val);
@@ -400,10 +394,10 @@ static void test_queue(void **state)
 	assert_int_equal(rs_queue_len(c, q, klen, &n), 0);
 	assert_int_equal(n, 0);
 	/* blocking pop on an empty queue times out and the client survives */
-	int64_t t0 = now_ms();
+	int64_t t0 = (int64_t)now_mono_ms();
 	assert_int_equal(rs_queue_pop(c, q, klen, true, 200, &val, &len),
 			 -ETIMEDOUT);
-	assert_true(now_ms() - t0 >= 190);
+	assert_true((int64_t)now_mono_ms() - t0 >= 190);
 	assert_int_equal(rs_queue_push(c, q, klen, "3", 1), 0);
 	assert_int_equal(rs_queue_pop(c, q, klen, true, 1000, &val, &len), 0);
 	assert_memory_equal(val, "3", 1);
@@ -422,10 +416,10 @@ static void test_queue_pop_released_by_push(void **state)
 	(void)state;
 	K(ls.key, sizeof(ls.key), "qblock");
 	assert_int_equal(pthread_create(&t, NULL, late_set_thread, &ls), 0);
-	int64_t t0 = now_ms();
+	int64_t t0 = (int64_t)now_mono_ms();
 	assert_int_equal(rs_queue_pop(c, ls.key, strlen(ls.key), true, 5000,
 				      &val, &len), 0);
-	assert_true(now_ms() - t0 >= 250);
+	assert_true((int64_t)now_mono_ms() - t0 >= 250);
 	assert_int_equal(len, 4);
 	assert_memory_equal(val, "item", 4);
 	rs_free(val);
@@ -524,9 +518,9 @@ static void *barrier_thread(void *arg)
 	if (b->ret)
 		return NULL;
 	sleep_ms(b->delay_ms);
-	b->arrived_at = now_ms();
+	b->arrived_at = (int64_t)now_mono_ms();
 	b->ret = rs_barrier(c, b->key, strlen(b->key), 3, 5000);
-	b->done_at = now_ms();
+	b->done_at = (int64_t)now_mono_ms();
 	if (!b->ret)
 		b->ret = rs_ping(c);
 	rs_close(c);
@@ -567,9 +561,9 @@ static void test_barrier_timeout(void **state)
 
 	(void)state;
 	K(k, sizeof(k), "barrier-to");
-	int64_t t0 = now_ms();
+	int64_t t0 = (int64_t)now_mono_ms();
 	assert_int_equal(rs_barrier(c, k, strlen(k), 2, 200), -ETIMEDOUT);
-	assert_true(now_ms() - t0 >= 190);
+	assert_true((int64_t)now_mono_ms() - t0 >= 190);
 	assert_int_equal(rs_ping(c), 0);
 	/* world size 1 passes at once */
 	K(k, sizeof(k), "barrier-one");
@@ -801,9 +795,9 @@ static void test_connect_retries_until_server_appears(void **state)
 
 	(void)state;
 	fake_start(&f, FAKE_LATE_LISTEN, &t);
-	int64_t t0 = now_ms();
+	int64_t t0 = (int64_t)now_mono_ms();
 	assert_int_equal(rs_connect(&c, "127.0.0.1", f.port, &o), 0);
-	assert_true(now_ms() - t0 >= 950); /* it retried until the listen */
+	assert_true((int64_t)now_mono_ms() - t0 >= 950); /* it retried until the listen */
 	rs_close(c);
 	pthread_join(t, NULL);
 	close(f.lfd);
@@ -822,9 +816,9 @@ static void test_connect_deadline(void **state)
 
 	(void)state;
 	fake_start(&f, FAKE_LATE_LISTEN, NULL); /* never listens */
-	int64_t t0 = now_ms();
+	int64_t t0 = (int64_t)now_mono_ms();
 	assert_int_equal(rs_connect(&c, "127.0.0.1", f.port, &o), -ETIMEDOUT);
-	int64_t dt = now_ms() - t0;
+	int64_t dt = (int64_t)now_mono_ms() - t0;
 	assert_null(c);
 	assert_true(dt >= 1150); /* retried until the deadline */
 	close(f.lfd);
