@@ -16,10 +16,10 @@
  */
 #include "conn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -44,7 +44,7 @@ struct conn *conn_get(struct conn_table *t, uint32_t slot, uint32_t gen)
 {
 	struct conn *c = conn_at(t, slot);
 
-	if (!c || c->state == CONN_FREE || c->gen != gen)
+	if (!c || c->state == CONN_FREE || c->io.gen != gen)
 		return NULL;
 	return c;
 }
@@ -69,8 +69,8 @@ static int slots_grow(struct conn_table *t)
 	t->chunks[t->nchunks++] = chunk;
 	/* Push in reverse so the lowest slot is reused first. */
 	for (uint32_t i = CONN_CHUNK; i-- > 0;) {
-		chunk[i].slot = base + i;
-		chunk[i].fd = -1;
+		chunk[i].io.slot = base + i;
+		chunk[i].io.fd = -1;
 		t->free_slots[t->nfree++] = base + i;
 	}
 	return 0;
@@ -111,10 +111,14 @@ void conn_validated(struct conn_table *t, struct conn *c)
 /* Everything a conn owns, back to a free slot's state. */
 static void conn_free(struct conn_table *t, struct conn *c)
 {
-	if (t->ops->conn_freed)
-		t->ops->conn_freed(t->io, c);
-	close(c->fd);
-	c->fd = -1;
+	/* libuv's rule: only a closed handle that nothing refers to. */
+	assert(c->state == CONN_CLOSING);
+	assert(c->io.held == 0 && c->io.closed);
+	assert(!c->dirty && !c->in_hs);
+	if (t->ops->forget)
+		t->ops->forget(t->io, &c->io);
+	close(c->io.fd);
+	c->io.fd = -1;
 	if (c->guest) {
 		c->guest->destroy(c->guest_state);
 		c->guest = NULL;
@@ -147,28 +151,28 @@ struct conn *conn_open(struct conn_table *t, int fd,
 		return NULL;
 	}
 	c = conn_at(t, t->free_slots[--t->nfree]);
-	c->fd = fd;
-	c->gen = (c->gen + 1) & CONN_GEN_MASK;
+	c->io = (struct io_conn){ .fd = fd, .slot = c->io.slot,
+				  .gen = (c->io.gen + 1) & IO_GEN_MASK };
 	c->state = CONN_OPEN;
 	c->fill = 0;
-	c->inflight = 0;
-	c->sending = c->dirty = c->close_after_send = c->out_armed = false;
-	c->fixed = CONN_FIXED_NONE;
+	c->sending = c->dirty = c->close_after_send = false;
 	c->guest = guest;
 	c->guest_state = state;
 	proto_decoder_init(&c->dec, &t->srv->cfg.limits, true);
 	wait_state_init(&c->ws, (struct waiter_ref){ .reactor = t->reactor,
-						     .slot = c->slot,
-						     .gen = c->gen });
-	memset(&c->msg, 0, sizeof(c->msg));
+						     .slot = c->io.slot,
+						     .gen = c->io.gen });
 	c->ws.peer = *peer;
 	c->active_ms = now_mono_ms();
 	t->open++;
 	if (guest)
 		t->guests[t->nguests++] = c;
-	if (t->ops->recv_start(t->io, c)) {
+	if (t->ops->recv_start(t->io, &c->io)) {
+		/* Nothing was started: the backend holds nothing of it. */
+		c->state = CONN_CLOSING;
+		c->io.closed = true;
 		conn_free(t, c);
-		t->free_slots[t->nfree++] = c->slot;
+		t->free_slots[t->nfree++] = c->io.slot;
 		t->open--;
 		return NULL;
 	}
@@ -180,10 +184,10 @@ struct conn *conn_open(struct conn_table *t, int fd,
 
 void conn_release(struct conn_table *t, struct conn *c)
 {
-	if (c->state != CONN_CLOSING || c->inflight || c->dirty)
+	if (c->state != CONN_CLOSING || c->io.held || c->dirty)
 		return;
 	conn_free(t, c);
-	t->free_slots[t->nfree++] = c->slot;
+	t->free_slots[t->nfree++] = c->io.slot;
 	t->open--;
 }
 
@@ -192,7 +196,7 @@ static void peer_name(const struct conn *c, char *out, size_t len)
 	if (c->ws.peer.sin6_family)
 		net_format_addr((const struct sockaddr *)&c->ws.peer, out, len);
 	else
-		snprintf(out, len, "fd %d", c->fd);
+		snprintf(out, len, "fd %d", c->io.fd);
 }
 
 /* One line for a closed store client: routine closes at debug level. */
@@ -234,13 +238,13 @@ void conn_close(struct conn_table *t, struct conn *c, enum stats_close why,
 		if (why == STATS_CLOSE_PROTO)
 			stat_add(&t->stats->proto_errors[c->dec.err], 1);
 		log_close(c, why, err);
-		hs_unlink(t, c);
 		atomic_fetch_sub_explicit(&t->srv->conns, 1,
 					  memory_order_relaxed);
 		store_client_gone(t->th, &c->ws);
 	}
 	c->state = CONN_CLOSING;
-	shutdown(c->fd, SHUT_RDWR);
+	hs_unlink(t, c);
+	t->ops->close(t->io, &c->io);
 	conn_release(t, c);
 }
 
@@ -288,12 +292,20 @@ void conn_table_destroy(struct conn_table *t)
 				continue;
 			if (c->state == CONN_OPEN && !c->guest)
 				store_client_gone(t->th, &c->ws);
+			/* The backend has quit (io.h): it holds nothing of
+			 * any connection and reports nothing any more. */
+			hs_unlink(t, c);
+			c->state = CONN_CLOSING;
+			c->io.held = 0;
+			c->io.closed = true;
+			c->dirty = false;
 			conn_free(t, c);
 		}
 		free(t->chunks[ch]);
 	}
 	free(t->chunks);
 	free(t->free_slots);
+	t->dirty = NULL;
 	t->chunks = NULL;
 	t->free_slots = NULL;
 	t->nchunks = t->nfree = t->open = 0;

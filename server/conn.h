@@ -19,28 +19,35 @@
  * conn_input() is sans-I/O: it takes received bytes, runs complete requests
  * through the store and leaves replies in oq[fill]; tests can call it
  * without a reactor. A conn and its table are used only by their reactor's
- * thread.
+ * thread, and only the reactor's side (reactor.c, admit.c, xmsg.c) calls
+ * these functions: the I/O backend sees nothing of a connection but its
+ * struct io_conn (io.h), and reports to the reactor, which decides.
+ *
+ * Freeing follows libuv's rule, checked by asserts: a connection is freed
+ * only once it is closing, off the dirty list, and the backend holds no
+ * operation on it (c->io.held == 0); the backend's forget() runs before its
+ * socket is closed.
  */
 #ifndef RS_SERVER_CONN_H
 #define RS_SERVER_CONN_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "buf.h"
+#include "io.h"
 #include "outq.h"
 #include "proto.h"
 #include "stats.h"
 #include "waiters.h"
 
-struct io;
 struct io_ops;
 struct server;
 struct store_thread;
 
-#define CONN_GEN_MASK 0xffffffu
 /* Guest-protocol connections at once; more are refused at accept, so that
  * local HTTP clients can never take the descriptors the store needs. */
 #define CONN_MAX_GUESTS 64
@@ -62,29 +69,16 @@ struct conn_guest_ops {
 	void (*destroy)(void *state);
 };
 
-/* io_uring: the socket's place in the ring's registered-file table (the
- * conn's slot), which saves the kernel a file lookup per send. */
-enum conn_fixed {
-	CONN_FIXED_NONE,    /* not registered: sends name the fd */
-	CONN_FIXED_PENDING, /* the update is in flight */
-	CONN_FIXED_OK,      /* sends name the slot (IOSQE_FIXED_FILE) */
-	CONN_FIXED_FAILED,  /* the update failed: sends name the fd */
-};
-
 struct conn {
-	int fd;
-	uint32_t slot;
-	uint32_t gen;              /* bumped on every reuse of the slot */
+	/* The socket, the slot, the generation (bumped on every reuse of the
+	 * slot) and what the backend keeps of the connection (io.h). */
+	struct io_conn io;
 	uint8_t state;             /* enum conn_state */
 	uint8_t fill;              /* oq[fill] collects new replies */
-	bool sending;              /* the backend holds a send of ours */
+	bool sending;              /* a send of ours is with the backend */
 	bool dirty;                /* on the table's dirty list */
 	bool in_hs;                /* on the table's handshake list */
 	bool close_after_send;     /* guest: close once the replies are out */
-	bool out_armed;            /* epoll: EPOLLOUT is registered */
-	uint8_t fixed;             /* io_uring: enum conn_fixed */
-	uint32_t inflight;         /* SQEs in flight naming it (io_uring),
-				    * sends its helper holds (epoll) */
 	struct conn *next_dirty;   /* borrowed link */
 	struct conn *hs_next, *hs_prev; /* handshake list while validating */
 	uint64_t active_ms;        /* CLOCK_MONOTONIC at accept; guests: at
@@ -93,8 +87,8 @@ struct conn {
 	struct buf spill;          /* owned: a request split across reads */
 	struct outq oq[2];         /* owned */
 	struct wait_state ws;
-	struct msghdr msg;         /* lent to the kernel while sending */
-	struct iovec *iov;         /* owned, lent with msg */
+	struct iovec *iov;         /* owned: the send in flight's, lent to the
+				    * backend until it reports `sent` */
 	uint32_t iov_cap;
 	const struct conn_guest_ops *guest; /* NULL: the store protocol */
 	void *guest_state;         /* owned through guest->destroy */
@@ -136,8 +130,9 @@ struct conn *conn_open(struct conn_table *t, int fd,
 
 /*
  * Close @c for @why (@err: the errno of an I/O failure): log, count, stop
- * processing its input, withdraw its waits and shut the socket down; the
- * slot is freed by conn_release() once the backend is done with it.
+ * processing its input, withdraw its waits and tell the backend (which
+ * shuts the socket down); the slot is freed by conn_release() once the
+ * backend holds nothing of it.
  */
 void conn_close(struct conn_table *t, struct conn *c, enum stats_close why,
 		int err);
@@ -156,6 +151,12 @@ void conn_expire(struct conn_table *t);
 
 /* The conn (open or closing) in @slot with generation @gen, or NULL. */
 struct conn *conn_get(struct conn_table *t, uint32_t slot, uint32_t gen);
+
+/* The connection whose backend part is @ic. */
+static inline struct conn *conn_of(struct io_conn *ic)
+{
+	return (struct conn *)((char *)ic - offsetof(struct conn, io));
+}
 
 /* Put @c on the dirty list (once) so that the loop flushes it. */
 static inline void conn_mark_dirty(struct conn_table *t, struct conn *c)
@@ -177,8 +178,8 @@ static inline struct outq *conn_out(struct conn *c)
  * Feed received bytes. Complete requests are executed at once; a request
  * that is not complete yet is copied into the spill buffer. Returns 0, or a
  * negative errno after which the connection must be closed; *why then says
- * which close reason to count (and d.err the protocol error, for PROTO).
- * @stats counts requests by opcode.
+ * which close reason to count (and c->dec.err the protocol error, for
+ * STATS_CLOSE_PROTO). @stats counts requests by opcode.
  */
 int conn_input(struct conn *c, struct store_thread *th, const uint8_t *p,
 	       size_t n, enum stats_close *why, struct stats *stats);

@@ -4,9 +4,9 @@
  * (container seccomp profiles, kernel.io_uring_disabled) or too old.
  *
  * Level-triggered epoll, one instance per reactor. Every registration
- * carries a tag like io_uring.c's (kind, generation, slot), so an event for
- * a connection that closed earlier in the same batch is recognised and
- * dropped.
+ * carries an io_tag (io.h: kind, generation, slot), so an event for a
+ * connection freed earlier in the same batch is recognised and dropped; a
+ * connection the reactor closed leaves the set at once.
  *
  * Receiving: a readable connection is read with recv() into one
  * per-reactor buffer, a few reads per event at most (level triggering
@@ -14,18 +14,18 @@
  * the decoder and the spill path are the same as with io_uring.
  *
  * Sending: the reactor gathers a connection's replies once per iteration and
- * send() writes them with one sendmsg. A short write or EAGAIN keeps the
- * rest queued and registers EPOLLOUT; when the socket drains, the reactor
- * is told (sent with 0 bytes) and flushes again.
+ * send() writes them with one sendmsg, and reports the send at once. After
+ * a short write or EAGAIN the report waits: EPOLLOUT is registered, and
+ * when the socket drains the send is reported with the bytes the write
+ * took, so the reactor starts the next one only then.
  *
- * Spread sends (--spread-sends N, as with io_uring): past N sends in one
- * iteration every other one goes to a helper thread (sender.c, named
- * rs-spread-TID after its reactor's thread), which makes it on another CPU
- * while the reactor makes the rest. Its result is reported like an
- * io_uring SEND's completion, from dispatch(): the connection counts it in
- * inflight (so it is not freed, nor its fd closed, meanwhile) and keeps
- * sending set (so its bytes stay in order). The helper wakes the reactor
- * through the eventfd, like a message.
+ * Spread sends (IO_SEND_ELSEWHERE, chosen by the reactor: --spread-sends):
+ * such a send goes to a helper thread (sender.c, named rs-spread-TID after
+ * its reactor's thread), which makes it on another CPU while the reactor
+ * makes the rest. Its result is reported like an io_uring SEND's
+ * completion, from dispatch(); meanwhile the job is held (io_conn.held), so
+ * the connection is not freed nor its fd closed. The helper wakes the
+ * reactor through the eventfd, like a message.
  *
  * Accepting: accept4() until EAGAIN (a bounded number per event); store
  * listeners are registered with EPOLLEXCLUSIVE, so a listener shared by
@@ -54,9 +54,9 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-#include "conn.h"
 #include "log.h"
 #include "mpsc.h"
 #include "now.h"
@@ -75,9 +75,18 @@ enum tag_kind {
 #define ACCEPTS_PER_EVENT 64
 #define QUEUE_CELLS 16384 /* per reactor, a power of two */
 
-static inline uint64_t tag_make(enum tag_kind k, uint32_t gen, uint32_t slot)
+/* What this backend keeps per connection, in io_conn.priv. */
+struct ep_conn {
+	bool out_armed;  /* EPOLLOUT is registered: a send waits for it */
+	int32_t written; /* what the waiting send's first write took */
+};
+
+_Static_assert(sizeof(struct ep_conn) <= IO_CONN_PRIV,
+	       "struct ep_conn fits in io_conn.priv");
+
+static inline struct ep_conn *ep_conn(struct io_conn *ic)
 {
-	return (uint64_t)k << 56 | (uint64_t)(gen & CONN_GEN_MASK) << 32 | slot;
+	return (struct ep_conn *)ic->priv;
 }
 
 /* ---- the backend ------------------------------------------------------- */
@@ -106,26 +115,23 @@ struct io {
 	struct pending *pend;         /* owned */
 	uint32_t npend, pend_cap;
 	struct sender *sender;        /* owned: spread sends; NULL: none */
-	uint32_t nsends;              /* sends since the last wait */
 };
 
-/* The connection a TAG_CONN tag names, or NULL if its slot was reused. */
-static inline struct conn *tag_conn(struct io *io, uint64_t t)
+/* The connection a TAG_CONN tag names, or NULL if its slot was freed. */
+static inline struct io_conn *tag_conn(struct io *io, uint64_t t)
 {
-	return conn_get(io->b.ct, (uint32_t)t,
-			(uint32_t)(t >> 32) & CONN_GEN_MASK);
+	return io->b.ev->lookup(io->b.arg, io_tag_slot(t), io_tag_gen(t));
 }
 
 static void ep_destroy(struct io *io);
 
 static int ep_create(struct io **out, const struct server_config *cfg,
-		     struct conn_table *ct, struct stats *stats,
-		     const struct io_events *ev, void *arg)
+		     struct stats *stats, const struct io_events *ev, void *arg)
 {
 	/* Aligned for the queue's cache-line-aligned tail and head. */
 	struct io *io = aligned_alloc(_Alignof(struct io), sizeof(*io));
 	struct epoll_event ee = { .events = EPOLLIN,
-				  .data.u64 = tag_make(TAG_EVENT, 0, 0) };
+				  .data.u64 = io_tag(TAG_EVENT, 0, 0) };
 	int ret;
 
 	if (!io)
@@ -133,7 +139,7 @@ static int ep_create(struct io **out, const struct server_config *cfg,
 	memset(io, 0, sizeof(*io));
 	atomic_init(&io->signalled, false);
 	atomic_init(&io->stop_asked, false);
-	io_base_init(&io->b, cfg, ct, stats, ev, arg);
+	io_base_init(&io->b, cfg, stats, ev, arg);
 	io->rbuf_size = cfg->buf_size;
 	io->epfd = epoll_create1(EPOLL_CLOEXEC);
 	io->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -173,7 +179,7 @@ static int ep_init(struct io *io)
 
 	if (!io->b.cfg->spread_sends)
 		return 0;
-	snprintf(name, sizeof(name), "rs-spread-%d", (int)gettid());
+	snprintf(name, sizeof(name), "rs-spread-%ld", (long)syscall(SYS_gettid));
 	ret = sender_start(&io->sender, name, sender_woke, io);
 	if (ret)
 		log_info("epoll: cannot start a send helper thread (%s): "
@@ -307,7 +313,7 @@ static int listener_add(struct io *io, enum io_listener l)
 	struct epoll_event ee = {
 		.events = EPOLLIN |
 			  (l == IO_LISTEN_STORE ? (uint32_t)EPOLLEXCLUSIVE : 0),
-		.data.u64 = tag_make(TAG_LISTEN, 0, l),
+		.data.u64 = io_tag(TAG_LISTEN, 0, l),
 	};
 
 	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, io->b.listen_fd[l], &ee))
@@ -369,101 +375,111 @@ static void wake_listeners(struct io *io)
 
 /* ---- receiving and sending --------------------------------------------- */
 
-static int ep_recv_start(struct io *io, struct conn *c)
+static int ep_recv_start(struct io *io, struct io_conn *ic)
 {
 	struct epoll_event ee = {
 		.events = EPOLLIN,
-		.data.u64 = tag_make(TAG_CONN, c->gen, c->slot),
+		.data.u64 = io_tag(TAG_CONN, ic->gen, ic->slot),
 	};
 
-	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, c->fd, &ee))
+	*ep_conn(ic) = (struct ep_conn){ 0 };
+	if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, ic->fd, &ee))
 		return -errno;
 	return 0;
 }
 
-static void on_readable(struct io *io, struct conn *c)
+static void on_readable(struct io *io, struct io_conn *ic)
 {
-	for (int i = 0; i < READS_PER_EVENT && c->state == CONN_OPEN; i++) {
-		ssize_t n = recv(c->fd, io->rbuf, io->rbuf_size, 0);
+	for (int i = 0; i < READS_PER_EVENT && !ic->closed; i++) {
+		ssize_t n = recv(ic->fd, io->rbuf, io->rbuf_size, 0);
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		io->b.ev->received(io->b.arg, c, io->rbuf, n < 0 ? -errno : n);
+		io->b.ev->received(io->b.arg, ic, io->rbuf,
+				   n < 0 ? -errno : n);
 		if (n <= 0 || (size_t)n < io->rbuf_size)
 			return;
 	}
 }
 
-/* EPOLLOUT on or off for @c. */
-static int want_out(struct io *io, struct conn *c, bool on)
+/* EPOLLOUT on or off for @ic. */
+static int want_out(struct io *io, struct io_conn *ic, bool on)
 {
 	struct epoll_event ee = {
 		.events = EPOLLIN | (on ? (uint32_t)EPOLLOUT : 0),
-		.data.u64 = tag_make(TAG_CONN, c->gen, c->slot),
+		.data.u64 = io_tag(TAG_CONN, ic->gen, ic->slot),
 	};
 
-	if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, c->fd, &ee))
+	if (epoll_ctl(io->epfd, EPOLL_CTL_MOD, ic->fd, &ee))
 		return -errno;
-	c->out_armed = on;
+	ep_conn(ic)->out_armed = on;
 	return 0;
 }
 
 /*
- * A send of c->iov[0..@n) ended with @res (bytes, or -errno). The rest of
- * a short write stays queued until the socket drains (EPOLLOUT). A closed
- * connection is always told, so that it can be freed.
+ * A write of @iov[0..@n) took @res (bytes, or -errno). A whole write or an
+ * error ends the send; so does any result on a closed connection (a held
+ * helper job: the reactor frees the connection after it). A short write on
+ * an open one waits for EPOLLOUT before it is reported (on_writable).
  */
-static void send_ended(struct io *io, struct conn *c, unsigned n,
-		       ssize_t res)
+static void send_ended(struct io *io, struct io_conn *ic,
+		       const struct iovec *iov, unsigned n, ssize_t res)
 {
+	struct ep_conn *ec = ep_conn(ic);
 	size_t want = 0;
+	int ret;
 
 	if (res == -EAGAIN || res == -EWOULDBLOCK)
 		res = 0;
-	if (res < 0) {
-		io->b.ev->sent(io->b.arg, c, (int)res);
-		return;
-	}
 	for (unsigned i = 0; i < n; i++)
-		want += c->iov[i].iov_len;
-	if (res > 0 || c->state != CONN_OPEN)
-		io->b.ev->sent(io->b.arg, c, (int)res);
-	if ((size_t)res == want || c->state != CONN_OPEN)
+		want += iov[i].iov_len;
+	if (res < 0 || (size_t)res == want || ic->closed) {
+		io->b.ev->sent(io->b.arg, ic, (int)res);
 		return;
-	/* The socket is full: keep the rest, wait until it drains. */
-	c->sending = true;
-	if (!c->out_armed) {
-		int ret = want_out(io, c, true);
-		if (ret)
-			io->b.ev->sent(io->b.arg, c, ret);
 	}
+	/* The socket is full: the rest goes out once it drains. */
+	ec->written = (int32_t)res;
+	ret = ec->out_armed ? 0 : want_out(io, ic, true);
+	if (ret)
+		io->b.ev->sent(io->b.arg, ic, ret);
 }
 
 /* Hand the send to the helper. Returns false if its ring is full. */
-static bool spread(struct io *io, struct conn *c, unsigned n)
+static bool spread(struct io *io, struct io_conn *ic, const struct iovec *iov,
+		   unsigned n)
 {
 	struct sender_job j = {
-		.iov = c->iov,
-		.tag = tag_make(TAG_CONN, c->gen, c->slot),
-		.fd = c->fd,
+		.iov = iov,
+		.tag = io_tag(TAG_CONN, ic->gen, ic->slot),
+		.fd = ic->fd,
 		.n = n,
 	};
 
 	if (!sender_post(io->sender, &j))
 		return false;
-	c->inflight++; /* reaped: reap() */
+	ic->held++; /* until reap() */
 	stat_add(&io->b.stats->sends_spread, 1);
 	return true;
 }
 
-static void ep_send(struct io *io, struct conn *c, unsigned n)
+static void ep_send(struct io *io, struct io_conn *ic,
+		    const struct iovec *iov, unsigned n, unsigned flags)
 {
-	if (io->sender && ++io->nsends > io->b.cfg->spread_sends &&
-	    (io->nsends & 1) && spread(io, c, n))
+	if ((flags & IO_SEND_ELSEWHERE) && io->sender &&
+	    spread(io, ic, iov, n))
 		return;
-	send_ended(io, c, n, sender_send_now(c->fd, c->iov, n));
+	send_ended(io, ic, iov, n, sender_send_now(ic->fd, iov, n));
+}
+
+/* Out of the set and shut down: no event for @ic any more. A send waiting
+ * for EPOLLOUT ends silently; a helper job still held is reaped as usual. */
+static void ep_close(struct io *io, struct io_conn *ic)
+{
+	ic->closed = true;
+	epoll_ctl(io->epfd, EPOLL_CTL_DEL, ic->fd, NULL);
+	shutdown(ic->fd, SHUT_RDWR);
 }
 
 /* Report the helper's finished sends. */
@@ -472,22 +488,23 @@ static void reap(struct io *io)
 	struct sender_job j;
 
 	while (io->sender && sender_reap(io->sender, &j)) {
-		/* Pinned by inflight: never stale. */
-		struct conn *c = tag_conn(io, j.tag);
-		if (!c) {
+		/* Held until here: never stale. */
+		struct io_conn *ic = tag_conn(io, j.tag);
+		if (!ic) {
 			stat_add(&io->b.stats->stale_cqes, 1);
 			continue;
 		}
-		c->inflight--;
-		send_ended(io, c, j.n, j.res);
+		ic->held--;
+		send_ended(io, ic, j.iov, j.n, j.res);
 	}
 }
 
-static void on_writable(struct io *io, struct conn *c)
+/* The socket drained: the send that waited for it is over. */
+static void on_writable(struct io *io, struct io_conn *ic)
 {
-	int ret = want_out(io, c, false);
+	int ret = want_out(io, ic, false);
 
-	io->b.ev->sent(io->b.arg, c, ret);
+	io->b.ev->sent(io->b.arg, ic, ret ? ret : ep_conn(ic)->written);
 }
 
 /* ---- the batch --------------------------------------------------------- */
@@ -505,7 +522,6 @@ static int ep_wait(struct io *io, int timeout_ms)
 		    io->rest_until[l] > now &&
 		    io->rest_until[l] - now < (uint64_t)timeout_ms)
 			timeout_ms = (int)(io->rest_until[l] - now);
-	io->nsends = 0;
 	io->nevents = epoll_wait(io->epfd, io->events, MAX_EVENTS, timeout_ms);
 	if (io->nevents < 0) {
 		io->nevents = 0;
@@ -520,10 +536,10 @@ static unsigned ep_dispatch(struct io *io)
 	for (int i = 0; i < io->nevents; i++) {
 		uint64_t t = io->events[i].data.u64;
 		uint32_t ev = io->events[i].events;
-		uint32_t slot = (uint32_t)t;
-		struct conn *c;
+		uint32_t slot = io_tag_slot(t);
+		struct io_conn *ic;
 
-		switch ((enum tag_kind)(t >> 56)) {
+		switch ((enum tag_kind)io_tag_kind(t)) {
 		case TAG_EVENT:
 			drain(io);
 			continue;
@@ -531,17 +547,17 @@ static unsigned ep_dispatch(struct io *io)
 			on_listener(io, (enum io_listener)slot);
 			continue;
 		case TAG_CONN:
-			c = tag_conn(io, t);
-			if (!c)
+			ic = tag_conn(io, t);
+			if (!ic)
 				break;
-			if (c->state != CONN_OPEN)
-				continue; /* closing: released at the flush */
+			if (ic->closed)
+				continue; /* closed earlier in this batch */
 			if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) &&
-			    c->out_armed)
-				on_writable(io, c);
+			    ep_conn(ic)->out_armed)
+				on_writable(io, ic);
 			if ((ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) &&
-			    c->state == CONN_OPEN)
-				on_readable(io, c);
+			    !ic->closed)
+				on_readable(io, ic);
 			continue;
 		}
 		stat_add(&io->b.stats->stale_cqes, 1);
@@ -565,6 +581,7 @@ const struct io_ops io_epoll_ops = {
 	.listen = ep_listen,
 	.recv_start = ep_recv_start,
 	.send = ep_send,
+	.close = ep_close,
 	.msg = ep_msg,
 	.stop = ep_stop,
 	.wait = ep_wait,

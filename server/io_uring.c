@@ -2,11 +2,10 @@
 /*
  * io_uring.c - the io_uring backend (see io.h).
  *
- * Completion tags: every SQE's user_data packs an opcode (8 bits), the
- * connection slot's generation (24 bits) and the slot (32 bits). A slot is
- * reused only once no SQE of its previous connection is in flight
- * (conn->inflight), so RECV and SEND completions always match their
- * connection.
+ * Completion tags: every SQE's user_data is an io_tag (io.h): an opcode,
+ * the connection's generation and its slot. A slot is reused only once no
+ * SQE of its previous connection is in flight (io_conn.held counts them),
+ * so RECV and SEND completions always match their connection.
  *
  * Accepts are multishot, one per listener. Receives are multishot RECVs
  * drawing from this ring's provided-buffer ring (common/recvbufs.h: it is
@@ -18,25 +17,24 @@
  * io_uring_enter, after the batch's buffers are back.
  * A reply batch goes out as one SEND (one iovec) or SENDMSG.
  *
- * Spread sends (--spread-sends N, on by default where the process has more
- * CPUs than reactors): past N sends in one batch, every other SEND carries
- * IOSQE_ASYNC, so the ring's io-wq worker (one: the ring's limit on
- * unbound workers) issues it on another CPU while this thread issues the
- * rest. That is for bursts: one SET releasing thousands of WAITs is
- * thousands of sends, and on loopback each also pays its receiver's TCP
- * path; with one reactor, 16k wake-ups took 0.1 s on one CPU. A
- * connection has one send in flight at a time, so its bytes stay in order.
+ * Spread sends (--spread-sends N; the reactor picks the sends, io.h's
+ * IO_SEND_ELSEWHERE): such a SEND carries IOSQE_ASYNC, so the ring's io-wq
+ * worker (one: the ring's limit on unbound workers) issues it on another
+ * CPU while this thread issues the rest. With one reactor, 16k wake-ups
+ * took 0.1 s on one CPU without it. A connection has one send in flight at
+ * a time, so its bytes stay in order.
  *
  * Registered files (--fixed-files on; off by default, since on loopback
  * it did not lower CPU per operation measurably: see bench/RESULTS.md):
  * the ring has a sparse registered-file table, and a new
  * connection's socket goes into it at the connection's slot (a FILES_UPDATE
- * SQE, submitted with its first RECV and pinning the slot like any SQE).
+ * SQE, submitted with its first RECV and held like any SQE).
  * Once that completes, sends name the slot with IOSQE_FIXED_FILE: the
  * kernel skips a file lookup and a reference count per send (perf: fget
  * was 2% of the server's CPU on ops-mix). A multishot RECV takes its file
  * once per arming, so receives keep the fd. The slot is cleared (another
- * FILES_UPDATE) when the connection is freed, so the socket is released.
+ * FILES_UPDATE) when the reactor forgets the connection, so the socket is
+ * released.
  * Without the table (an old kernel, RLIMIT_NOFILE) everything names fds.
  *
  * Messages to other reactors are MSG_RING SQEs; each is kept until the
@@ -60,9 +58,8 @@
 
 #include <liburing.h>
 
-#include "conn.h"
-#include "recvbufs.h"
 #include "log.h"
+#include "recvbufs.h"
 #include "server.h"
 #include "stats.h"
 
@@ -84,24 +81,26 @@ enum tag_op {
 _Static_assert(sizeof(uint64_t) == sizeof(((struct io_uring_cqe *)0)->user_data),
 	       "user_data is 64 bits");
 
-static inline uint64_t tag_make(enum tag_op op, uint32_t gen, uint32_t slot)
-{
-	return (uint64_t)op << 56 | (uint64_t)(gen & CONN_GEN_MASK) << 32 | slot;
-}
+/* The socket's place in the ring's registered-file table (its slot). */
+enum ur_fixed {
+	UR_FIXED_NONE,    /* not registered: sends name the fd */
+	UR_FIXED_PENDING, /* the update is in flight */
+	UR_FIXED_OK,      /* sends name the slot (IOSQE_FIXED_FILE) */
+	UR_FIXED_FAILED,  /* the update failed: sends name the fd */
+};
 
-static inline enum tag_op tag_op(uint64_t t)
-{
-	return (enum tag_op)(t >> 56);
-}
+/* What this backend keeps per connection, in io_conn.priv. */
+struct ur_conn {
+	struct msghdr msg; /* lent to the kernel while a SENDMSG is in flight */
+	uint8_t fixed;     /* enum ur_fixed */
+};
 
-static inline uint32_t tag_gen(uint64_t t)
-{
-	return (uint32_t)(t >> 32) & CONN_GEN_MASK;
-}
+_Static_assert(sizeof(struct ur_conn) <= IO_CONN_PRIV,
+	       "struct ur_conn fits in io_conn.priv");
 
-static inline uint32_t tag_slot(uint64_t t)
+static inline struct ur_conn *ur_conn(struct io_conn *ic)
 {
-	return (uint32_t)t;
+	return (struct ur_conn *)ic->priv;
 }
 
 /* A message sent to another ring, kept until the kernel confirms it. */
@@ -130,8 +129,7 @@ struct io {
 	struct __kernel_timespec backoff;
 	unsigned seen;                /* CQEs waiting for dispatch */
 	uint32_t nfiles;              /* registered-file slots (0: none) */
-	uint32_t spread;              /* --spread-sends; 0: off */
-	uint32_t nsends;              /* SENDs queued since the last wait */
+	bool spread;                  /* IO_SEND_ELSEWHERE is carried out */
 };
 
 /* The most registered-file slots a ring asks for (the kernel refuses more
@@ -151,14 +149,13 @@ static struct io_uring_sqe *get_sqe(struct io *io)
 /* ---- set-up ------------------------------------------------------------ */
 
 static int ur_create(struct io **out, const struct server_config *cfg,
-		     struct conn_table *ct, struct stats *stats,
-		     const struct io_events *ev, void *arg)
+		     struct stats *stats, const struct io_events *ev, void *arg)
 {
 	struct io *io = calloc(1, sizeof(*io));
 
 	if (!io)
 		return -ENOMEM;
-	io_base_init(&io->b, cfg, ct, stats, ev, arg);
+	io_base_init(&io->b, cfg, stats, ev, arg);
 	io->msg_free = -1;
 	io->backoff.tv_nsec = IO_ACCEPT_BACKOFF_MS * 1000000L;
 	io->stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -177,7 +174,7 @@ static void arm_stop(struct io *io)
 
 	io_uring_prep_read(sqe, io->stop_fd, &io->stop_val,
 			   sizeof(io->stop_val), 0);
-	io_uring_sqe_set_data64(sqe, tag_make(TAG_STOP, 0, 0));
+	io_uring_sqe_set_data64(sqe, io_tag(TAG_STOP, 0, 0));
 }
 
 /* The sparse registered-file table; without it, sends name fds. */
@@ -210,7 +207,7 @@ static void spread_setup(struct io *io)
 			 "(%s): sends are not spread", strerror(-ret));
 		return;
 	}
-	io->spread = io->b.cfg->spread_sends;
+	io->spread = true;
 }
 
 static int ur_init(struct io *io)
@@ -280,7 +277,7 @@ static void arm_accept(struct io *io, enum io_listener l)
 
 	io_uring_prep_multishot_accept(sqe, io->b.listen_fd[l], NULL, NULL,
 				       SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, tag_make(TAG_ACCEPT, 0, l));
+	io_uring_sqe_set_data64(sqe, io_tag(TAG_ACCEPT, 0, l));
 	io->accept_armed[l] = true;
 }
 
@@ -305,7 +302,7 @@ static void on_accept(struct io *io, enum io_listener l,
 			struct io_uring_sqe *sqe = get_sqe(io);
 			io_uring_prep_timeout(sqe, &io->backoff, 0, 0);
 			io_uring_sqe_set_data64(sqe,
-						tag_make(TAG_BACKOFF, 0, l));
+						io_tag(TAG_BACKOFF, 0, l));
 		}
 		return;
 	}
@@ -315,112 +312,132 @@ static void on_accept(struct io *io, enum io_listener l,
 
 /* ---- receiving and sending --------------------------------------------- */
 
-/* Put @c's socket into the file table at its slot (the first RECV). The
- * SQE pins the slot, so c->fd is there to read when the kernel runs it. */
-static void file_register(struct io *io, struct conn *c)
+/* Put @ic's socket into the file table at its slot (the first RECV). The
+ * SQE is held like any other, so ic->fd is there to read when the kernel
+ * runs it. */
+static void file_register(struct io *io, struct io_conn *ic)
 {
 	struct io_uring_sqe *sqe = get_sqe(io);
 
-	io_uring_prep_files_update(sqe, &c->fd, 1, (int)c->slot);
-	io_uring_sqe_set_data64(sqe, tag_make(TAG_FILES, c->gen, c->slot));
-	c->fixed = CONN_FIXED_PENDING;
-	c->inflight++;
+	io_uring_prep_files_update(sqe, &ic->fd, 1, (int)ic->slot);
+	io_uring_sqe_set_data64(sqe, io_tag(TAG_FILES, ic->gen, ic->slot));
+	ur_conn(ic)->fixed = UR_FIXED_PENDING;
+	ic->held++;
 }
 
-static void on_file_registered(struct io *io, struct conn *c, int res)
+static void on_file_registered(struct io *io, struct io_conn *ic, int res)
 {
-	c->inflight--;
+	ic->held--;
 	if (res == 1) {
-		c->fixed = CONN_FIXED_OK;
+		ur_conn(ic)->fixed = UR_FIXED_OK;
 		stat_add(&io->b.stats->files_registered, 1);
 	} else {
-		c->fixed = CONN_FIXED_FAILED;
+		ur_conn(ic)->fixed = UR_FIXED_FAILED;
 		stat_add(&io->b.stats->files_failed, 1);
 		log_debug("io_uring: fd %d not registered (%s): its sends "
-			  "name the fd", c->fd, strerror(res < 0 ? -res : EIO));
+			  "name the fd", ic->fd, strerror(res < 0 ? -res : EIO));
 	}
-	conn_release(io->b.ct, c); /* it may have closed meanwhile */
+	io->b.ev->released(io->b.arg, ic); /* it may have closed meanwhile */
 }
 
-/* @c is being freed: clear its slot, so the table drops the socket. */
-static void ur_conn_freed(struct io *io, struct conn *c)
+/* @ic is about to be freed: clear its slot, so the table drops the
+ * socket. */
+static void ur_forget(struct io *io, struct io_conn *ic)
 {
 	static const int none = -1;
 	struct io_uring_sqe *sqe;
 
-	if (c->fixed != CONN_FIXED_OK || !io->ring_ok)
+	if (ur_conn(ic)->fixed != UR_FIXED_OK || !io->ring_ok)
 		return;
 	sqe = get_sqe(io);
-	io_uring_prep_files_update(sqe, (int *)&none, 1, (int)c->slot);
-	io_uring_sqe_set_data64(sqe, tag_make(TAG_UNFILE, 0, c->slot));
-	c->fixed = CONN_FIXED_NONE;
+	io_uring_prep_files_update(sqe, (int *)&none, 1, (int)ic->slot);
+	io_uring_sqe_set_data64(sqe, io_tag(TAG_UNFILE, 0, ic->slot));
+	ur_conn(ic)->fixed = UR_FIXED_NONE;
 }
 
-static int ur_recv_start(struct io *io, struct conn *c)
+static void arm_recv(struct io *io, struct io_conn *ic)
 {
-	struct io_uring_sqe *sqe;
+	struct io_uring_sqe *sqe = get_sqe(io);
 
-	if (c->fixed == CONN_FIXED_NONE && c->slot < io->nfiles)
-		file_register(io, c);
-	sqe = get_sqe(io);
-
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	io_uring_prep_recv_multishot(sqe, ic->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
-	io_uring_sqe_set_data64(sqe, tag_make(TAG_RECV, c->gen, c->slot));
-	c->inflight++;
+	io_uring_sqe_set_data64(sqe, io_tag(TAG_RECV, ic->gen, ic->slot));
+	ic->held++;
+}
+
+static int ur_recv_start(struct io *io, struct io_conn *ic)
+{
+	*ur_conn(ic) = (struct ur_conn){ .fixed = UR_FIXED_NONE };
+	if (ic->slot < io->nfiles)
+		file_register(io, ic);
+	arm_recv(io, ic);
 	return 0;
 }
 
-static void on_recv(struct io *io, struct conn *c, struct io_uring_cqe *cqe)
+static void on_recv(struct io *io, struct io_conn *ic,
+		    struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	int res = cqe->res;
 
 	if (!more)
-		c->inflight--;
+		ic->held--;
 	if (res > 0) {
 		unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
 		uint8_t *p = recv_bufs_take(&io->rb, bid);
 
-		io->b.ev->received(io->b.arg, c, p, res);
+		io->b.ev->received(io->b.arg, ic, p, res);
 		recv_bufs_give(&io->rb, bid);
 	} else if (res == -ENOBUFS) {
 		stat_add(&io->b.stats->enobufs, 1);
 		recv_bufs_dry(&io->rb);
-		conn_release(io->b.ct, c);
+		io->b.ev->released(io->b.arg, ic);
 	} else {
-		io->b.ev->received(io->b.arg, c, NULL, res);
+		io->b.ev->received(io->b.arg, ic, NULL, res);
 	}
-	if (!more && c->state == CONN_OPEN)
-		ur_recv_start(io, c);
+	/* The receive ended (the ring ran dry, or the kernel stopped it):
+	 * again, unless the reactor closed the connection meanwhile. */
+	if (!more && !ic->closed)
+		arm_recv(io, ic);
 }
 
-static void ur_send(struct io *io, struct conn *c, unsigned n)
+static void ur_send(struct io *io, struct io_conn *ic,
+		    const struct iovec *iov, unsigned n, unsigned flags)
 {
 	struct io_uring_sqe *sqe = get_sqe(io);
-
-	bool fixed = c->fixed == CONN_FIXED_OK;
-	int fd = fixed ? (int)c->slot : c->fd;
+	struct ur_conn *uc = ur_conn(ic);
+	bool fixed = uc->fixed == UR_FIXED_OK;
+	int fd = fixed ? (int)ic->slot : ic->fd;
 
 	if (n == 1) {
 		/* The common case: plain SEND, no msghdr for the kernel to
 		 * import. */
-		io_uring_prep_send(sqe, fd, c->iov[0].iov_base,
-				   c->iov[0].iov_len, MSG_NOSIGNAL);
+		io_uring_prep_send(sqe, fd, iov[0].iov_base, iov[0].iov_len,
+				   MSG_NOSIGNAL);
 	} else {
-		c->msg.msg_iov = c->iov;
-		c->msg.msg_iovlen = n;
-		io_uring_prep_sendmsg(sqe, fd, &c->msg, MSG_NOSIGNAL);
+		/* The kernel only reads the iovecs. */
+		uc->msg.msg_iov = (struct iovec *)iov;
+		uc->msg.msg_iovlen = n;
+		io_uring_prep_sendmsg(sqe, fd, &uc->msg, MSG_NOSIGNAL);
 	}
 	if (fixed)
 		sqe->flags |= IOSQE_FIXED_FILE;
-	if (io->spread && ++io->nsends > io->spread && (io->nsends & 1)) {
+	if ((flags & IO_SEND_ELSEWHERE) && io->spread) {
 		sqe->flags |= IOSQE_ASYNC; /* the ring's io-wq worker sends it */
 		stat_add(&io->b.stats->sends_spread, 1);
 	}
-	io_uring_sqe_set_data64(sqe, tag_make(TAG_SEND, c->gen, c->slot));
-	c->inflight++;
+	io_uring_sqe_set_data64(sqe, io_tag(TAG_SEND, ic->gen, ic->slot));
+	ic->held++;
+}
+
+/* The socket is shut down: the RECV ends and SENDs in flight fail, each
+ * reported as usual; nothing is armed again. */
+static void ur_close(struct io *io, struct io_conn *ic)
+{
+	(void)io;
+	ic->closed = true;
+	shutdown(ic->fd, SHUT_RDWR);
 }
 
 /* ---- messages ---------------------------------------------------------- */
@@ -450,7 +467,7 @@ static void msg_submit(struct io *io, int32_t i)
 
 	io_uring_prep_msg_ring(sqe, m->to->ring.ring_fd, (unsigned)m->res,
 			       m->data, 0);
-	io_uring_sqe_set_data64(sqe, tag_make(TAG_MSGSENT, 0, (uint32_t)i));
+	io_uring_sqe_set_data64(sqe, io_tag(TAG_MSGSENT, 0, (uint32_t)i));
 }
 
 static int ur_msg(struct io *from, struct io *to, const struct io_msg *m)
@@ -461,9 +478,9 @@ static int ur_msg(struct io *from, struct io *to, const struct io_msg *m)
 		return i;
 	from->msgs[i].to = to;
 	from->msgs[i].res = m->arg;
-	from->msgs[i].data = tag_make(m->kind == IO_MSG_WAKE ? TAG_WAKE
-							     : TAG_NEWCONN,
-				      m->gen, m->slot);
+	from->msgs[i].data = io_tag(m->kind == IO_MSG_WAKE ? TAG_WAKE
+							   : TAG_NEWCONN,
+				    m->gen, m->slot);
 	msg_submit(from, i);
 	return 0;
 }
@@ -474,7 +491,7 @@ static void on_msgsent(struct io *io, uint32_t i, int res)
 		msg_submit(io, (int32_t)i); /* target CQ full: try again */
 		return;
 	}
-	if (res < 0 && tag_op(io->msgs[i].data) == TAG_NEWCONN) {
+	if (res < 0 && io_tag_kind(io->msgs[i].data) == TAG_NEWCONN) {
 		/* The target is gone (shutting down): drop the socket. */
 		close(io->msgs[i].res);
 	} else if (res < 0 && !io->stopped) {
@@ -496,8 +513,6 @@ static int ur_wait(struct io *io, int timeout_ms)
 	int ret = io_uring_submit_and_wait_timeout(&io->ring, &cqe, 1, &ts,
 						   NULL);
 
-	io->nsends = 0;
-
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY)
 		return ret;
 	return 0;
@@ -506,57 +521,57 @@ static int ur_wait(struct io *io, int timeout_ms)
 static void handle_cqe(struct io *io, struct io_uring_cqe *cqe)
 {
 	uint64_t t = cqe->user_data;
+	unsigned kind = io_tag_kind(t);
+	struct io_conn *ic;
 	struct io_msg m;
-	struct conn *c;
 
-	switch (tag_op(t)) {
+	switch ((enum tag_op)kind) {
 	case TAG_ACCEPT:
-		on_accept(io, (enum io_listener)tag_slot(t), cqe);
+		on_accept(io, (enum io_listener)io_tag_slot(t), cqe);
 		return;
 	case TAG_RECV:
 	case TAG_SEND:
 	case TAG_FILES:
-		/* In-flight SQEs pin their slot, so this is never stale. */
-		c = conn_get(io->b.ct, tag_slot(t), tag_gen(t));
-		if (!c)
+		/* A held SQE keeps its slot from reuse: never stale. */
+		ic = io->b.ev->lookup(io->b.arg, io_tag_slot(t), io_tag_gen(t));
+		if (!ic)
 			break;
-		if (tag_op(t) == TAG_RECV) {
-			on_recv(io, c, cqe);
-		} else if (tag_op(t) == TAG_FILES) {
-			on_file_registered(io, c, cqe->res);
+		if (kind == TAG_RECV) {
+			on_recv(io, ic, cqe);
+		} else if (kind == TAG_FILES) {
+			on_file_registered(io, ic, cqe->res);
 		} else {
-			c->inflight--;
-			io->b.ev->sent(io->b.arg, c, cqe->res);
+			ic->held--;
+			io->b.ev->sent(io->b.arg, ic, cqe->res);
 		}
 		return;
 	case TAG_WAKE:
 	case TAG_NEWCONN:
 		m = (struct io_msg){
-			.kind = tag_op(t) == TAG_WAKE ? IO_MSG_WAKE
-						      : IO_MSG_CONN,
-			.slot = tag_slot(t),
-			.gen = tag_gen(t),
+			.kind = kind == TAG_WAKE ? IO_MSG_WAKE : IO_MSG_CONN,
+			.slot = io_tag_slot(t),
+			.gen = io_tag_gen(t),
 			.arg = cqe->res,
 		};
 		io->b.ev->message(io->b.arg, &m);
 		return;
 	case TAG_MSGSENT:
-		on_msgsent(io, tag_slot(t), cqe->res);
+		on_msgsent(io, io_tag_slot(t), cqe->res);
 		return;
 	case TAG_STOP:
 		io->stopped = true;
 		io->b.ev->stop(io->b.arg);
 		return;
 	case TAG_BACKOFF:
-		if (!io->accept_armed[tag_slot(t)] && !io->stopped)
-			arm_accept(io, (enum io_listener)tag_slot(t));
+		if (!io->accept_armed[io_tag_slot(t)] && !io->stopped)
+			arm_accept(io, (enum io_listener)io_tag_slot(t));
 		return;
 	case TAG_UNFILE:
 		if (cqe->res == 1)
 			stat_add(&io->b.stats->files_released, 1);
 		else
 			log_error("io_uring: clearing file slot %u: %s",
-				  tag_slot(t),
+				  io_tag_slot(t),
 				  strerror(cqe->res < 0 ? -cqe->res : EIO));
 		return;
 	}
@@ -588,8 +603,9 @@ const struct io_ops io_uring_ops = {
 	.destroy = ur_destroy,
 	.listen = ur_listen,
 	.recv_start = ur_recv_start,
-	.conn_freed = ur_conn_freed,
 	.send = ur_send,
+	.close = ur_close,
+	.forget = ur_forget,
 	.msg = ur_msg,
 	.stop = ur_stop,
 	.wait = ur_wait,

@@ -10,8 +10,14 @@
  *      dirty once; wake-ups from other reactors answer waits (xmsg.c);
  *   3. expire connections past their handshake or idle time;
  *   4. flush: one gathered send per dirty connection, all its replies
- *      together;
+ *      together; which sends go to another CPU is decided here
+ *      (--spread-sends), the backend only carries it out;
  *   5. a quiescent point for reclamation.
+ *
+ * The backend (io.h) reports events about a connection by its struct
+ * io_conn; the handlers below turn that into the connection (conn_of) and
+ * decide: close, mark dirty, release. Only this side opens, closes,
+ * releases and frees connections.
  *
  * Threads: everything here runs on the reactor's own thread, except
  * reactor_create/start/stop/join/destroy (the main thread).
@@ -49,6 +55,7 @@ struct reactor {
 	const struct io_ops *ops;     /* borrowed: srv->io */
 	struct io *io;                /* owned */
 	bool stopping;
+	uint32_t nsends;              /* sends started by this flush */
 
 	struct conn_table ct;
 	struct admit admit;
@@ -100,10 +107,19 @@ static void guest_input(struct reactor *r, struct conn *c, const uint8_t *p,
 	conn_mark_dirty(&r->ct, c);
 }
 
-static void on_received(void *arg, struct conn *c, const uint8_t *p,
+static struct io_conn *on_lookup(void *arg, uint32_t slot, uint32_t gen)
+{
+	struct reactor *r = arg;
+	struct conn *c = conn_get(&r->ct, slot, gen);
+
+	return c ? &c->io : NULL;
+}
+
+static void on_received(void *arg, struct io_conn *ic, const uint8_t *p,
 			ssize_t n)
 {
 	struct reactor *r = arg;
+	struct conn *c = conn_of(ic);
 	enum stats_close why;
 	int ret;
 
@@ -126,9 +142,10 @@ static void on_received(void *arg, struct conn *c, const uint8_t *p,
 	conn_release(&r->ct, c);
 }
 
-static void on_sent(void *arg, struct conn *c, int res)
+static void on_sent(void *arg, struct io_conn *ic, int res)
 {
 	struct reactor *r = arg;
+	struct conn *c = conn_of(ic);
 
 	c->sending = false;
 	if (res < 0) {
@@ -144,6 +161,13 @@ static void on_sent(void *arg, struct conn *c, int res)
 			conn_close(&r->ct, c, STATS_CLOSE_EOF, 0);
 	}
 	conn_release(&r->ct, c);
+}
+
+static void on_released(void *arg, struct io_conn *ic)
+{
+	struct reactor *r = arg;
+
+	conn_release(&r->ct, conn_of(ic));
 }
 
 static void on_message(void *arg, const struct io_msg *m)
@@ -171,15 +195,31 @@ static void on_stop(void *arg)
 }
 
 static const struct io_events reactor_events = {
+	.lookup = on_lookup,
 	.accepted = on_accepted,
 	.accept_failed = on_accept_failed,
 	.received = on_received,
 	.sent = on_sent,
+	.released = on_released,
 	.message = on_message,
 	.stop = on_stop,
 };
 
 /* ---- flushing --------------------------------------------------------- */
+
+/*
+ * Whether the next send goes to another CPU: --spread-sends N, past N sends
+ * in one batch every other one (the reactor's policy; the backend carries
+ * it out where it can: io.h's IO_SEND_ELSEWHERE). A burst of wake-ups (one
+ * SET releasing thousands of WAITs) is thousands of sends, and on loopback
+ * each also pays its receiver's TCP path.
+ */
+static unsigned send_flags(struct reactor *r)
+{
+	uint32_t n = r->srv->cfg.spread_sends;
+
+	return n && ++r->nsends > n && (r->nsends & 1) ? IO_SEND_ELSEWHERE : 0;
+}
 
 /* Hand @c's queued replies to the backend as one gathered send. */
 static void start_send(struct reactor *r, struct conn *c)
@@ -208,7 +248,7 @@ static void start_send(struct reactor *r, struct conn *c)
 	}
 	n = outq_iov(sq, c->iov, (int)want);
 	c->sending = true;
-	r->ops->send(r->io, c, (unsigned)n);
+	r->ops->send(r->io, &c->io, c->iov, (unsigned)n, send_flags(r));
 }
 
 /* After the batch: one send per connection with output. */
@@ -216,6 +256,7 @@ static void flush(struct reactor *r)
 {
 	struct conn *c;
 
+	r->nsends = 0;
 	while ((c = r->ct.dirty)) {
 		r->ct.dirty = c->next_dirty;
 		c->dirty = false;
@@ -354,8 +395,8 @@ struct reactor *reactor_create(struct server *srv, uint32_t id, int listen_fd)
 		free(r);
 		return NULL;
 	}
-	ret = r->ops->create(&r->io, &srv->cfg, &r->ct, &r->stats,
-			     &reactor_events, r);
+	ret = r->ops->create(&r->io, &srv->cfg, &r->stats, &reactor_events,
+			     r);
 	if (ret) {
 		log_error("cannot create reactor %u (%s): %s", id,
 			  r->ops->name, strerror(-ret));

@@ -41,9 +41,10 @@ struct server_config {
 	uint32_t buf_size;    /* bytes per receive buffer */
 	uint32_t ring_entries;
 	bool fixed_files;     /* io_uring: sends name registered files */
-	uint32_t spread_sends; /* io_uring: past this many sends in one batch,
-				* every other one goes to a kernel worker;
-				* 0: never */
+	uint32_t spread_sends; /* past this many sends in one flush, every
+				* other one is made on another CPU (the
+				* reactor's send_flags; io.h's
+				* IO_SEND_ELSEWHERE); 0: never */
 };
 
 struct server {
