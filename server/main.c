@@ -27,6 +27,7 @@
 #include "server.h"
 #include "stats.h"
 #include "store.h"
+#include "wal.h"
 
 #ifndef RS_VERSION
 #define RS_VERSION "0.0.0"
@@ -46,6 +47,7 @@ struct options {
 	const char *io;             /* "auto", "uring" or "epoll" */
 	bool mget_cache;            /* --mget-cache on|off */
 	int64_t spread_sends;       /* --spread-sends; -1: default_spread */
+	struct wal_config wal;      /* --data-dir etc.; dir NULL: no log */
 };
 
 static void usage(FILE *f)
@@ -117,6 +119,19 @@ static void usage(FILE *f)
 "                            on epoll by a helper thread per reactor\n"
 "                            (default 256 when there are more CPUs than\n"
 "                            reactors, else 0: never)\n"
+"Durability (a write log; off by default: the store is in memory only):\n"
+"      --data-dir DIR        log every change to DIR and replay it at start-up\n"
+"                            (created if missing; one server per directory)\n"
+"      --fsync MODE          'everysec' (default): the log is synced once a\n"
+"                            second, a crash loses at most about a second;\n"
+"                            'always': a reply leaves only once the writes\n"
+"                            before it are on disk (one sync per loop pass);\n"
+"                            'no': the kernel decides when\n"
+"      --repair-log          start even if a log is damaged before its end:\n"
+"                            keep the records before the damage, move the\n"
+"                            rest aside (<log>.damaged-OFFSET)\n"
+"      --compact-min-bytes N rewrite the log as a snapshot once it holds N\n"
+"                            bytes and twice the live data (default 64M)\n"
 "Control plane (HTTP: /health, /metrics, /handler/<name>; off by default):\n"
 "      --control-port N      serve it on TCP port N (0 picks a free one)\n"
 "      --control-bind ADDR   its address (default 127.0.0.1)\n"
@@ -300,6 +315,10 @@ enum {
 	OPT_MGET_CACHE,
 	OPT_FIXED_FILES,
 	OPT_SPREAD_SENDS,
+	OPT_DATA_DIR,
+	OPT_FSYNC,
+	OPT_REPAIR_LOG,
+	OPT_COMPACT_MIN,
 };
 
 static void parse_args(int argc, char **argv, struct options *o,
@@ -344,6 +363,11 @@ static void parse_args(int argc, char **argv, struct options *o,
 		{ "mget-cache", required_argument, NULL, OPT_MGET_CACHE },
 		{ "fixed-files", required_argument, NULL, OPT_FIXED_FILES },
 		{ "spread-sends", required_argument, NULL, OPT_SPREAD_SENDS },
+		{ "data-dir", required_argument, NULL, OPT_DATA_DIR },
+		{ "fsync", required_argument, NULL, OPT_FSYNC },
+		{ "repair-log", no_argument, NULL, OPT_REPAIR_LOG },
+		{ "compact-min-bytes", required_argument, NULL,
+		  OPT_COMPACT_MIN },
 		{ 0 }
 	};
 	int c, lvl;
@@ -479,6 +503,30 @@ static void parse_args(int argc, char **argv, struct options *o,
 			o->spread_sends = (int64_t)parse_numx(
 				"spread-sends", optarg, 0, UINT32_MAX, false);
 			break;
+		case OPT_DATA_DIR:
+			o->wal.dir = optarg;
+			break;
+		case OPT_FSYNC:
+			if (!strcmp(optarg, "always")) {
+				o->wal.fsync = WAL_FSYNC_ALWAYS;
+			} else if (!strcmp(optarg, "everysec")) {
+				o->wal.fsync = WAL_FSYNC_EVERYSEC;
+			} else if (!strcmp(optarg, "no")) {
+				o->wal.fsync = WAL_FSYNC_NO;
+			} else {
+				fprintf(stderr, "ringstore: --fsync wants "
+						"'always', 'everysec' or 'no'\n");
+				exit(2);
+			}
+			break;
+		case OPT_REPAIR_LOG:
+			o->wal.repair = true;
+			break;
+		case OPT_COMPACT_MIN:
+			o->wal.compact_min = parse_size("compact-min-bytes",
+							optarg, 4096,
+							UINT64_MAX);
+			break;
 		case OPT_ACCEPT:
 			if (!strcmp(optarg, "single")) {
 				cfg->single_acceptor = true;
@@ -510,6 +558,12 @@ static void parse_args(int argc, char **argv, struct options *o,
 			cfg->buf_min, cfg->buf_count, cfg->buf_count);
 		exit(2);
 	}
+}
+
+/* The write log failed (wal.h): stop, as SIGTERM does. */
+static void ask_to_stop(void)
+{
+	kill(getpid(), SIGTERM);
 }
 
 static void raise_nofile(void)
@@ -600,8 +654,10 @@ int main(int argc, char **argv)
 			     .initial_keys = 1024, .control_port = -1,
 			     .keepalive = 60, .io = "auto", .mget_cache = true,
 			     .spread_sends = -1,
+			     .wal = { .fsync = WAL_FSYNC_EVERYSEC },
 			     .control_bind = "127.0.0.1" };
 	struct server srv = { .control_fd = -1 };
+	struct wal *wal = NULL;
 	int *fds = NULL, ret, exit_code = 1;
 	uint32_t nfds = 0;
 	unsigned affinity, usable;
@@ -720,6 +776,25 @@ int main(int argc, char **argv)
 		log_error("cannot create the store: %s", strerror(-ret));
 		goto out;
 	}
+	if (o.wal.dir) {
+		char why[1024];
+
+		o.wal.writers = srv.cfg.threads;
+		o.wal.on_fail = ask_to_stop;
+		/* Before the listeners serve anyone: replay. */
+		ret = wal_open(&wal, &o.wal, &srv.store, why, sizeof(why));
+		if (ret) {
+			log_error("%s", why);
+			goto out_store;
+		}
+		ret = wal_start(wal);
+		if (ret) {
+			log_error("cannot start the write log's thread: %s",
+				  strerror(-ret));
+			goto out_store;
+		}
+		srv.store.wal = wal;
+	}
 	srv.store.max_memory = o.max_memory;
 	srv.store.mget_cache_off = !o.mget_cache;
 	srv.reactors = calloc(srv.cfg.threads, sizeof(*srv.reactors));
@@ -787,6 +862,8 @@ out_store:
 	free(srv.reactors);
 	free(srv.ios);
 	free(srv.stats);
+	if (wal_close(wal))
+		exit_code = 1;
 	store_destroy(&srv.store);
 out:
 	for (uint32_t i = 0; i < nfds; i++)

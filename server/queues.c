@@ -200,3 +200,23 @@ uint64_t queues_bytes(struct queues *qs)
 {
 	return atomic_load_explicit(&qs->bytes, memory_order_relaxed);
 }
+
+int queues_foreach(struct queues *qs,
+		   int (*cb)(const uint8_t *key, size_t klen,
+			     const struct table_entry *item, void *arg),
+		   void *arg)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < QUEUES_STRIPES && !ret; i++) {
+		struct qstripe *s = &qs->stripes[i];
+
+		pthread_mutex_lock(&s->lock);
+		for (struct queue *q = s->queues; q && !ret; q = q->next)
+			for (struct qitem *it = q->head; it && !ret;
+			     it = it->next)
+				ret = cb(q->key, q->klen, it->e, arg);
+		pthread_mutex_unlock(&s->lock);
+	}
+	return ret;
+}

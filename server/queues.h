@@ -40,4 +40,15 @@ uint64_t queues_items(struct queues *qs);
 /* Value bytes held by all queues. */
 uint64_t queues_bytes(struct queues *qs);
 
+/*
+ * Call @cb for every item of every queue, each queue's items in order
+ * (head first), with the queue's name; stops at the first non-zero return
+ * and returns it. Each stripe is locked while its queues are walked (a
+ * snapshot of a store no other thread changes: compaction's).
+ */
+int queues_foreach(struct queues *qs,
+		   int (*cb)(const uint8_t *key, size_t klen,
+			     const struct table_entry *item, void *arg),
+		   void *arg);
+
 #endif

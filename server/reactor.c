@@ -41,6 +41,7 @@
 #include "server.h"
 #include "stats.h"
 #include "store.h"
+#include "wal.h"
 #include "xmsg.h"
 
 /* Reply segments handed to one send; more wait for the next. */
@@ -317,6 +318,12 @@ static void loop(struct reactor *r)
 					      memory_order_relaxed);
 		}
 		conn_expire(&r->ct);
+		/* --fsync always: this pass's records are on disk before any
+		 * of its replies leaves (group commit, wal.h). If the log
+		 * failed, no reply leaves: every connection is closed (the
+		 * server is stopping), and the flush only releases them. */
+		if (wal_commit(&r->th.ww))
+			conn_close_all(&r->ct);
 		flush(r);
 		stat_add(&r->stats.loops, 1);
 		stat_add(&r->stats.cqes, n);

@@ -87,18 +87,30 @@ int store_thread_init(struct store_thread *th, struct store *st,
 	/* A reused slot keeps counting up, so no snapshot can match again. */
 	th->genv = atomic_load_explicit(&st->gens[th->gen].v,
 					memory_order_relaxed);
+	th->ww.w = st->wal;
 	th->qt = qsbr_register(st->qsbr);
 	return th->qt ? 0 : -ENOMEM;
 }
 
 void store_thread_destroy(struct store_thread *th)
 {
+	unsigned last = th->gen + 1;
+
 	store_mget_cache_free(th->mget);
 	th->mget = NULL;
 	if (th->qt)
 		qsbr_unregister(th->qt);
 	buf_free(&th->scratch);
 	th->qt = NULL;
+	if (!th->st)
+		return;
+	/* The last thread registered gives its place back (the thread that
+	 * replays the write log before the reactors start), and with it the
+	 * one-writer table's writer role. A reused place keeps counting its
+	 * generation up (store_thread_init). */
+	atomic_compare_exchange_strong(&th->st->ngens, &last, th->gen);
+	table_writer_done(th->st->table);
+	th->st = NULL;
 }
 
 int store_parse_i64(const uint8_t *p, size_t len, int64_t *out)
@@ -133,6 +145,55 @@ static int put_u8(struct outq *out, uint8_t v)
 static int put_i64(struct outq *out, int64_t v)
 {
 	return outq_put(out, &v, sizeof(v));
+}
+
+/*
+ * The write log (wal.h). Every change below is made as: the key's stripe
+ * lock, the record's place (log_begin: the change as the request that
+ * makes it, walfile.h), the change itself, the record published or, if the
+ * change failed, turned to padding (log_end), the lock released. Without a
+ * log (th->ww.w NULL) each of these is one test.
+ */
+static uint8_t *put_str(uint8_t *p, const void *s, uint64_t n)
+{
+	memcpy(p, &n, 8);
+	if (n)
+		memcpy(p + 8, s, n);
+	return p + 8 + n;
+}
+
+/* Reserve the record "@op @k [@v]" (@v NULL: a key alone). */
+static int log_begin(struct store_thread *th, uint8_t op,
+		     const struct proto_slice *k, const struct proto_slice *v,
+		     struct wal_rec *rec)
+{
+	int ret;
+
+	rec->p = NULL;
+	if (!th->ww.w)
+		return 0;
+	ret = wal_reserve(&th->ww, 1 + 8 + k->len + (v ? 8 + v->len : 0),
+			  rec);
+	if (ret)
+		return ret;
+	rec->p[0] = op;
+	if (v)
+		put_str(put_str(rec->p + 1, k->p, k->len), v->p, v->len);
+	else
+		put_str(rec->p + 1, k->p, k->len);
+	return 0;
+}
+
+/* The change ended with @ret (< 0: it failed). */
+static void log_end(struct store_thread *th, struct wal_rec *rec, int ret)
+{
+	if (!rec->p)
+		return;
+	if (ret < 0)
+		wal_cancel(&th->ww, rec);
+	else
+		wal_publish(&th->ww, rec);
+	rec->p = NULL;
 }
 
 /*
@@ -247,8 +308,16 @@ static int do_set(struct store_thread *th, const struct proto_slice *k,
 static int op_set(struct store_thread *th, const struct proto_req *r)
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
-	int ret = do_set(th, &r->key, h, &r->val[0]);
+	struct wal_rec rec;
+	int ret;
 
+	wal_lock(th->ww.w, h);
+	ret = log_begin(th, OP_SET, &r->key, &r->val[0], &rec);
+	if (!ret) {
+		ret = do_set(th, &r->key, h, &r->val[0]);
+		log_end(th, &rec, ret);
+	}
+	wal_unlock(th->ww.w, h);
 	if (ret < 0)
 		return ret;
 	if (ret)
@@ -265,29 +334,41 @@ static int do_add(struct store_thread *th, const struct proto_slice *k,
 		  uint64_t h, int64_t delta, int64_t *res)
 {
 	struct table_entry *cur;
+	struct wal_rec rec;
 	char text[24];
 	int64_t v;
 	uint32_t seq = 0;
 	int ret;
 
+	wal_lock(th->ww.w, h);
 	do {
 		v = 0;
 		cur = get(th, h, k);
 		if (cur) {
 			const uint8_t *val = read_val(th, cur, &seq);
 
-			if (!val)
-				return -ENOMEM;
-			if (store_parse_i64(val, cur->vlen, &v))
-				return -EINVAL;
+			ret = !val ? -ENOMEM
+			      : store_parse_i64(val, cur->vlen, &v) ? -EINVAL
+								     : 0;
+			if (ret)
+				break;
 		}
 		/* Two's-complement wrap, as upstream's signed overflow does. */
 		v = (int64_t)((uint64_t)v + (uint64_t)delta);
 		int n = snprintf(text, sizeof(text), "%" PRId64, v);
+		/* Logged as the SET of the value it leaves. */
+		ret = log_begin(th, OP_SET, k,
+				&(struct proto_slice){ (uint8_t *)text,
+						       (size_t)n },
+				&rec);
+		if (ret)
+			break;
 		ret = replace(th, h, k, cur, seq,
 			      table_entry_new(h, k->p, k->len, text, (size_t)n,
 					      NULL, 0));
+		log_end(th, &rec, ret);
 	} while (ret == -EAGAIN);
+	wal_unlock(th->ww.w, h);
 	if (!ret)
 		*res = v;
 	return ret;
@@ -313,26 +394,45 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 				 *des = &r->val[1];
 	uint64_t h = hash_key(k->p, k->len);
 	struct table_entry *cur;
+	struct wal_rec rec;
 	uint32_t seq = 0;
 	int ret;
 
+	wal_lock(th->ww.w, h);
 	do {
 		const uint8_t *val = NULL;
 
 		cur = get(th, h, k);
-		if (!cur && exp->len) /* missing: reply expected, store nothing */
-			return store_put_bytes(out, exp->p, exp->len);
-		if (cur && !(val = read_val(th, cur, &seq)))
-			return -ENOMEM;
+		if (!cur && exp->len) { /* missing: reply expected, no change */
+			ret = 1;
+			break;
+		}
+		if (cur && !(val = read_val(th, cur, &seq))) {
+			ret = -ENOMEM;
+			break;
+		}
 		if (cur && (cur->vlen != exp->len ||
-			    memcmp(val, exp->p, exp->len)))
+			    memcmp(val, exp->p, exp->len))) {
+			/* No swap: the reply is the value as it is. Under
+			 * the stripe lock (a log with several writers) it
+			 * stays put; else as read. */
+			wal_unlock(th->ww.w, h);
 			return cur->vlen >= TABLE_INPLACE_MAX
 				       ? store_put_value(out, cur)
 				       : store_put_bytes(out, val, cur->vlen);
+		}
+		/* A swap is logged as the SET of the desired value. */
+		ret = log_begin(th, OP_SET, k, des, &rec);
+		if (ret)
+			break;
 		ret = replace(th, h, k, cur, seq,
 			      table_entry_new(h, k->p, k->len, des->p,
 					      des->len, NULL, 0));
+		log_end(th, &rec, ret);
 	} while (ret == -EAGAIN);
+	wal_unlock(th->ww.w, h);
+	if (ret == 1)
+		return store_put_bytes(out, exp->p, exp->len);
 	if (ret)
 		return ret;
 	wake_all(th, h, k);
@@ -353,38 +453,59 @@ static int op_delete(struct store_thread *th, const struct proto_req *r,
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	struct table_entry *cur;
+	struct wal_rec rec;
 	int ret;
 
+	wal_lock(th->ww.w, h);
 	do {
 		cur = get(th, h, &r->key);
-		if (!cur)
-			return put_i64(out, 0);
+		if (!cur) {
+			ret = 1; /* absent: nothing to change */
+			break;
+		}
+		ret = log_begin(th, OP_DELETE_KEY, &r->key, NULL, &rec);
+		if (ret)
+			break;
 		gen_begin(th);
 		ret = table_cas(th->st->table, th->qt, h, r->key.p, r->key.len,
 				cur, table_read_begin(cur), NULL);
+		log_end(th, &rec, ret);
 	} while (ret == -EAGAIN);
-	return ret ? ret : put_i64(out, 1);
+	wal_unlock(th->ww.w, h);
+	if (ret < 0)
+		return ret;
+	return put_i64(out, ret ? 0 : 1);
 }
 
 static int op_append(struct store_thread *th, const struct proto_req *r)
 {
 	const struct proto_slice *k = &r->key, *v = &r->val[0];
 	uint64_t h = hash_key(k->p, k->len);
+	struct wal_rec rec;
 	int ret;
 
+	wal_lock(th->ww.w, h);
 	do {
 		struct table_entry *cur = get(th, h, k);
 		const uint8_t *val = NULL;
 		uint32_t seq = 0;
 
-		if (cur && !(val = read_val(th, cur, &seq)))
-			return -ENOMEM;
+		if (cur && !(val = read_val(th, cur, &seq))) {
+			ret = -ENOMEM;
+			break;
+		}
+		/* Logged as the APPEND itself: replay appends in order. */
+		ret = log_begin(th, OP_APPEND, k, v, &rec);
+		if (ret)
+			break;
 		/* Old value and new bytes go into the entry in one copy. */
 		ret = replace(th, h, k, cur, seq,
 			      table_entry_new(h, k->p, k->len, val,
 					      cur ? cur->vlen : 0, v->p,
 					      v->len));
+		log_end(th, &rec, ret);
 	} while (ret == -EAGAIN);
+	wal_unlock(th->ww.w, h);
 	if (ret)
 		return ret;
 	wake_all(th, h, k);
@@ -439,19 +560,43 @@ static int op_wait(struct store_thread *th, struct wait_state *ws,
  * waiters, after one seq_cst fence for the batch's writes in place (instead
  * of one locked instruction per key).
  */
+/*
+ * The record of a MULTI_SET batch: its @m pairs, whose wire bytes are
+ * [@from, @to) of the request, as one MULTI_SET request of their own.
+ */
+static int log_pairs(struct store_thread *th, uint64_t m, const uint8_t *from,
+		     const uint8_t *to, struct wal_rec *rec)
+{
+	int ret;
+
+	rec->p = NULL;
+	if (!th->ww.w)
+		return 0;
+	ret = wal_reserve(&th->ww, 1 + 8 + (size_t)(to - from), rec);
+	if (ret)
+		return ret;
+	rec->p[0] = OP_MULTI_SET;
+	memcpy(rec->p + 1, &m, 8);
+	memcpy(rec->p + 9, from, (size_t)(to - from));
+	return 0;
+}
+
 static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 {
 	const void *kp[LOOKUP_BATCH], *vp[LOOKUP_BATCH];
 	size_t kl[LOOKUP_BATCH], vl[LOOKUP_BATCH];
 	uint64_t h[LOOKUP_BATCH];
+	uint32_t held[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;
 	struct table_prefetch pf;
+	struct wal_rec rec;
 	int ret = 0;
 
 	for (uint64_t i = 0; i < r->count && !ret; i += LOOKUP_BATCH) {
 		size_t m = r->count - i < LOOKUP_BATCH ? r->count - i
 						       : LOOKUP_BATCH;
-		size_t j, done;
+		const uint8_t *from = cur;
+		size_t j, done, nheld;
 		struct proto_slice k, v;
 
 		table_prefetch_begin(th->st->table, &pf);
@@ -465,9 +610,27 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 			h[j] = hash_key(k.p, k.len);
 			table_prefetch_slot(&pf, h[j]);
 		}
+		wal_lock_many(th->ww.w, h, m, held, &nheld);
+		ret = log_pairs(th, m, from, cur, &rec);
+		if (ret) {
+			wal_unlock_many(th->ww.w, held, nheld);
+			break;
+		}
 		gen_begin(th);
 		ret = table_set_batch(th->st->table, th->qt, m, h, kp, kl, vp,
 				      vl, &done);
+		if (ret < 0 && rec.p) {
+			/* Out of memory after @done pairs: log those. */
+			wal_cancel(&th->ww, &rec);
+			rec.p = NULL;
+			if (done && log_pairs(th, done, from,
+					      (const uint8_t *)vp[done - 1] +
+						      vl[done - 1],
+					      &rec) == 0)
+				log_end(th, &rec, 0);
+		}
+		log_end(th, &rec, ret);
+		wal_unlock_many(th->ww.w, held, nheld);
 		/* Writes in place, or a failure after some may have been:
 		 * the pairs written need the fence before their wake-ups. */
 		if (ret) {
@@ -497,9 +660,17 @@ static int op_cancel_wait(struct store_thread *th, struct wait_state *ws,
 static int op_queue_push(struct store_thread *th, const struct proto_req *r)
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
-	int ret = queues_push(th->st->queues, h, r->key.p, r->key.len,
-			      r->val[0].p, r->val[0].len);
+	struct wal_rec rec;
+	int ret;
 
+	wal_lock(th->ww.w, h);
+	ret = log_begin(th, OP_QUEUE_PUSH, &r->key, &r->val[0], &rec);
+	if (!ret) {
+		ret = queues_push(th->st->queues, h, r->key.p, r->key.len,
+				  r->val[0].p, r->val[0].len);
+		log_end(th, &rec, ret);
+	}
+	wal_unlock(th->ww.w, h);
 	if (ret)
 		return ret;
 	waiters_wake(th->st->waiters, h, r->key.p, r->key.len, 1, th->deliver,
@@ -512,8 +683,20 @@ static int op_queue_pop(struct store_thread *th, const struct proto_req *r,
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	struct table_entry *e = NULL;
-	int64_t len = queues_pop(th->st->queues, h, r->key.p, r->key.len, &e);
-	int ret = put_i64(out, len);
+	struct wal_rec rec;
+	int64_t len = 0;
+	int ret;
+
+	wal_lock(th->ww.w, h);
+	ret = log_begin(th, OP_QUEUE_POP, &r->key, NULL, &rec);
+	if (!ret)
+		len = queues_pop(th->st->queues, h, r->key.p, r->key.len, &e);
+	/* An empty queue changes nothing: no record. */
+	log_end(th, &rec, e ? 0 : -ENOENT);
+	wal_unlock(th->ww.w, h);
+	if (ret)
+		return ret;
+	ret = put_i64(out, len);
 
 	if (e) {
 		if (!ret)

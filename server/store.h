@@ -11,6 +11,11 @@
  * struct store is shared by every reactor; struct store_thread is one
  * reactor's handle (its QSBR registration and its deliver callback).
  *
+ * With a write log (store.wal, --data-dir), every change is also appended
+ * to the log as the request that makes it (wal.h: the record's place is
+ * taken before the change, under the key's stripe lock, and published after
+ * it), and replay at start-up executes those requests through store_exec.
+ *
  * With a memory cap (store.max_memory), a request that would store more
  * bytes while the keys, values and queue items already take the cap fails
  * with -ENOSPC before changing anything (its connection is closed); reads,
@@ -40,6 +45,7 @@
 #include "buf.h"
 #include "proto.h"
 #include "waiters.h"
+#include "wal.h"
 
 struct outq;
 struct qsbr;
@@ -66,6 +72,9 @@ struct store {
 	struct store_gen *gens;  /* owned: [STORE_MAX_THREADS] */
 	_Atomic unsigned ngens;  /* generations handed out */
 	unsigned threads;        /* store threads allowed (store_init) */
+	struct wal *wal;         /* borrowed: the write log, or NULL; set
+				  * after replay, before store threads
+				  * register */
 };
 
 /* The reply to the last large MULTI_GET, and what it was built from. */
@@ -91,6 +100,7 @@ struct store_thread {
 	unsigned gen;              /* our index in st->gens */
 	uint64_t genv;             /* our generation (we are its only writer) */
 	struct mget_cache *mget;   /* owned; NULL until first needed */
+	struct wal_writer ww;      /* this thread's records (wal.h) */
 	uint64_t in_place;         /* values rewritten in place (stats) */
 };
 

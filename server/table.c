@@ -822,6 +822,15 @@ static void one_writer_check(struct table *t)
 }
 #endif
 
+void table_writer_done(struct table *t)
+{
+#ifndef NDEBUG
+	atomic_store_explicit(&t->writer, NULL, memory_order_relaxed);
+#else
+	(void)t;
+#endif
+}
+
 /*
  * The sequence lock of a value written in place (table.h). A writer takes
  * bit 0 of seq from the even value it expects, writes, and releases by

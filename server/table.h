@@ -187,6 +187,13 @@ struct table *table_create(struct qsbr *q, size_t initial, bool one_writer);
 /* Frees the table and every entry. No other thread may use it. */
 void table_destroy(struct table *t);
 
+/*
+ * The one writer of a one-writer table is done (start-up replay hands the
+ * table to the reactor): another thread may become the writer. The caller
+ * orders the two threads' writes (a thread join or start in between).
+ */
+void table_writer_done(struct table *t);
+
 /* The live entry for @key (hashed to @hash), or NULL. Borrowed (see top). */
 struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
 			      uint64_t hash, const void *key, size_t klen);
