@@ -417,6 +417,18 @@ void compact_stop(struct wal *w)
 	pthread_mutex_unlock(&c->mu);
 }
 
+void compact_wait(struct wal *w)
+{
+	struct compaction *c = w->compact;
+
+	pthread_mutex_lock(&c->mu);
+	if (c->running) {
+		pthread_join(c->thread, NULL);
+		c->running = false;
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
 void compact_free(struct wal *w)
 {
 	struct compaction *c = w->compact;

@@ -41,4 +41,7 @@ void compact_maybe(struct wal *w);
  * stay consistent: what it left is removed at the next start. */
 void compact_stop(struct wal *w);
 
+/* Wait for a compaction that runs to finish (tests). */
+void compact_wait(struct wal *w);
+
 #endif

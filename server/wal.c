@@ -147,13 +147,14 @@ static inline _Atomic uint64_t *lsn_word(uint8_t *hdr)
 	return (_Atomic uint64_t *)(hdr + 8);
 }
 
-/* Seal a record in the ring (walfile.h's layout) and publish it: the LSN
- * goes in last. */
-static void publish_at(uint8_t *hdr, uint32_t len, uint64_t lsn)
+/* Seal a record in the ring (walfile.h's layout; a jumbo stub's length
+ * word also carries @flags) and publish it: the LSN goes in last. */
+static void publish_at(uint8_t *hdr, uint32_t len, uint32_t flags,
+		       uint64_t lsn)
 {
-	uint32_t sum = wal_sum(hdr + WAL_HDR, len, lsn);
+	uint32_t sum = wal_sum(hdr + WAL_HDR, len, lsn), word = len | flags;
 
-	memcpy(hdr, &len, 4);
+	memcpy(hdr, &word, 4);
 	memcpy(hdr + 4, &sum, 4);
 	memset(hdr + WAL_HDR + len, 0, wal_span(len) - WAL_HDR - len);
 	/* Release: pairs with the flusher's acquire load of the LSN; the
@@ -188,7 +189,7 @@ static uint64_t take(struct wal *w, size_t span)
 			memset(h + WAL_HDR, 0, pad - WAL_HDR);
 			if (pad > WAL_HDR)
 				h[WAL_HDR] = WAL_OP_PAD;
-			publish_at(h, (uint32_t)(pad - WAL_HDR), r);
+			publish_at(h, (uint32_t)(pad - WAL_HDR), 0, r);
 		}
 		return r + pad;
 	}
@@ -219,6 +220,8 @@ int wal_reserve(struct wal_writer *ww, size_t len, struct wal_rec *r)
 	ww->end = r->lsn + wal_span(r->stub ? JUMBO_STUB_LEN : len);
 	if (atomic_load_explicit(&w->idle, memory_order_relaxed))
 		wal_kick(w);
+	if (unlikely(w->cfg.after_reserve))
+		w->cfg.after_reserve(w->cfg.hook_arg);
 	return 0;
 }
 
@@ -228,7 +231,7 @@ void wal_publish(struct wal_writer *ww, struct wal_rec *r)
 
 	atomic_fetch_add_explicit(&w->records, 1, memory_order_relaxed);
 	if (!r->stub) {
-		publish_at(r->hdr, r->len, r->lsn);
+		publish_at(r->hdr, r->len, 0, r->lsn);
 		return;
 	}
 	/* The buffer is the flusher's from here on (it frees it). */
@@ -236,7 +239,7 @@ void wal_publish(struct wal_writer *ww, struct wal_rec *r)
 	uint64_t size = wal_span(r->len);
 	memcpy(r->stub + WAL_HDR, &r->hdr, sizeof(r->hdr));
 	memcpy(r->stub + WAL_HDR + 8, &size, 8);
-	publish_at(r->stub, JUMBO_STUB_LEN | JUMBO_FLAG, r->lsn);
+	publish_at(r->stub, JUMBO_STUB_LEN, JUMBO_FLAG, r->lsn);
 }
 
 void wal_cancel(struct wal_writer *ww, struct wal_rec *r)
@@ -249,7 +252,7 @@ void wal_cancel(struct wal_writer *ww, struct wal_rec *r)
 	}
 	if (r->len)
 		r->hdr[WAL_HDR] = WAL_OP_PAD;
-	publish_at(r->hdr, r->len, r->lsn);
+	publish_at(r->hdr, r->len, 0, r->lsn);
 	(void)ww;
 }
 

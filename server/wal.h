@@ -81,6 +81,10 @@ struct wal_config {
 	unsigned writers;         /* store threads that write: with one, no
 				   * stripe locks */
 	void (*on_fail)(void);    /* an I/O error: ask the server to stop */
+	/* Tests only: called by a writer right after it reserved a record,
+	 * before its change (to force interleavings). NULL in the server. */
+	void (*after_reserve)(void *arg);
+	void *hook_arg;
 };
 
 /* One store thread's handle on the log. */
