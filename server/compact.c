@@ -34,12 +34,34 @@
 
 struct compaction {
 	pthread_mutex_t mu;
+	pthread_cond_t cancelled;    /* with mu: cancel was set */
 	pthread_t thread;
 	bool running;            /* started, not yet joined */
 	_Atomic bool done;       /* the thread has finished */
 	_Atomic bool cancel;
 	uint64_t retry_at_ms;    /* no automatic start before this */
+	const char *pause_at;    /* RINGSTORE_COMPACT_PAUSE, or NULL */
 };
+
+/*
+ * Tests only: with RINGSTORE_COMPACT_PAUSE set to a step's name ("rotated",
+ * "snapshot-written" or "switched"), a compaction stops after that step and
+ * waits until it is cancelled, so a test can SIGKILL the server at exactly
+ * that point of compact.h's steps.
+ */
+static void pause_point(struct wal *w, const char *step)
+{
+	struct compaction *c = w->compact;
+
+	if (!c->pause_at || strcmp(c->pause_at, step))
+		return;
+	log_warn("write log: compaction paused after '%s' "
+		 "(RINGSTORE_COMPACT_PAUSE)", step);
+	pthread_mutex_lock(&c->mu);
+	while (!atomic_load(&c->cancel))
+		pthread_cond_wait(&c->cancelled, &c->mu);
+	pthread_mutex_unlock(&c->mu);
+}
 
 /* ---- writing a snapshot ------------------------------------------------ */
 
@@ -312,9 +334,14 @@ static void *compact_main(void *arg)
 		wal_fail(w, err, "cannot start a new log after");
 		goto out;
 	}
+	pause_point(w, "rotated");
 	err = fold(w, &old, snap, &res, why, sizeof(why));
 	if (!err)
+		pause_point(w, "snapshot-written");
+	if (!err)
 		err = switch_to(w, &old, snap);
+	if (!err)
+		pause_point(w, "switched");
 	if (err) {
 		if (err != -ECANCELED)
 			log_warn("write log: compaction failed (%s); the logs "
@@ -346,6 +373,8 @@ int compact_init(struct wal *w)
 	if (!c)
 		return -ENOMEM;
 	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cancelled, NULL);
+	c->pause_at = getenv("RINGSTORE_COMPACT_PAUSE");
 	w->compact = c;
 	return 0;
 }
@@ -357,6 +386,27 @@ static void reap(struct compaction *c)
 		pthread_join(c->thread, NULL);
 		c->running = false;
 	}
+}
+
+/*
+ * Wait for a running compaction to end (waking it at a pause point if
+ * @wake). mu is not held while joining: the thread takes it on its way
+ * out. Whoever clears `running` joins, so a thread is joined once.
+ */
+static void join_running(struct compaction *c, bool wake)
+{
+	pthread_t t;
+	bool run;
+
+	pthread_mutex_lock(&c->mu);
+	if (wake)
+		pthread_cond_broadcast(&c->cancelled);
+	run = c->running;
+	t = c->thread;
+	c->running = false;
+	pthread_mutex_unlock(&c->mu);
+	if (run)
+		pthread_join(t, NULL);
 }
 
 /* With c->mu held. */
@@ -408,25 +458,13 @@ void compact_stop(struct wal *w)
 
 	if (!c)
 		return;
-	pthread_mutex_lock(&c->mu);
-	if (c->running) {
-		atomic_store(&c->cancel, true);
-		pthread_join(c->thread, NULL);
-		c->running = false;
-	}
-	pthread_mutex_unlock(&c->mu);
+	atomic_store(&c->cancel, true);
+	join_running(c, true);
 }
 
 void compact_wait(struct wal *w)
 {
-	struct compaction *c = w->compact;
-
-	pthread_mutex_lock(&c->mu);
-	if (c->running) {
-		pthread_join(c->thread, NULL);
-		c->running = false;
-	}
-	pthread_mutex_unlock(&c->mu);
+	join_running(w->compact, false);
 }
 
 void compact_free(struct wal *w)
@@ -436,6 +474,7 @@ void compact_free(struct wal *w)
 	if (!c)
 		return;
 	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cancelled);
 	free(c);
 	w->compact = NULL;
 }

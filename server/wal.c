@@ -385,7 +385,8 @@ int wal_flush_locked(struct wal *w, uint64_t need, bool sync)
 		if (fdatasync(w->fd))
 			return -errno;
 		atomic_fetch_add_explicit(&w->syncs, 1, memory_order_relaxed);
-		w->last_sync_ms = now_mono_ms();
+		atomic_store_explicit(&w->last_sync_ms, now_mono_ms(),
+				      memory_order_relaxed);
 		atomic_store_explicit(&w->synced, pos, memory_order_release);
 	}
 	return 0;
@@ -474,7 +475,9 @@ static void *flusher_main(void *arg)
 		if (atomic_load_explicit(&w->failed, memory_order_relaxed))
 			continue;
 		wal_flush(w, 0, w->cfg.fsync == WAL_FSYNC_EVERYSEC &&
-				      now_mono_ms() - w->last_sync_ms >=
+				      now_mono_ms() - atomic_load_explicit(
+						&w->last_sync_ms,
+						memory_order_relaxed) >=
 					      SYNC_EVERY_MS);
 		compact_maybe(w);
 	}
@@ -595,7 +598,7 @@ int wal_open(struct wal **out, const struct wal_config *cfg, struct store *st,
 	atomic_store(&w->reserved, w->next_lsn);
 	atomic_store(&w->written, w->next_lsn);
 	atomic_store(&w->synced, w->next_lsn);
-	w->last_sync_ms = now_mono_ms();
+	atomic_store(&w->last_sync_ms, now_mono_ms());
 	*out = w;
 	return 0;
 }

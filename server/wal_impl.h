@@ -54,7 +54,7 @@ struct wal {
 	struct walfile_manifest man;
 	int lock_fd;                  /* DIR/LOCK, held while open */
 	uint64_t next_lsn;            /* recover(): where the stream goes on */
-	uint64_t last_sync_ms;
+	_Atomic uint64_t last_sync_ms; /* written under mu, read by the flusher */
 
 	/* The flusher thread. */
 	pthread_t thread;
