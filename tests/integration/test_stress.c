@@ -54,6 +54,8 @@
 static const char *server_bin;
 static const char *server_threads;
 static char **server_extra; /* more flags for the server, NULL-terminated */
+/* "--data-dir TMP" among them: a fresh directory, removed at the end. */
+static char data_dir[64];
 static pid_t server_pid;
 static uint16_t server_port;
 
@@ -199,6 +201,14 @@ static int start_server(void **state)
 	size_t n = 0;
 
 	(void)state;
+	for (char **e = server_extra; *e; e++) {
+		if (strcmp(*e, "TMP") || e == server_extra ||
+		    strcmp(e[-1], "--data-dir"))
+			continue;
+		snprintf(data_dir, sizeof(data_dir), "/tmp/stress-wal.XXXXXX");
+		assert_non_null(mkdtemp(data_dir));
+		*e = data_dir;
+	}
 	assert_int_equal(pipe(out), 0);
 	server_pid = fork();
 	assert_true(server_pid >= 0);
@@ -241,6 +251,11 @@ static int stop_server(void **state)
 	assert_int_equal(waitpid(server_pid, &status, 0), server_pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+	if (data_dir[0]) {
+		char cmd[96];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", data_dir);
+		assert_int_equal(system(cmd), 0);
+	}
 	return 0;
 }
 
