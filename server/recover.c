@@ -20,12 +20,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "log.h"
 #include "now.h"
 #include "outq.h"
@@ -204,6 +206,108 @@ int recover_files(struct store *st, const char *dir,
 	return ret;
 }
 
+/*
+ * About how many distinct keys the files of @m hold: a HyperLogLog sketch
+ * (2^12 registers, about 2 % off) of every key that a SET, APPEND or
+ * MULTI_SET names, read without checking checksums and stopping quietly at
+ * anything odd (replay judges the files). Distinct, not a count of
+ * records: a log of a million heartbeats of a thousand keys asks for a
+ * thousand.
+ */
+#define HLL_BITS 12
+
+struct hll {
+	uint8_t reg[1u << HLL_BITS];
+};
+
+static void hll_add(struct hll *h, const uint8_t *key, size_t len)
+{
+	uint64_t x = hash_key(key, len);
+	uint64_t rest = x << HLL_BITS | (1ull << (HLL_BITS - 1));
+	uint8_t rank = (uint8_t)(__builtin_clzll(rest) + 1);
+	uint8_t *r = &h->reg[x >> (64 - HLL_BITS)];
+
+	if (rank > *r)
+		*r = rank;
+}
+
+static size_t hll_count(const struct hll *h)
+{
+	const double m = 1u << HLL_BITS, alpha = 0.7213 / (1 + 1.079 / m);
+	double sum = 0;
+	unsigned zeros = 0;
+
+	for (size_t i = 0; i < (1u << HLL_BITS); i++) {
+		sum += 1.0 / (double)(1ull << h->reg[i]);
+		zeros += !h->reg[i];
+	}
+	double e = alpha * m * m / sum;
+	if (e <= 2.5 * m && zeros) /* small range: linear counting */
+		e = m * log(m / zeros);
+	return (size_t)e;
+}
+
+/* Feed the keys one record names to @h. */
+static void hll_record(struct hll *h, const struct walfile_rec *rec)
+{
+	const uint8_t *p = rec->payload, *end = p + rec->len;
+	uint64_t n = 1, len;
+
+	if (!rec->len)
+		return;
+	if (p[0] == OP_MULTI_SET) {
+		if (rec->len < 9)
+			return;
+		memcpy(&n, p + 1, 8);
+		p += 9;
+	} else if (p[0] == OP_SET || p[0] == OP_APPEND) {
+		p += 1;
+	} else {
+		return;
+	}
+	for (uint64_t i = 0; i < n && end - p >= 8; i++) {
+		memcpy(&len, p, 8); /* the key */
+		if (len > (uint64_t)(end - p - 8))
+			return;
+		hll_add(h, p + 8, (size_t)len);
+		p += 8 + len;
+		if (end - p < 8)
+			return;
+		memcpy(&len, p, 8); /* its value, skipped */
+		if (len > (uint64_t)(end - p - 8))
+			return;
+		p += 8 + len;
+	}
+}
+
+static size_t count_keys(const char *dir, const struct walfile_manifest *m)
+{
+	struct walfile_reader r;
+	struct walfile_rec rec;
+	struct hll *h = calloc(1, sizeof(*h));
+	char path[4096];
+	size_t n;
+
+	if (!h)
+		return 0;
+	for (uint32_t i = 0; i <= m->nlogs; i++) {
+		enum walfile_kind kind = i == 0 ? WALFILE_SNAP : WALFILE_LOG;
+		uint32_t num = i == 0 ? m->snap : m->logs[i - 1];
+
+		if (!num)
+			continue;
+		path_of(path, sizeof(path), dir, kind, num);
+		if (walfile_open(&r, path, kind))
+			continue;
+		while (walfile_scan(&r, &rec) == 1)
+			hll_record(h, &rec);
+		walfile_close(&r);
+	}
+	n = hll_count(h);
+	free(h);
+	return n + n / 16; /* the sketch's error, and some room */
+}
+
 /* ---- start-up ---------------------------------------------------------- */
 
 /* Copy [@off, end) of @path to @aside, then cut @path at @off. */
@@ -344,6 +448,9 @@ int recover(struct wal *w, struct store *st, char *why, size_t whylen)
 		return err;
 	}
 	walfile_remove_strays(w->cfg.dir, m);
+	if (table_reserve(st->table, count_keys(w->cfg.dir, m)))
+		log_warn("write log: cannot size the table for replay (out "
+			 "of memory): it grows as it goes");
 	err = replayer_init(&rp, st, &res);
 	if (err) {
 		snprintf(why, whylen, "cannot replay: %s", strerror(-err));

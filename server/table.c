@@ -641,6 +641,28 @@ struct table *table_create(struct qsbr *q, size_t initial, bool one_writer)
 	return t;
 }
 
+int table_reserve(struct table *t, size_t keys)
+{
+	struct table_array *a = atomic_load_explicit(&t->cur,
+						     memory_order_relaxed);
+	struct table_array *b;
+	size_t cap = a->cap;
+
+	if (atomic_load_explicit(&t->count, memory_order_relaxed) ||
+	    next_of(a))
+		return 0; /* not empty: it grows as usual */
+	while (cap / 10 * 7 < keys && cap <= SIZE_MAX / 4)
+		cap *= 2;
+	if (cap == a->cap)
+		return 0;
+	b = array_new(cap);
+	if (!b)
+		return -ENOMEM;
+	atomic_store_explicit(&t->cur, b, memory_order_relaxed);
+	array_free(a);
+	return 0;
+}
+
 /*
  * Free every array of the chain, dropping each slot's reference. Arrays
  * already retired are freed by QSBR.

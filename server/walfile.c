@@ -111,9 +111,11 @@ out:
 	return err;
 }
 
-/* Whether a valid record starts at @off, given the last good position. */
+/* Whether a valid record starts at @off, given the last good position
+ * (its checksum checked if @sum). */
 static bool valid_at(const struct walfile_reader *r, size_t off,
-		     uint64_t after, struct walfile_rec *rec, const char **why)
+		     uint64_t after, bool sum_too, struct walfile_rec *rec,
+		     const char **why)
 {
 	uint32_t len, sum;
 	uint64_t lsn;
@@ -137,7 +139,7 @@ static bool valid_at(const struct walfile_reader *r, size_t off,
 		*why = "a record out of sequence";
 		return false;
 	}
-	if (wal_sum(r->map + off + WAL_HDR, len, lsn) != sum) {
+	if (sum_too && wal_sum(r->map + off + WAL_HDR, len, lsn) != sum) {
 		*why = "a checksum mismatch";
 		return false;
 	}
@@ -146,11 +148,12 @@ static bool valid_at(const struct walfile_reader *r, size_t off,
 	return true;
 }
 
-int walfile_next(struct walfile_reader *r, struct walfile_rec *rec)
+static int next(struct walfile_reader *r, struct walfile_rec *rec,
+		bool sum_too)
 {
 	if (r->off == r->size)
 		return 0;
-	if (!valid_at(r, r->off, r->last_lsn, rec, &r->why)) {
+	if (!valid_at(r, r->off, r->last_lsn, sum_too, rec, &r->why)) {
 		r->bad_off = r->off;
 		return -EBADMSG;
 	}
@@ -160,6 +163,16 @@ int walfile_next(struct walfile_reader *r, struct walfile_rec *rec)
 	return 1;
 }
 
+int walfile_next(struct walfile_reader *r, struct walfile_rec *rec)
+{
+	return next(r, rec, true);
+}
+
+int walfile_scan(struct walfile_reader *r, struct walfile_rec *rec)
+{
+	return next(r, rec, false);
+}
+
 bool walfile_valid_after(const struct walfile_reader *r)
 {
 	struct walfile_rec rec;
@@ -167,7 +180,7 @@ bool walfile_valid_after(const struct walfile_reader *r)
 
 	for (size_t off = r->bad_off + WAL_ALIGN; off + WAL_HDR <= r->size;
 	     off += WAL_ALIGN)
-		if (valid_at(r, off, r->last_lsn, &rec, &why))
+		if (valid_at(r, off, r->last_lsn, true, &rec, &why))
 			return true;
 	return false;
 }

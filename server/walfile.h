@@ -111,6 +111,8 @@ struct walfile_rec {
 int walfile_open(struct walfile_reader *r, const char *path,
 		 enum walfile_kind kind);
 int walfile_next(struct walfile_reader *r, struct walfile_rec *rec);
+/* walfile_next without checking checksums: a quick look ahead. */
+int walfile_scan(struct walfile_reader *r, struct walfile_rec *rec);
 /*
  * After a bad record: is there a valid record anywhere after it? True means
  * the damage is inside the file, not a torn tail (a crash in mid-write
