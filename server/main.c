@@ -29,6 +29,9 @@
 #include "store.h"
 #include "wal.h"
 
+/* sysexits.h's EX_DATAERR: the data directory is damaged (--repair-log). */
+#define EXIT_DATA_DAMAGED 65
+
 #ifndef RS_VERSION
 #define RS_VERSION "0.0.0"
 #endif
@@ -785,6 +788,10 @@ int main(int argc, char **argv)
 		ret = wal_open(&wal, &o.wal, &srv.store, why, sizeof(why));
 		if (ret) {
 			log_error("%s", why);
+			/* Damaged data: EX_DATAERR, which a supervisor told
+			 * not to restart on it (deploy/) leaves to a person. */
+			if (ret == -EBADMSG)
+				exit_code = EXIT_DATA_DAMAGED;
 			goto out_store;
 		}
 		ret = wal_start(wal);

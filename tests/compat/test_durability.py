@@ -277,7 +277,7 @@ def test_damaged_record_refuses_then_repairs(tmp_path):
     log.write_bytes(bytes(data))
 
     rc, text = d.start(expect_fail=True)
-    assert rc != 0
+    assert rc == 65  # EX_DATAERR: a supervisor does not restart into it
     assert "--repair-log" in text and str(log) in text and f"offset {off}" in text, text
 
     d.start("--repair-log")
