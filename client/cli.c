@@ -13,6 +13,9 @@
  *
  * The CLI is a thin shell over the public API only (ringstore.h); it holds
  * one client for the one operation it runs, and only main() exits.
+ * `wait --watch` turns the client's reconnect on (RS_RECONNECT), so a watch
+ * outlives a restart of the server: WAIT and CHECK are reads, which the
+ * library sends again on the new connection.
  */
 #include "ringstore.h"
 
@@ -31,14 +34,15 @@
 enum {
 	EXIT_OK = 0,
 	EXIT_USAGE = 1,    /* bad command line */
-	EXIT_CONNECT = 2,  /* could not connect / handshake */
+	EXIT_CONNECT = 2,  /* could not connect / handshake / reconnect */
 	EXIT_TIMEOUT = 3,  /* wait, barrier, get or blocking pop timed out */
 	EXIT_NOTFOUND = 4, /* key missing, queue empty, check false, delete 0 */
 	EXIT_SERVER = 5,   /* protocol error, server closed, I/O error */
 };
 
 static const char exit_help[] =
-	"exit status: 0 ok, 1 usage, 2 connect failure, 3 timeout,\n"
+	"exit status: 0 ok, 1 usage, 2 connect or reconnect failure,\n"
+	"             3 timeout,\n"
 	"             4 key not found / queue empty / check false / nothing "
 	"deleted,\n"
 	"             5 protocol or server error (connection closed, bad "
@@ -48,12 +52,17 @@ static const char exit_help[] =
 #define O_NO_BLOCK 0x1u
 #define O_WATCH 0x2u
 #define O_NO_WAIT 0x4u
+#define O_RECONNECT 0x8u /* --reconnect given */
+
+/* Reconnect deadline of wait --watch unless --reconnect says otherwise. */
+#define WATCH_RECONNECT_MS RS_DEFAULT_RECONNECT_MS
 
 struct cli {
 	struct rs_client *c;
 	bool json;
 	int64_t timeout_ms;   /* RS_TIMEOUT_NONE or >= 0 */
 	double interval_s;    /* --watch progress interval */
+	int64_t reconnect_ms; /* --reconnect: 0 off, RS_TIMEOUT_NONE, or ms */
 	unsigned flags;       /* O_* */
 	const struct cmd *cmd;
 };
@@ -84,6 +93,9 @@ static int fail(const struct cli *cl, int err, const char *what)
 		break;
 	case EINVAL:
 		code = EXIT_USAGE;
+		break;
+	case ENOTCONN: /* reconnecting failed within its deadline */
+		code = EXIT_CONNECT;
 		break;
 	default:
 		code = EXIT_SERVER;
@@ -478,10 +490,31 @@ static int watch_report(struct cli *cl, int argc, char **argv,
 	return 0;
 }
 
+/* wait --watch: report each reconnect the last call made. */
+static void watch_reconnects(struct cli *cl, uint64_t *seen, double elapsed)
+{
+	uint64_t n = rs_reconnects(cl->c);
+
+	if (n == *seen)
+		return;
+	*seen = n;
+	if (cl->json) {
+		printf("{\"event\":\"reconnected\",\"elapsed\":%.3f,"
+		       "\"reconnects\":%" PRIu64 "}\n",
+		       elapsed, n);
+		fflush(stdout);
+	} else {
+		fprintf(stderr, "[%7.1fs] connection lost; reconnected "
+				"(%" PRIu64 " so far)\n",
+			elapsed, n);
+	}
+}
+
 static int cmd_wait(struct cli *cl, int argc, char **argv)
 {
 	const void **keys;
 	size_t *lens;
+	uint64_t reconnects = 0;
 	int64_t start = (int64_t)now_mono_ms();
 	int ret = key_arrays(argc, argv, &keys, &lens);
 
@@ -502,12 +535,15 @@ static int cmd_wait(struct cli *cl, int argc, char **argv)
 			if (t < 0)
 				t = 0;
 			ret = rs_wait(cl->c, (size_t)argc, keys, lens, t);
+			double elapsed =
+				(double)((int64_t)now_mono_ms() - start) / 1e3;
+			watch_reconnects(cl, &reconnects, elapsed);
 			if (ret != -ETIMEDOUT)
 				break;
 			if (deadline >= 0 && (int64_t)now_mono_ms() >= deadline)
 				break;
-			ret = watch_report(cl, argc, argv, keys, lens,
-					   (double)((int64_t)now_mono_ms() - start) / 1e3);
+			ret = watch_report(cl, argc, argv, keys, lens, elapsed);
+			watch_reconnects(cl, &reconnects, elapsed);
 			if (ret)
 				break;
 		}
@@ -750,11 +786,17 @@ static const struct cmd cmds[] = {
 	  "missing key); print the value after the operation." },
 	{ "check", cmd_check, 1, -1, 0, "KEY...",
 	  "Print true if all keys exist (exit 0), else false (exit 4)." },
-	{ "wait", cmd_wait, 1, -1, O_WATCH,
-	  "KEY... [--timeout S] [--watch [--interval S]]",
+	{ "wait", cmd_wait, 1, -1, O_WATCH | O_RECONNECT,
+	  "KEY... [--timeout S] [--watch [--interval S]] [--reconnect S]",
 	  "Wait until all keys exist (exit 3 on timeout). --watch reports the\n"
 	  "missing keys and the elapsed time every --interval seconds\n"
-	  "(default 1) on stderr (JSON lines on stdout with --json)." },
+	  "(default 1) on stderr (JSON lines on stdout with --json).\n"
+	  "A watch survives a restart of the server: when the connection\n"
+	  "breaks it reconnects (PyTorch's backoff, for at most --reconnect\n"
+	  "seconds, default 60; 0 turns it off, 'none' never gives up),\n"
+	  "says so, and waits on; the keys must then exist on the restarted\n"
+	  "server. If it cannot reconnect in time it exits 2. --reconnect\n"
+	  "also works without --watch." },
 	{ "delete", cmd_delete, 1, 1, 0, "KEY",
 	  "Delete KEY; print 1 if it existed (exit 0), else 0 (exit 4)." },
 	{ "num-keys", cmd_num_keys, 0, 0, 0, "",
@@ -950,6 +992,12 @@ int main(int argc, char **argv)
 			if (!v || parse_seconds(v, &ms) || ms <= 0)
 				goto bad_sub;
 			cl.interval_s = (double)ms / 1e3;
+		} else if (is_opt(a, "--reconnect") &&
+			   (cl.cmd->opts & O_RECONNECT)) {
+			v = opt_value(argc, argv, &i, "--reconnect");
+			if (!v || parse_seconds(v, &cl.reconnect_ms))
+				goto bad_sub;
+			cl.flags |= O_RECONNECT;
 		} else if (!strcmp(a, "--watch") && (cl.cmd->opts & O_WATCH)) {
 			cl.flags |= O_WATCH;
 		} else if (!strcmp(a, "--no-block") &&
@@ -977,6 +1025,12 @@ int main(int argc, char **argv)
 
 	/* Reply reads share the op's timeout, but never less than 1 ms. */
 	opts.timeout_ms = cl.timeout_ms == 0 ? 1 : cl.timeout_ms;
+	if (!(cl.flags & O_RECONNECT) && (cl.flags & O_WATCH))
+		cl.reconnect_ms = WATCH_RECONNECT_MS;
+	if (cl.reconnect_ms) {
+		opts.flags |= RS_RECONNECT;
+		opts.reconnect_timeout_ms = cl.reconnect_ms;
+	}
 	ret = rs_connect_addr(&cl.c, addr, &opts);
 	if (ret) {
 		const struct cmd *cmd = cl.cmd;

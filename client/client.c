@@ -13,10 +13,20 @@
  * that follow are consumed here so the stream stays in sync.
  *
  * Invariants: between calls the input buffer is empty and c->fd is either a
- * healthy, in-sync connection or -1 (broken: every call returns -ENOTCONN).
- * Any I/O error, EOF, unexpected reply byte or timeout in the middle of a
- * non-wait reply breaks the client, because the byte stream can no longer be
- * trusted. Allocation failures while encoding leave the connection intact.
+ * healthy, in-sync connection or -1 (broken: every call returns -ENOTCONN,
+ * or, with reconnect on, reconnects first). Any I/O error, EOF, unexpected
+ * reply byte or timeout in the middle of a non-wait reply breaks the
+ * client, because the byte stream can no longer be trusted. Allocation
+ * failures while encoding leave the connection intact.
+ *
+ * Reconnect (RS_RECONNECT; the rule is in ringstore.h). Every public call
+ * is a loop over attempts: begin() reconnects when the connection is gone,
+ * the body runs, and read_again() or write_again() decides whether a
+ * connection error allows one more attempt. Reads always do; a write does
+ * only while c->maybe_applied is false, i.e. send_out() has not written a
+ * byte of it (c->writing marks the request in c->out as a write). One
+ * struct attempt per call carries the reconnect deadline and the backoff,
+ * so a request the server keeps refusing backs off like a connect does.
  *
  * Threads: a client is touched by one thread at a time (the caller's
  * contract, see ringstore.h); there is no global or static mutable state.
@@ -48,17 +58,37 @@
 #define RECV_CHUNK 65536
 
 struct rs_client {
-	int fd;             /* owned socket; -1 once broken */
-	bool raw;           /* send keys without the "/" prefix */
-	int64_t timeout_ms; /* >= 0, or RS_TIMEOUT_NONE */
-	uint32_t nonce;     /* last PING nonce */
-	uint64_t rng;       /* xorshift state for backoff jitter */
-	struct buf out;     /* owned: the request being written */
-	struct buf in;      /* owned: received, not yet consumed bytes */
-	struct buf kbytes;  /* owned: prefixed keys of the current request */
-	const void **kptr;  /* owned array: wire keys (borrowed bytes) */
-	size_t *klen;       /* owned array: wire key lengths */
-	size_t kcap;        /* capacity of kptr and klen */
+	int fd;               /* owned socket; -1 once broken */
+	bool raw;             /* send keys without the "/" prefix */
+	bool reconnect;       /* RS_RECONNECT */
+	bool writing;         /* the request in out changes the store */
+	bool maybe_applied;   /* this call wrote a byte of its write */
+	int64_t timeout_ms;   /* >= 0, or RS_TIMEOUT_NONE */
+	int64_t reconnect_ms; /* >= 0, or RS_TIMEOUT_NONE */
+	uint64_t reconnects;  /* connections re-established */
+	char *host;           /* owned: where to (re)connect */
+	uint16_t port;
+	uint32_t nonce;       /* last PING nonce */
+	uint64_t rng;         /* xorshift state for backoff jitter */
+	struct buf out;       /* owned: the request being written */
+	struct buf in;        /* owned: received, not yet consumed bytes */
+	struct buf kbytes;    /* owned: prefixed keys of the current request */
+	const void **kptr;    /* owned array: wire keys (borrowed bytes) */
+	size_t *klen;         /* owned array: wire key lengths */
+	size_t kcap;          /* capacity of kptr and klen */
+};
+
+/*
+ * One call's connection attempts. The deadline and backoff start with the
+ * call's first (re)connect; tries counts the attempts so far, so that only
+ * the first is made at once and every later one waits its backoff, also
+ * when a reconnected request is lost again.
+ */
+struct attempt {
+	int64_t deadline; /* absolute, ms; -1: none */
+	double interval;  /* next backoff interval, ms */
+	unsigned tries;
+	bool armed;       /* deadline and interval set */
 };
 
 
@@ -90,6 +120,12 @@ static int64_t resolve_timeout(const struct rs_client *c, int64_t timeout_ms)
 	return timeout_ms;
 }
 
+/* Has @deadline (from deadline_after) passed? */
+static bool past(int64_t deadline)
+{
+	return deadline >= 0 && (int64_t)now_mono_ms() >= deadline;
+}
+
 /* Close the socket after a fault; returns @err for tail calls. */
 static int break_conn(struct rs_client *c, int err)
 {
@@ -99,17 +135,6 @@ static int break_conn(struct rs_client *c, int err)
 	buf_reset(&c->in);
 	buf_reset(&c->out);
 	return err;
-}
-
-/* Start a request: refuse on a broken client, clear the output buffer. */
-static int begin(struct rs_client *c)
-{
-	if (!c)
-		return -EINVAL;
-	if (c->fd < 0)
-		return -ENOTCONN;
-	buf_reset(&c->out);
-	return 0;
 }
 
 /* Write the whole output buffer. Breaks the client on failure. */
@@ -122,6 +147,8 @@ static int send_out(struct rs_client *c)
 			continue;
 		if (n < 0)
 			return break_conn(c, -errno);
+		if (n > 0 && c->writing)
+			c->maybe_applied = true;
 		buf_consume(&c->out, (size_t)n);
 	}
 	buf_reset(&c->out);
@@ -368,12 +395,10 @@ static int cancel_wait(struct rs_client *c)
 
 /*
  * Send the WAIT or BARRIER request in c->out and await its one-byte
- * STOP_WAITING reply until @timeout_ms (already resolved) runs out.
+ * STOP_WAITING reply until @deadline (absolute; -1: none).
  */
-static int await_wait(struct rs_client *c, enum proto_op op,
-		      int64_t timeout_ms)
+static int await_wait(struct rs_client *c, enum proto_op op, int64_t deadline)
 {
-	int64_t deadline = deadline_after(timeout_ms);
 	size_t len;
 	int ret = send_out(c);
 
@@ -390,13 +415,52 @@ static int await_wait(struct rs_client *c, enum proto_op op,
 	return 0;
 }
 
-/* WAIT for the wire keys already in c->kptr/c->klen. */
-static int wait_wired(struct rs_client *c, size_t n, int64_t timeout_ms)
+/*
+ * The absolute deadline of a wait given @timeout_ms as the API takes it.
+ * Taken once per call, so a wait resent after a reconnect keeps it.
+ */
+static int64_t wait_deadline(const struct rs_client *c, int64_t timeout_ms)
+{
+	return c ? deadline_after(resolve_timeout(c, timeout_ms)) : -1;
+}
+
+/* WAIT for the wire keys already in c->kptr/c->klen until @deadline. */
+static int wait_wired(struct rs_client *c, size_t n, int64_t deadline)
 {
 	buf_reset(&c->out);
 	if (proto_enc_keys(&c->out, OP_WAIT, n, c->kptr, c->klen))
 		return -ENOMEM;
-	return await_wait(c, OP_WAIT, resolve_timeout(c, timeout_ms));
+	return await_wait(c, OP_WAIT, deadline);
+}
+
+/*
+ * Append a PING to c->out, send everything and check the echo. Requests on
+ * one connection are executed in order, so the echo vouches for every
+ * request sent before it.
+ */
+static int send_and_ping(struct rs_client *c)
+{
+	uint32_t echo;
+	int ret;
+
+	c->nonce = c->nonce * 1664525u + 1013904223u;
+	if (proto_enc_ping(&c->out, c->nonce))
+		return -ENOMEM;
+	ret = roundtrip_int(c, OP_PING, &echo, 4);
+	if (ret)
+		return ret;
+	return echo == c->nonce ? 0 : break_conn(c, -EPROTO);
+}
+
+/*
+ * Send the write in c->out that has no reply of its own (SET, APPEND,
+ * MULTI_SET, QUEUE_PUSH). With reconnect on, a PING goes with it, so that
+ * success means applied and a loss is seen by this call (ringstore.h).
+ */
+static int send_noreply(struct rs_client *c)
+{
+	c->writing = true;
+	return c->reconnect ? send_and_ping(c) : send_out(c);
 }
 
 /* Connection set-up. */
@@ -445,6 +509,27 @@ static bool retryable(int err)
 	}
 }
 
+/*
+ * Errors that mean the connection itself is gone (not a timeout, not a
+ * protocol fault): the ones after which a call may reconnect.
+ */
+static bool conn_error(int err)
+{
+	switch (-err) {
+	case ECONNRESET:
+	case ECONNABORTED:
+	case EPIPE:
+	case ENETDOWN:
+	case ENETRESET:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case EHOSTUNREACH:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* VALIDATE, then PING with our pid as the nonce and check the echo. */
 static int handshake(struct rs_client *c, int64_t deadline)
 {
@@ -466,24 +551,192 @@ static int handshake(struct rs_client *c, int64_t deadline)
 	return echo == c->nonce ? 0 : break_conn(c, -EPROTO);
 }
 
+/* One connect and handshake before @deadline. Returns 0 or -errno. */
+static int dial(struct rs_client *c, int64_t deadline)
+{
+	int fd = net_connect(c->host, c->port, NULL, ms_left(deadline));
+	int ret;
+
+	if (fd < 0)
+		return fd;
+	c->fd = fd;
+	ret = handshake(c, deadline);
+	if (ret)
+		break_conn(c, 0);
+	return ret;
+}
+
+/*
+ * Connect and handshake like PyTorch's client: retry the errors of
+ * retryable() with its backoff until a->deadline. Returns 0, -ETIMEDOUT
+ * when the deadline passed, or an error that is not retried.
+ */
+static int dial_until(struct rs_client *c, struct attempt *a)
+{
+	for (;;) {
+		if (a->tries++) {
+			if (past(a->deadline))
+				return -ETIMEDOUT;
+			int64_t d = (int64_t)next_backoff(c, &a->interval);
+			if (a->deadline >= 0 && d > ms_left(a->deadline))
+				d = ms_left(a->deadline);
+			sleep_ms(d);
+			if (past(a->deadline))
+				return -ETIMEDOUT;
+		}
+		int ret = dial(c, a->deadline);
+		if (!ret || !retryable(ret))
+			return ret;
+	}
+}
+
+/*
+ * Re-establish a lost connection within the call's reconnect deadline,
+ * which starts now if this is the call's first reconnect. Returns 0,
+ * -ENOTCONN when the deadline passed, or an error that is not retried.
+ */
+static int reconnect(struct rs_client *c, struct attempt *a)
+{
+	int ret;
+
+	if (!a->armed) {
+		a->armed = true;
+		a->deadline = deadline_after(c->reconnect_ms);
+		a->interval = BACKOFF_INITIAL_MS;
+	}
+	ret = dial_until(c, a);
+	if (!ret)
+		c->reconnects++;
+	return ret == -ETIMEDOUT ? -ENOTCONN : ret;
+}
+
+/*
+ * Has the server closed (or written to) this idle connection? Between
+ * calls nothing is due from the server, so any readable byte, EOF or error
+ * means the stream can no longer be used.
+ */
+static bool peer_closed(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int r;
+
+	do
+		r = poll(&pfd, 1, 0);
+	while (r < 0 && errno == EINTR);
+	return r != 0;
+}
+
+/*
+ * Start one attempt of a call: clear the output buffer and the write
+ * marks, then refuse on a broken client or, with reconnect on, reconnect
+ * first. With reconnect on, an idle connection the server has closed counts
+ * as broken, so a request is not written into it (where it would be lost
+ * with an unknown outcome) but sent once, on the new connection.
+ */
+static int begin(struct rs_client *c, struct attempt *a)
+{
+	if (!c)
+		return -EINVAL;
+	buf_reset(&c->out);
+	c->writing = false;
+	c->maybe_applied = false;
+	if (c->fd >= 0 && c->reconnect && peer_closed(c->fd))
+		break_conn(c, 0);
+	if (c->fd < 0) {
+		if (!c->reconnect)
+			return -ENOTCONN;
+		return reconnect(c, a);
+	}
+	return 0;
+}
+
+/* After an attempt of a read: was the connection lost, so try again? */
+static bool read_again(const struct rs_client *c, int ret)
+{
+	return ret < 0 && c && c->reconnect && c->fd < 0 && conn_error(ret);
+}
+
+/*
+ * After an attempt of a write: true when the connection was lost before a
+ * byte of the write was written, so it may be sent on a new one. A loss
+ * after that turns *ret into -RS_EUNKNOWN: the write is never sent twice.
+ */
+static bool write_again(const struct rs_client *c, int *ret)
+{
+	if (!read_again(c, *ret))
+		return false;
+	if (!c->maybe_applied)
+		return true;
+	*ret = -RS_EUNKNOWN;
+	return false;
+}
+
+/* begin(), then the @n wire keys of the request into c->kptr/c->klen. */
+static int begin_keys(struct rs_client *c, struct attempt *a, size_t n,
+		      const void *const *keys, const size_t *klens)
+{
+	int ret = begin(c, a);
+
+	return ret ? ret : wire_keys(c, n, keys, klens);
+}
+
+/* begin_keys() for one key. */
+static int begin_key(struct rs_client *c, struct attempt *a, const void *key,
+		     size_t klen)
+{
+	return begin_keys(c, a, 1, &key, &klen);
+}
+
+/*
+ * begin_keys(), then, if @wait, WAIT for the keys until @deadline: the
+ * first half of rs_get, rs_multi_get and a blocking rs_queue_pop.
+ */
+static int begin_waited(struct rs_client *c, struct attempt *a, size_t n,
+			const void *const *keys, const size_t *klens,
+			bool wait, int64_t deadline)
+{
+	int ret = begin_keys(c, a, n, keys, klens);
+
+	return ret || !wait ? ret : wait_wired(c, n, deadline);
+}
+
 RS_API int rs_connect(struct rs_client **out, const char *host, uint16_t port,
 		      const struct rs_options *opts)
 {
 	struct rs_options o = { 0 };
-	double interval = BACKOFF_INITIAL_MS;
 	struct timespec ts;
 	struct rs_client *c;
 	int ret;
 
 	if (!out || !host)
 		return -EINVAL;
-	if (opts)
-		o = *opts;
+	if (opts) {
+		/* Field by field: a caller built against an older header has
+		 * no reconnect_timeout_ms, and sets no RS_RECONNECT. */
+		o.timeout_ms = opts->timeout_ms;
+		o.connect_timeout_ms = opts->connect_timeout_ms;
+		o.flags = opts->flags;
+		if (o.flags & RS_RECONNECT)
+			o.reconnect_timeout_ms = opts->reconnect_timeout_ms;
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	c->fd = -1;
+	c->port = port;
+	c->host = strdup(host);
+	if (!c->host) {
+		free(c);
+		return -ENOMEM;
+	}
 	c->raw = o.flags & RS_RAW_KEYS;
+	c->reconnect = o.flags & RS_RECONNECT;
+	if (o.reconnect_timeout_ms == 0)
+		c->reconnect_ms = RS_DEFAULT_RECONNECT_MS;
+	else if (o.reconnect_timeout_ms < 0)
+		c->reconnect_ms = RS_TIMEOUT_NONE;
+	else
+		c->reconnect_ms = o.reconnect_timeout_ms;
 	rs_set_timeout(c, o.timeout_ms);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	c->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
@@ -493,37 +746,19 @@ RS_API int rs_connect(struct rs_client **out, const char *host, uint16_t port,
 
 	int64_t ctimeout = o.connect_timeout_ms ? o.connect_timeout_ms
 						: c->timeout_ms;
-	int64_t deadline = deadline_after(ctimeout < 0 ? -1 : ctimeout);
+	struct attempt a = {
+		.deadline = deadline_after(ctimeout < 0 ? -1 : ctimeout),
+		.interval = BACKOFF_INITIAL_MS,
+		.armed = true,
+	};
 
-	for (;;) {
-		int fd = net_connect(host, port, NULL, ms_left(deadline));
-
-		if (fd >= 0) {
-			c->fd = fd;
-			ret = handshake(c, deadline);
-			if (!ret) {
-				*out = c;
-				return 0;
-			}
-			break_conn(c, 0);
-		} else {
-			ret = fd;
-		}
-		if (!retryable(ret))
-			goto fail;
-		if (deadline >= 0 && (int64_t)now_mono_ms() >= deadline)
-			break;
-		int64_t d = (int64_t)next_backoff(c, &interval);
-		if (deadline >= 0 && d > ms_left(deadline))
-			d = ms_left(deadline);
-		sleep_ms(d);
-		if (deadline >= 0 && (int64_t)now_mono_ms() >= deadline)
-			break;
+	ret = dial_until(c, &a);
+	if (ret) {
+		rs_close(c);
+		return ret;
 	}
-	ret = -ETIMEDOUT;
-fail:
-	rs_close(c);
-	return ret;
+	*out = c;
+	return 0;
 }
 
 RS_API int rs_connect_addr(struct rs_client **out, const char *addr,
@@ -547,6 +782,7 @@ RS_API void rs_close(struct rs_client *c)
 	buf_free(&c->kbytes);
 	free(c->kptr);
 	free(c->klen);
+	free(c->host);
 	free(c);
 }
 
@@ -569,7 +805,12 @@ RS_API const char *rs_strerror(int err)
 	case EAGAIN:
 		return "queue is empty";
 	case ENOTCONN:
-		return "connection is broken by an earlier error; reconnect";
+		return "not connected: the connection broke and was not "
+		       "re-established (reconnect off, or its deadline passed)";
+	case RS_EUNKNOWN:
+		return "outcome unknown: the connection broke after the write "
+		       "was sent, so it may or may not have been applied; read "
+		       "the state to find out";
 	case ECONNRESET:
 		return "connection closed by the server";
 	case EPIPE:
@@ -623,23 +864,35 @@ RS_API bool rs_connected(const struct rs_client *c)
 	return c && c->fd >= 0;
 }
 
-/* Operations. */
+RS_API uint64_t rs_reconnects(const struct rs_client *c)
+{
+	return c ? c->reconnects : 0;
+}
+
+/*
+ * Operations. Each public call is a loop over attempts (see the file
+ * comment): reads end with read_again(), writes with write_again(), and a
+ * wait's deadline is taken once, before the first attempt.
+ */
 
 /* SET, APPEND, QUEUE_PUSH: one key, one value, no reply. */
 static int key_val_op(struct rs_client *c, enum proto_op op, const void *key,
 		      size_t klen, const void *val, size_t vlen)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int ret;
 
-	if (!ret && !val && vlen)
-		ret = -EINVAL;
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (ret)
-		return ret;
-	if (proto_enc_key_val(&c->out, op, c->kptr[0], c->klen[0], val, vlen))
-		return -ENOMEM;
-	return send_out(c);
+	if (!val && vlen)
+		return -EINVAL;
+	do {
+		ret = begin_key(c, &a, key, klen);
+		if (!ret && proto_enc_key_val(&c->out, op, c->kptr[0],
+					      c->klen[0], val, vlen))
+			ret = -ENOMEM;
+		if (!ret)
+			ret = send_noreply(c);
+	} while (write_again(c, &ret));
+	return ret;
 }
 
 RS_API int rs_set(struct rs_client *c, const void *key, size_t klen,
@@ -672,16 +925,17 @@ static int get_wired(struct rs_client *c, void **val, size_t *vlen)
 RS_API int rs_get(struct rs_client *c, const void *key, size_t klen,
 		  void **val, size_t *vlen)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int64_t deadline = wait_deadline(c, RS_TIMEOUT_DEFAULT);
+	int ret;
 
-	if (!ret && !val)
-		ret = -EINVAL;
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (!ret)
-		ret = wait_wired(c, 1, RS_TIMEOUT_DEFAULT);
-	if (!ret)
-		ret = get_wired(c, val, vlen);
+	if (!val)
+		return -EINVAL;
+	do {
+		ret = begin_waited(c, &a, 1, &key, &klen, true, deadline);
+		if (!ret)
+			ret = get_wired(c, val, vlen);
+	} while (read_again(c, ret));
 	return ret;
 }
 
@@ -704,40 +958,87 @@ static int check_wired(struct rs_client *c, size_t n)
 	return break_conn(c, -EPROTO);
 }
 
+/* CHECK, then GET if present: 1 and the value, 0 if missing, or -errno. */
+static int get_if_present(struct rs_client *c, const void *key, size_t klen,
+			  void **val, size_t *vlen)
+{
+	int ret = wire_key(c, key, klen);
+
+	if (!ret)
+		ret = check_wired(c, 1);
+	if (ret == 1 && (ret = get_wired(c, val, vlen)) == 0)
+		ret = 1;
+	return ret;
+}
+
 RS_API int rs_get_nowait(struct rs_client *c, const void *key, size_t klen,
 			 void **val, size_t *vlen)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int ret;
 
-	if (!ret && !val)
-		ret = -EINVAL;
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (!ret)
-		ret = check_wired(c, 1);
-	if (ret < 0)
-		return ret;
+	if (!val)
+		return -EINVAL;
+	do {
+		ret = begin(c, &a);
+		if (!ret)
+			ret = get_if_present(c, key, klen, val, vlen);
+	} while (read_again(c, ret));
 	if (ret == 0)
 		return -ENOENT;
-	return get_wired(c, val, vlen);
+	return ret < 0 ? ret : 0;
 }
 
 RS_API int rs_add(struct rs_client *c, const void *key, size_t klen,
 		  int64_t delta, int64_t *result)
 {
+	struct attempt a = { 0 };
 	int64_t v;
-	int ret = begin(c);
+	int ret;
 
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (ret)
-		return ret;
-	if (proto_enc_key_i64(&c->out, OP_ADD, c->kptr[0], c->klen[0], delta))
-		return -ENOMEM;
-	ret = roundtrip_int(c, OP_ADD, &v, 8);
+	do {
+		ret = begin_key(c, &a, key, klen);
+		if (!ret && proto_enc_key_i64(&c->out, OP_ADD, c->kptr[0],
+					      c->klen[0], delta))
+			ret = -ENOMEM;
+		if (!ret) {
+			c->writing = true;
+			ret = roundtrip_int(c, OP_ADD, &v, 8);
+		}
+	} while (write_again(c, &ret));
 	if (!ret && result)
 		*result = v;
 	return ret;
+}
+
+/*
+ * Answer a COMPARE_SET whose reply was lost by reading the key on a new
+ * connection (ringstore.h): its value, or @expected when it is missing.
+ * Returns 0, or -RS_EUNKNOWN when no read succeeded in the call's
+ * reconnect deadline.
+ */
+static int cas_read_back(struct rs_client *c, struct attempt *a,
+			 const void *key, size_t klen, const void *expected,
+			 size_t elen, void **cur, size_t *curlen)
+{
+	int ret;
+
+	do {
+		ret = begin(c, a);
+		if (!ret)
+			ret = get_if_present(c, key, klen, cur, curlen);
+	} while (read_again(c, ret));
+	if (ret == 0) {
+		void *v = cur ? dup_bytes(expected, elen) : NULL;
+		if (cur && !v)
+			return -RS_EUNKNOWN;
+		if (cur)
+			*cur = v;
+		if (curlen)
+			*curlen = elen;
+		ret = 1;
+	}
+	return ret == 1 ? 0 : -RS_EUNKNOWN;
 }
 
 RS_API int rs_compare_set(struct rs_client *c, const void *key, size_t klen,
@@ -745,72 +1046,96 @@ RS_API int rs_compare_set(struct rs_client *c, const void *key, size_t klen,
 			  const void *desired, size_t dlen, void **cur,
 			  size_t *curlen)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int ret;
 
-	if (!ret && ((!expected && elen) || (!desired && dlen)))
-		ret = -EINVAL;
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (ret)
-		return ret;
-	if (proto_enc_compare_set(&c->out, c->kptr[0], c->klen[0], expected,
-				  elen, desired, dlen))
-		return -ENOMEM;
-	return roundtrip_bytes(c, OP_COMPARE_SET, cur, curlen);
+	if ((!expected && elen) || (!desired && dlen))
+		return -EINVAL;
+	do {
+		ret = begin_key(c, &a, key, klen);
+		if (!ret && proto_enc_compare_set(&c->out, c->kptr[0],
+						  c->klen[0], expected, elen,
+						  desired, dlen))
+			ret = -ENOMEM;
+		if (!ret) {
+			c->writing = true;
+			ret = roundtrip_bytes(c, OP_COMPARE_SET, cur, curlen);
+		}
+	} while (write_again(c, &ret));
+	if (ret == -RS_EUNKNOWN && c->maybe_applied && c->fd < 0)
+		ret = cas_read_back(c, &a, key, klen, expected, elen, cur,
+				    curlen);
+	return ret;
 }
 
 RS_API int rs_check(struct rs_client *c, size_t n, const void *const *keys,
 		    const size_t *klens)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int ret;
 
-	if (!ret)
-		ret = wire_keys(c, n, keys, klens);
-	if (ret)
-		return ret;
-	return check_wired(c, n);
+	do {
+		ret = begin_keys(c, &a, n, keys, klens);
+		if (!ret)
+			ret = check_wired(c, n);
+	} while (read_again(c, ret));
+	return ret;
 }
 
 RS_API int rs_wait(struct rs_client *c, size_t n, const void *const *keys,
 		   const size_t *klens, int64_t timeout_ms)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int64_t deadline = wait_deadline(c, timeout_ms);
+	int ret;
 
-	if (!ret)
-		ret = wire_keys(c, n, keys, klens);
-	if (ret)
-		return ret;
-	return wait_wired(c, n, timeout_ms);
+	do
+		ret = begin_waited(c, &a, n, keys, klens, true, deadline);
+	while (read_again(c, ret));
+	return ret;
 }
 
 RS_API int rs_delete_key(struct rs_client *c, const void *key, size_t klen)
 {
+	struct attempt a = { 0 };
 	int64_t v;
-	int ret = begin(c);
+	int ret;
 
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (ret)
-		return ret;
-	if (proto_enc_key(&c->out, OP_DELETE_KEY, c->kptr[0], c->klen[0]))
-		return -ENOMEM;
-	ret = roundtrip_int(c, OP_DELETE_KEY, &v, 8);
+	do {
+		ret = begin_key(c, &a, key, klen);
+		if (!ret && proto_enc_key(&c->out, OP_DELETE_KEY, c->kptr[0],
+					  c->klen[0]))
+			ret = -ENOMEM;
+		if (!ret) {
+			c->writing = true;
+			ret = roundtrip_int(c, OP_DELETE_KEY, &v, 8);
+		}
+	} while (write_again(c, &ret));
 	return ret ? ret : v == 1;
+}
+
+/* A read whose request has no arguments and whose reply is an int64. */
+static int read_int(struct rs_client *c, enum proto_op op, int64_t *out)
+{
+	struct attempt a = { 0 };
+	int64_t v;
+	int ret;
+
+	do {
+		ret = begin(c, &a);
+		if (!ret && proto_enc_bare(&c->out, op))
+			ret = -ENOMEM;
+		if (!ret)
+			ret = roundtrip_int(c, op, &v, 8);
+	} while (read_again(c, ret));
+	if (!ret && out)
+		*out = v;
+	return ret;
 }
 
 RS_API int rs_num_keys(struct rs_client *c, int64_t *n)
 {
-	int64_t v;
-	int ret = begin(c);
-
-	if (ret)
-		return ret;
-	if (proto_enc_bare(&c->out, OP_GETNUMKEYS))
-		return -ENOMEM;
-	ret = roundtrip_int(c, OP_GETNUMKEYS, &v, 8);
-	if (!ret && n)
-		*n = v;
-	return ret;
+	return read_int(c, OP_GETNUMKEYS, n);
 }
 
 /*
@@ -875,27 +1200,13 @@ static int pack_strings(const uint8_t *p, size_t n, bool strip, void ***ptrs,
 	return 0;
 }
 
-RS_API int rs_multi_get(struct rs_client *c, size_t n, const void *const *keys,
-			const size_t *klens, void ***vals, size_t **vlens)
+/* MULTI_GET of the n wire keys in c->kptr/c->klen. */
+static int multi_get_wired(struct rs_client *c, size_t n, void ***vals,
+			   size_t **vlens)
 {
 	size_t len, kept;
-	int ret = begin(c);
+	int ret;
 
-	if (!ret && !vals)
-		ret = -EINVAL;
-	if (!ret)
-		ret = wire_keys(c, n, keys, klens);
-	if (ret)
-		return ret;
-	if (n == 0) {
-		*vals = NULL;
-		if (vlens)
-			*vlens = NULL;
-		return 0;
-	}
-	ret = wait_wired(c, n, RS_TIMEOUT_DEFAULT);
-	if (ret)
-		return ret;
 	buf_reset(&c->out);
 	if (proto_enc_keys(&c->out, OP_MULTI_GET, n, c->kptr, c->klen))
 		return -ENOMEM;
@@ -910,45 +1221,65 @@ RS_API int rs_multi_get(struct rs_client *c, size_t n, const void *const *keys,
 	return ret;
 }
 
+RS_API int rs_multi_get(struct rs_client *c, size_t n, const void *const *keys,
+			const size_t *klens, void ***vals, size_t **vlens)
+{
+	struct attempt a = { 0 };
+	int64_t deadline = wait_deadline(c, RS_TIMEOUT_DEFAULT);
+	int ret;
+
+	if (!vals)
+		return -EINVAL;
+	if (n == 0) { /* nothing to send */
+		if (!c)
+			return -EINVAL;
+		*vals = NULL;
+		if (vlens)
+			*vlens = NULL;
+		return 0;
+	}
+	do {
+		ret = begin_waited(c, &a, n, keys, klens, true, deadline);
+		if (!ret)
+			ret = multi_get_wired(c, n, vals, vlens);
+	} while (read_again(c, ret));
+	return ret;
+}
+
 RS_API int rs_multi_set(struct rs_client *c, size_t n, const void *const *keys,
 			const size_t *klens, const void *const *vals,
 			const size_t *vlens)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int ret;
 
-	if (!ret && n && (!vals || !vlens))
-		ret = -EINVAL;
-	for (size_t i = 0; !ret && i < n; i++)
+	if (n && (!vals || !vlens))
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
 		if (!vals[i] && vlens[i])
-			ret = -EINVAL;
-	if (!ret)
-		ret = wire_keys(c, n, keys, klens);
-	if (ret)
-		return ret;
-	if (proto_enc_multi_set(&c->out, n, c->kptr, c->klen, vals, vlens))
-		return -ENOMEM;
-	return send_out(c);
+			return -EINVAL;
+	do {
+		ret = begin_keys(c, &a, n, keys, klens);
+		if (!ret && proto_enc_multi_set(&c->out, n, c->kptr, c->klen,
+						vals, vlens))
+			ret = -ENOMEM;
+		if (!ret)
+			ret = send_noreply(c);
+	} while (write_again(c, &ret));
+	return ret;
 }
 
-RS_API int rs_queue_pop(struct rs_client *c, const void *key, size_t klen,
-			bool block, int64_t timeout_ms, void **val,
-			size_t *vlen)
+/* QUEUE_POP of the wire key in c->kptr[0]; a write (it removes an item). */
+static int pop_wired(struct rs_client *c, void **val, size_t *vlen)
 {
 	size_t len;
 	int64_t before;
-	int ret = begin(c);
+	int ret;
 
-	if (!ret && !val)
-		ret = -EINVAL;
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (!ret && block)
-		ret = wait_wired(c, 1, timeout_ms);
-	if (ret)
-		return ret;
 	buf_reset(&c->out);
 	if (proto_enc_key(&c->out, OP_QUEUE_POP, c->kptr[0], c->klen[0]))
 		return -ENOMEM;
+	c->writing = true;
 	ret = send_out(c);
 	if (!ret)
 		ret = read_reply(c, OP_QUEUE_POP, 0, reply_deadline(c), false,
@@ -972,34 +1303,51 @@ RS_API int rs_queue_pop(struct rs_client *c, const void *key, size_t klen,
 	return 0;
 }
 
+RS_API int rs_queue_pop(struct rs_client *c, const void *key, size_t klen,
+			bool block, int64_t timeout_ms, void **val,
+			size_t *vlen)
+{
+	struct attempt a = { 0 };
+	int64_t deadline = wait_deadline(c, timeout_ms);
+	int ret;
+
+	if (!val)
+		return -EINVAL;
+	do {
+		ret = begin_waited(c, &a, 1, &key, &klen, block, deadline);
+		if (!ret)
+			ret = pop_wired(c, val, vlen);
+	} while (write_again(c, &ret));
+	return ret;
+}
+
 RS_API int rs_queue_len(struct rs_client *c, const void *key, size_t klen,
 			int64_t *len)
 {
+	struct attempt a = { 0 };
 	int64_t v;
-	int ret = begin(c);
+	int ret;
 
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (ret)
-		return ret;
-	if (proto_enc_key(&c->out, OP_QUEUE_LEN, c->kptr[0], c->klen[0]))
-		return -ENOMEM;
-	ret = roundtrip_int(c, OP_QUEUE_LEN, &v, 8);
+	do {
+		ret = begin_key(c, &a, key, klen);
+		if (!ret && proto_enc_key(&c->out, OP_QUEUE_LEN, c->kptr[0],
+					  c->klen[0]))
+			ret = -ENOMEM;
+		if (!ret)
+			ret = roundtrip_int(c, OP_QUEUE_LEN, &v, 8);
+	} while (read_again(c, ret));
 	if (!ret && len)
 		*len = v;
 	return ret;
 }
 
-RS_API int rs_list_keys(struct rs_client *c, char ***keys, size_t **klens,
-			size_t *n)
+/* LIST_KEYS, filtered by the key mode. */
+static int list_keys_once(struct rs_client *c, char ***keys, size_t **klens,
+			  size_t *n)
 {
 	size_t len;
-	int ret = begin(c);
+	int ret;
 
-	if (!ret && (!keys || !n))
-		ret = -EINVAL;
-	if (ret)
-		return ret;
 	if (proto_enc_bare(&c->out, OP_LIST_KEYS))
 		return -ENOMEM;
 	ret = send_out(c);
@@ -1015,33 +1363,51 @@ RS_API int rs_list_keys(struct rs_client *c, char ***keys, size_t **klens,
 	return ret;
 }
 
+RS_API int rs_list_keys(struct rs_client *c, char ***keys, size_t **klens,
+			size_t *n)
+{
+	struct attempt a = { 0 };
+	int ret;
+
+	if (!keys || !n)
+		return -EINVAL;
+	do {
+		ret = begin(c, &a);
+		if (!ret)
+			ret = list_keys_once(c, keys, klens, n);
+	} while (read_again(c, ret));
+	return ret;
+}
+
 RS_API int rs_barrier(struct rs_client *c, const void *key, size_t klen,
 		      int64_t world_size, int64_t timeout_ms)
 {
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int64_t deadline = wait_deadline(c, timeout_ms);
+	int ret;
 
-	if (!ret)
-		ret = wire_key(c, key, klen);
-	if (ret)
-		return ret;
-	if (proto_enc_key_i64(&c->out, OP_BARRIER, c->kptr[0], c->klen[0],
-			      world_size))
-		return -ENOMEM;
-	return await_wait(c, OP_BARRIER, resolve_timeout(c, timeout_ms));
+	do {
+		ret = begin_key(c, &a, key, klen);
+		if (!ret && proto_enc_key_i64(&c->out, OP_BARRIER, c->kptr[0],
+					      c->klen[0], world_size))
+			ret = -ENOMEM;
+		if (!ret) {
+			c->writing = true;
+			ret = await_wait(c, OP_BARRIER, deadline);
+		}
+	} while (write_again(c, &ret));
+	return ret;
 }
 
 RS_API int rs_ping(struct rs_client *c)
 {
-	uint32_t echo;
-	int ret = begin(c);
+	struct attempt a = { 0 };
+	int ret;
 
-	if (ret)
-		return ret;
-	c->nonce = c->nonce * 1664525u + 1013904223u;
-	if (proto_enc_ping(&c->out, c->nonce))
-		return -ENOMEM;
-	ret = roundtrip_int(c, OP_PING, &echo, 4);
-	if (ret)
-		return ret;
-	return echo == c->nonce ? 0 : break_conn(c, -EPROTO);
+	do {
+		ret = begin(c, &a);
+		if (!ret)
+			ret = send_and_ping(c);
+	} while (read_again(c, ret));
+	return ret;
 }

@@ -36,16 +36,51 @@
  *                  (after a wait timeout the connection is still usable)
  *   -ENOENT        rs_get_nowait(): the key does not exist
  *   -EAGAIN        rs_queue_pop(): the queue is empty
- *   -ENOTCONN      the connection broke earlier; close the client
+ *   -ENOTCONN      no connection: it broke earlier and reconnecting is off
+ *                  (close the client), or reconnecting did not succeed
+ *                  within its deadline (a later call tries again)
  *   -ECONNRESET    the server closed the connection (it does that on bad
  *                  input, e.g. ADD on a non-numeric value); the client is
  *                  broken from then on
+ *   -ECOMM         (reconnect on) outcome unknown: the connection broke after
+ *                  a write was sent, so it may or may not have been applied
  *   -EPROTO        the server sent bytes that are not a valid reply
  *   -EINVAL        bad arguments
  *   -ENOMEM        out of memory (the connection stays usable)
  * Once an I/O or protocol error has happened the stream can no longer be
  * trusted: the client closes its socket and every later call returns
- * -ENOTCONN. There is no automatic reconnect (PyTorch has none either).
+ * -ENOTCONN, unless reconnecting is on (PyTorch's client has no reconnect).
+ *
+ * Reconnect (opt-in: RS_RECONNECT in rs_options.flags). A call that finds
+ * the connection broken, or breaks it with a connection error (reset,
+ * EOF), connects again with the backoff of rs_connect() and the same
+ * VALIDATE + PING handshake, for at most rs_options.reconnect_timeout_ms
+ * (default 60 s) from the moment the call found it broken, then goes on by
+ * this rule, which is etcd clientv3's write-at-most-once:
+ *  - Reads are safe to repeat and are sent again on the new connection:
+ *    rs_get, rs_get_nowait, rs_check, rs_wait, rs_multi_get, rs_num_keys,
+ *    rs_list_keys, rs_queue_len, rs_ping and the WAIT of a blocking
+ *    rs_queue_pop. A wait keeps its own deadline across the reconnect.
+ *  - A write is never sent twice once any byte of it may have reached the
+ *    server: rs_set, rs_append, rs_multi_set, rs_queue_push, rs_add,
+ *    rs_delete_key, rs_queue_pop, rs_barrier then return -ECOMM, and the
+ *    next call reconnects. A write that provably never left (the connection
+ *    was found closed before it, or nothing of it was written) is sent on
+ *    the new connection. Before each call the client checks that the
+ *    server has not closed an idle connection, so a call after a server
+ *    restart is sent once, on the new connection, and succeeds.
+ *  - rs_compare_set whose reply was lost is answered by reading the key
+ *    again (see rs_compare_set); rs_add's is not (see rs_add).
+ *  - SET, APPEND, MULTI_SET and QUEUE_PUSH have no reply in the protocol;
+ *    with reconnect on, each is sent together with a PING and the call
+ *    returns once the PING is answered, so 0 means the server has applied
+ *    the write and a write lost with a connection is reported (-ECOMM)
+ *    instead of passing unnoticed. That costs one round trip per write.
+ * A wait or reply read that times out (-ETIMEDOUT) and a protocol error
+ * (-EPROTO) are not connection errors: they are returned as before, and
+ * the next call reconnects. A request the server rejects by closing the
+ * connection (a key over its limit, say) looks like a lost connection: a
+ * read is then sent again, with backoff, until the deadline.
  *
  * Memory: values and lists returned through out-pointers are malloc'd and
  * owned by the caller, who releases each with rs_free(). On failure nothing
@@ -63,6 +98,7 @@
 #ifndef RS_CLIENT_RINGSTORE_H
 #define RS_CLIENT_RINGSTORE_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -88,11 +124,18 @@ struct rs_client;
 #define RS_DEFAULT_TIMEOUT_MS 300000
 
 /* rs_options.flags */
-#define RS_RAW_KEYS 0x1u /* send keys as given, without the "/" prefix */
+#define RS_RAW_KEYS 0x1u  /* send keys as given, without the "/" prefix */
+#define RS_RECONNECT 0x2u /* reconnect a broken connection (file comment) */
+
+/* Reconnect deadline used when rs_options.reconnect_timeout_ms is 0. */
+#define RS_DEFAULT_RECONNECT_MS 60000
+
+/* -errno of a write whose outcome is unknown (reconnect on; file comment). */
+#define RS_EUNKNOWN ECOMM
 
 /*
  * Connection options. A zeroed struct (or a NULL pointer) means: timeout
- * 300 s, connect deadline = timeout, prefixed keys.
+ * 300 s, connect deadline = timeout, prefixed keys, no reconnect.
  */
 struct rs_options {
 	/*
@@ -107,7 +150,15 @@ struct rs_options {
 	 * timeout_ms; RS_TIMEOUT_NONE: retry forever.
 	 */
 	int64_t connect_timeout_ms;
-	unsigned flags; /* RS_RAW_KEYS */
+	unsigned flags; /* RS_RAW_KEYS, RS_RECONNECT */
+	/*
+	 * How long a call may spend reconnecting (retries included) in ms.
+	 * 0: RS_DEFAULT_RECONNECT_MS; RS_TIMEOUT_NONE: no limit. Added with
+	 * RS_RECONNECT and read only when flags has it, so a program built
+	 * against an older ringstore.h, whose struct ends at flags, is never
+	 * read past its end.
+	 */
+	int64_t reconnect_timeout_ms;
 };
 
 /*
@@ -155,8 +206,19 @@ RS_API int64_t rs_get_timeout(const struct rs_client *c);
 RS_API void rs_set_raw_keys(struct rs_client *c, bool raw);
 RS_API bool rs_raw_keys(const struct rs_client *c);
 
-/* true while the connection is usable (no I/O or protocol error so far). */
+/*
+ * true while the client holds a usable connection (no I/O or protocol error
+ * since it was made). With RS_RECONNECT a false client reconnects on its
+ * next call.
+ */
 RS_API bool rs_connected(const struct rs_client *c);
+
+/*
+ * How many times the client has re-established its connection (always 0
+ * without RS_RECONNECT). A change across a call means the call ran, at
+ * least in part, on a new connection.
+ */
+RS_API uint64_t rs_reconnects(const struct rs_client *c);
 
 /* SET: store @key = @val (overwriting). Returns 0 or -errno. */
 RS_API int rs_set(struct rs_client *c, const void *key, size_t klen,
@@ -183,7 +245,15 @@ RS_API int rs_get_nowait(struct rs_client *c, const void *key, size_t klen,
  * ADD: treat @key's value as a decimal integer (a missing key counts as 0),
  * add @delta, store and return the sum in *result (may be NULL). A key
  * holding a non-number makes the server close the connection
- * (-ECONNRESET). Returns 0 or -errno.
+ * (-ECONNRESET; -ECOMM with RS_RECONNECT, which cannot tell that close from
+ * a crash). Returns 0 or -errno.
+ *
+ * With RS_RECONNECT, an ADD whose reply was lost returns -ECOMM
+ * (RS_EUNKNOWN) and leaves *result untouched: the ADD is not sent again,
+ * and the counter is not read either, because its value cannot say whether
+ * this delta is in it (other clients add too, and a restarted server may
+ * have lost recent writes). A caller that can tell, e.g. the only writer
+ * of the key, reads it itself with rs_get_nowait().
  */
 RS_API int rs_add(struct rs_client *c, const void *key, size_t klen,
 		  int64_t delta, int64_t *result);
@@ -195,6 +265,18 @@ RS_API int rs_add(struct rs_client *c, const void *key, size_t klen,
  * @desired on success, else the current value - or @expected when the key is
  * missing and @expected is not empty (the protocol's documented quirk).
  * Returns 0 or -errno.
+ *
+ * With RS_RECONNECT, a COMPARE_SET whose reply was lost is not sent again:
+ * the call reconnects and reads the key (CHECK, then GET), and *cur is the
+ * value read, or @expected if the key is missing (what the server answers
+ * for a missing key, and a sign the swap is not there). It returns 0 as
+ * if the reply had arrived, or -ECOMM if no read succeeded within the
+ * reconnect deadline. The value read is the key's value at some moment
+ * after the swap, not right after it: a client that changed it in between
+ * shows its value. *cur equal to @desired means the key holds @desired,
+ * not that this call put it there; when another client may write the same
+ * bytes, the live reply cannot tell those apart either, so use values
+ * that name their writer (a rank, a uuid) when the difference matters.
  */
 RS_API int rs_compare_set(struct rs_client *c, const void *key, size_t klen,
 			  const void *expected, size_t elen,

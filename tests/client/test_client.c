@@ -13,13 +13,25 @@
  * one that drops the first handshake, one that answers a cancel with 00 01),
  * because a real server cannot be made to do those things on demand.
  *
- * Threads: worker threads (barrier, blocking pop, late set) never call
- * cmocka; they store results that the test thread asserts.
+ * Reconnect (RS_RECONNECT) is checked through a fault-injecting TCP proxy
+ * in front of the real server. It can drop the connection when a reply
+ * arrives from the server, i.e. after the request was executed and before
+ * the client sees the answer: the one way to lose a reply on purpose. What
+ * the server then holds is read over a direct connection, so a write that
+ * was sent twice shows. It can also close an idle connection (waiting
+ * until the client's kernel has the FIN) and turn connections away.
+ *
+ * Threads: worker threads (barrier, blocking pop, late set, the proxy)
+ * never call cmocka; they store results that the test thread asserts.
  */
 #include "ringstore.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -646,6 +658,22 @@ static void test_ping_and_errors(void **state)
 	rs_close(c);
 	rs_close(NULL);
 	rs_free(NULL);
+	/* a NULL client is a bad argument for every call */
+	void *val;
+	size_t len;
+	int64_t v;
+	assert_int_equal(rs_ping(NULL), -EINVAL);
+	assert_int_equal(rs_get(NULL, "k", 1, &val, &len), -EINVAL);
+	assert_int_equal(rs_get_nowait(NULL, "k", 1, &val, &len), -EINVAL);
+	assert_int_equal(rs_add(NULL, "k", 1, 1, &v), -EINVAL);
+	assert_int_equal(rs_compare_set(NULL, "k", 1, "", 0, "x", 1, NULL,
+					NULL), -EINVAL);
+	assert_int_equal(rs_set(NULL, "k", 1, "x", 1), -EINVAL);
+	assert_int_equal(rs_wait(NULL, 1, (const void *[]){ "k" },
+				 (size_t[]){ 1 }, 0), -EINVAL);
+	assert_int_equal(rs_queue_pop(NULL, "k", 1, true, 0, &val, &len),
+			 -EINVAL);
+	assert_int_equal(rs_reconnects(NULL), 0);
 }
 
 /* ADD on a non-number makes the server close the connection. */
@@ -859,6 +887,735 @@ static void test_cancel_race_fake(void **state)
 	assert_int_equal(f.err, 0);
 }
 
+/*
+ * The fault-injecting proxy. One thread accepts on 127.0.0.1:port and
+ * serves one connection at a time (a client holds one), forwarding bytes
+ * both ways to the server at $RS_TEST_ADDR. The test thread steers it with
+ * the fields under mu and with one-byte commands on a pipe.
+ */
+struct proxy {
+	int lfd;
+	uint16_t port;
+	int cmd[2]; /* pipe: 'd' drop the idle connection, 'q' quit */
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	/* under mu */
+	int drop_after;        /* replies to forward before a drop; -1: none */
+	void (*on_drop)(void *); /* run after a drop, before the next accept */
+	void *arg;
+	bool refuse;           /* close accepted connections at once */
+	int accepted;          /* connections forwarded */
+	int refused;
+	int drops;
+	int unvalidated;       /* connections that did not open with VALIDATE */
+	int err;               /* an errno the proxy met, 0 if none */
+};
+
+/* A connected socket to the server under test, or -errno. */
+static int dial_server(void)
+{
+	char host[128];
+	const char *colon = strrchr(addr, ':');
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+	size_t hl;
+	int fd;
+
+	if (!colon)
+		return -EINVAL;
+	hl = (size_t)(colon - addr);
+	if (hl && addr[0] == '[') {
+		memcpy(host, addr + 1, hl - 2);
+		host[hl - 2] = 0;
+	} else {
+		memcpy(host, addr, hl);
+		host[hl] = 0;
+	}
+	if (getaddrinfo(hl ? host : "127.0.0.1", colon + 1, &hints, &res))
+		return -EHOSTUNREACH;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen)) {
+		close(fd);
+		fd = -errno;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static int write_full(int fd, const void *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p = (const uint8_t *)p + w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * Close the client's side so that the client is sure to see EOF before its
+ * next call: send the FIN and wait until its kernel has acknowledged it
+ * (our side in FIN_WAIT2), which it does as it queues the EOF.
+ */
+static void close_after_fin(int fd)
+{
+	struct tcp_info ti;
+	socklen_t len;
+
+	shutdown(fd, SHUT_WR);
+	for (;;) {
+		len = sizeof(ti);
+		if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len))
+			break;
+		if (ti.tcpi_state != TCP_ESTABLISHED &&
+		    ti.tcpi_state != TCP_FIN_WAIT1)
+			break;
+		sleep_ms(1);
+	}
+	close(fd);
+}
+
+/* Count a drop; the hook runs once both sockets are closed. */
+static void proxy_dropped(struct proxy *p, void (**hook)(void *), void **arg)
+{
+	pthread_mutex_lock(&p->mu);
+	p->drops++;
+	p->drop_after = -1;
+	*hook = p->on_drop;
+	*arg = p->arg;
+	p->on_drop = NULL;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Forward one connection until it ends. Returns false on 'q'. */
+static bool proxy_serve(struct proxy *p, int cfd, int ufd)
+{
+	static const uint8_t validate[5] = { 0x00, 0xce, 0xf7, 0x85, 0x3c };
+	uint8_t buf[65536];
+	void (*hook)(void *) = NULL;
+	void *arg = NULL;
+	bool go_on = true;
+	size_t seen = 0; /* bytes of the VALIDATE request checked so far */
+
+	for (;;) {
+		struct pollfd pf[3] = { { .fd = cfd, .events = POLLIN },
+					{ .fd = ufd, .events = POLLIN },
+					{ .fd = p->cmd[0], .events = POLLIN } };
+		if (poll(pf, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pf[2].revents) {
+			char c = 'q';
+			if (read(p->cmd[0], &c, 1) != 1 || c == 'q') {
+				go_on = false;
+				break;
+			}
+			close_after_fin(cfd);
+			cfd = -1;
+			proxy_dropped(p, &hook, &arg);
+			break;
+		}
+		if (pf[0].revents) {
+			ssize_t n = recv(cfd, buf, sizeof(buf), 0);
+			if (n <= 0)
+				break;
+			/* a reconnect must handshake like a first connect */
+			size_t k = sizeof(validate) - seen;
+			if (k > (size_t)n)
+				k = (size_t)n;
+			if (k && memcmp(buf, validate + seen, k)) {
+				pthread_mutex_lock(&p->mu);
+				p->unvalidated++;
+				pthread_mutex_unlock(&p->mu);
+			}
+			seen += k;
+			if (write_full(ufd, buf, (size_t)n))
+				break;
+		}
+		if (pf[1].revents) {
+			ssize_t n = recv(ufd, buf, sizeof(buf), 0);
+			bool drop;
+			if (n <= 0)
+				break;
+			pthread_mutex_lock(&p->mu);
+			drop = p->drop_after == 0;
+			if (p->drop_after > 0)
+				p->drop_after--;
+			pthread_mutex_unlock(&p->mu);
+			if (drop) {
+				/* executed by the server, never seen by the
+				 * client */
+				proxy_dropped(p, &hook, &arg);
+				break;
+			}
+			if (write_full(cfd, buf, (size_t)n))
+				break;
+		}
+	}
+	if (cfd >= 0)
+		close(cfd);
+	close(ufd);
+	if (hook)
+		hook(arg);
+	return go_on;
+}
+
+static void *proxy_thread(void *arg)
+{
+	struct proxy *p = arg;
+
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = p->lfd, .events = POLLIN },
+					{ .fd = p->cmd[0], .events = POLLIN } };
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pf[1].revents) {
+			char c;
+			if (read(p->cmd[0], &c, 1) != 1 || c == 'q')
+				break;
+			continue; /* 'd' with no connection: nothing to do */
+		}
+		int cfd = accept4(p->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0)
+			continue;
+		pthread_mutex_lock(&p->mu);
+		bool refuse = p->refuse;
+		p->refused += refuse;
+		pthread_mutex_unlock(&p->mu);
+		if (refuse) {
+			close(cfd);
+			continue;
+		}
+		int ufd = dial_server();
+		pthread_mutex_lock(&p->mu);
+		if (ufd < 0)
+			p->err = -ufd;
+		else
+			p->accepted++;
+		pthread_mutex_unlock(&p->mu);
+		if (ufd < 0) {
+			close(cfd);
+			continue;
+		}
+		if (!proxy_serve(p, cfd, ufd))
+			break;
+	}
+	return NULL;
+}
+
+static void proxy_start(struct proxy *p)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+
+	memset(p, 0, sizeof(*p));
+	p->drop_after = -1;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	assert_int_equal(pipe2(p->cmd, O_CLOEXEC), 0);
+	p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(p->lfd >= 0);
+	assert_int_equal(bind(p->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(p->lfd, (struct sockaddr *)&sa, &sl), 0);
+	assert_int_equal(listen(p->lfd, 8), 0);
+	p->port = ntohs(sa.sin_port);
+	assert_int_equal(pthread_create(&p->thread, NULL, proxy_thread, p), 0);
+}
+
+static void proxy_stop(struct proxy *p)
+{
+	assert_int_equal(write(p->cmd[1], "q", 1), 1);
+	pthread_join(p->thread, NULL);
+	close(p->lfd);
+	close(p->cmd[0]);
+	close(p->cmd[1]);
+	assert_int_equal(p->err, 0);
+	assert_int_equal(p->unvalidated, 0);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mu);
+}
+
+/*
+ * Drop the connection when the reply after the next @skip replies arrives
+ * from the server; then run @hook (may be NULL) before the next accept.
+ */
+static void proxy_drop_reply(struct proxy *p, int skip, void (*hook)(void *),
+			     void *arg)
+{
+	pthread_mutex_lock(&p->mu);
+	p->drop_after = skip;
+	p->on_drop = hook;
+	p->arg = arg;
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Close the idle connection; returns once the client's kernel has the FIN. */
+static void proxy_drop_idle(struct proxy *p)
+{
+	pthread_mutex_lock(&p->mu);
+	int want = p->drops + 1;
+	pthread_mutex_unlock(&p->mu);
+	assert_int_equal(write(p->cmd[1], "d", 1), 1);
+	pthread_mutex_lock(&p->mu);
+	while (p->drops < want)
+		pthread_cond_wait(&p->cv, &p->mu);
+	pthread_mutex_unlock(&p->mu);
+}
+
+static void proxy_refuse(struct proxy *p, bool on)
+{
+	pthread_mutex_lock(&p->mu);
+	p->refuse = on;
+	pthread_mutex_unlock(&p->mu);
+}
+
+/*
+ * End a proxy test: @c reconnected @reconnects times, each time over one
+ * more connection through the proxy; close it and stop the proxy.
+ */
+static void proxy_done(struct proxy *p, struct rs_client *c, int reconnects)
+{
+	pthread_mutex_lock(&p->mu);
+	int accepted = p->accepted;
+	pthread_mutex_unlock(&p->mu);
+	assert_int_equal(rs_reconnects(c), reconnects);
+	assert_int_equal(accepted, reconnects + 1);
+	rs_close(c);
+	proxy_stop(p);
+}
+
+/* A snapshot of one counter, read under the lock. */
+static int proxy_count(struct proxy *p, const int *field)
+{
+	pthread_mutex_lock(&p->mu);
+	int v = *field;
+	pthread_mutex_unlock(&p->mu);
+	return v;
+}
+
+/* Start the proxy and connect a client to the server through it. */
+static struct rs_client *proxy_client(struct proxy *p, unsigned flags,
+				      int64_t reconnect_ms)
+{
+	struct rs_options o = { .timeout_ms = 10000,
+				.flags = flags,
+				.reconnect_timeout_ms = reconnect_ms };
+	struct rs_client *c = NULL;
+	int ret;
+
+	proxy_start(p);
+	ret = rs_connect(&c, "127.0.0.1", p->port, &o);
+	if (ret)
+		fprintf(stderr, "connect via proxy :%u: %s (accepted %d, "
+				"refused %d, proxy error %d)\n", p->port,
+			rs_strerror(ret), proxy_count(p, &p->accepted),
+			proxy_count(p, &p->refused), proxy_count(p, &p->err));
+	assert_int_equal(ret, 0);
+	return c;
+}
+
+/* The server's value of @k read directly (NULL when missing). */
+static char *server_value(const char *k)
+{
+	struct rs_client *d = conn();
+	void *val = NULL;
+	size_t len;
+	int ret = rs_get_nowait(d, k, strlen(k), &val, &len);
+
+	assert_true(ret == 0 || ret == -ENOENT);
+	rs_close(d);
+	return val;
+}
+
+static void want_server_value(const char *k, const char *v)
+{
+	char *got = server_value(k);
+
+	if (!v) {
+		assert_null(got);
+		return;
+	}
+	assert_non_null(got);
+	assert_string_equal(got, v);
+	rs_free(got);
+}
+
+/* Set @k directly, with a reply after it so every connection sees it. */
+static void server_set(const char *k, const char *v)
+{
+	struct rs_client *d = conn();
+
+	set_str(d, k, v);
+	assert_int_equal(rs_ping(d), 0);
+	rs_close(d);
+}
+
+/* An on_drop hook: another client writes (or deletes) a key. */
+struct rewrite {
+	const char *key;
+	const char *value; /* NULL: delete */
+	int err;
+};
+
+static void rewrite_key(void *arg)
+{
+	struct rewrite *r = arg;
+	struct rs_options o = { .timeout_ms = 10000 };
+	struct rs_client *d;
+	size_t kl = strlen(r->key);
+
+	r->err = rs_connect_addr(&d, addr, &o);
+	if (r->err)
+		return;
+	if (r->value)
+		r->err = rs_set(d, r->key, kl, r->value, strlen(r->value));
+	else
+		r->err = rs_delete_key(d, r->key, kl) == 1 ? 0 : -ENOENT;
+	if (!r->err)
+		r->err = rs_ping(d);
+	rs_close(d);
+}
+
+/* Every read whose reply is lost is sent again on a new connection. */
+static void test_reconnect_resends_reads(void **state)
+{
+	struct rs_client *c;
+	struct proxy p;
+	char k[128], q[128], m[128];
+	const void *keys[2] = { k, m };
+	size_t lens[2];
+	void *val, **vals;
+	size_t len, nk;
+	char **names;
+	int64_t n, n0;
+	int drops = 0;
+
+	(void)state;
+	K(k, sizeof(k), "rr");
+	K(m, sizeof(m), "rr-m");
+	K(q, sizeof(q), "rr-q");
+	lens[0] = strlen(k);
+	lens[1] = strlen(m);
+	server_set(k, "v");
+	server_set(m, "w");
+	c = proxy_client(&p, RS_RECONNECT, 0);
+
+	/* rs_get: the WAIT's reply lost, then the GET's */
+	for (int skip = 0; skip < 2; skip++) {
+		proxy_drop_reply(&p, skip, NULL, NULL);
+		assert_int_equal(rs_get(c, k, lens[0], &val, &len), 0);
+		assert_string_equal(val, "v");
+		rs_free(val);
+		assert_int_equal(rs_reconnects(c), ++drops);
+	}
+	/* rs_get_nowait: the CHECK's, then the GET's */
+	for (int skip = 0; skip < 2; skip++) {
+		proxy_drop_reply(&p, skip, NULL, NULL);
+		assert_int_equal(rs_get_nowait(c, k, lens[0], &val, &len), 0);
+		assert_string_equal(val, "v");
+		rs_free(val);
+		assert_int_equal(rs_reconnects(c), ++drops);
+	}
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_check(c, 2, keys, lens), 1);
+	assert_int_equal(rs_reconnects(c), ++drops);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_wait(c, 2, keys, lens, 5000), 0);
+	assert_int_equal(rs_reconnects(c), ++drops);
+	proxy_drop_reply(&p, 1, NULL, NULL); /* the MULTI_GET's reply */
+	assert_int_equal(rs_multi_get(c, 2, keys, lens, &vals, NULL), 0);
+	assert_string_equal(vals[0], "v");
+	assert_string_equal(vals[1], "w");
+	rs_free(vals);
+	assert_int_equal(rs_reconnects(c), ++drops);
+	assert_int_equal(rs_num_keys(c, &n0), 0);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_num_keys(c, &n), 0);
+	assert_int_equal(n, n0);
+	assert_int_equal(rs_reconnects(c), ++drops);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_list_keys(c, &names, NULL, &nk), 0);
+	bool seen = false;
+	for (size_t i = 0; i < nk; i++)
+		seen |= !strcmp(names[i], k);
+	assert_true(seen);
+	rs_free(names);
+	assert_int_equal(rs_reconnects(c), ++drops);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_ping(c), 0);
+	assert_int_equal(rs_reconnects(c), ++drops);
+
+	/* queues: QUEUE_LEN, and the WAIT of a blocking pop */
+	struct rs_client *d = conn();
+	assert_int_equal(rs_queue_push(d, q, strlen(q), "i1", 2), 0);
+	assert_int_equal(rs_queue_len(d, q, strlen(q), &n), 0);
+	assert_int_equal(n, 1);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_queue_len(c, q, strlen(q), &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(rs_reconnects(c), ++drops);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_queue_pop(c, q, strlen(q), true, 5000, &val,
+				      &len), 0);
+	assert_string_equal(val, "i1");
+	rs_free(val);
+	assert_int_equal(rs_reconnects(c), ++drops);
+	assert_int_equal(rs_queue_len(d, q, strlen(q), &n), 0);
+	assert_int_equal(n, 0);
+	rs_close(d);
+
+	assert_int_equal(proxy_count(&p, &p.drops), drops);
+	proxy_done(&p, c, drops);
+}
+
+/* An ADD whose reply is lost is never sent again: -RS_EUNKNOWN. */
+static void test_reconnect_add_not_resent(void **state)
+{
+	struct rs_client *c;
+	struct proxy p;
+	char k[128];
+	int64_t v;
+
+	(void)state;
+	K(k, sizeof(k), "ra");
+	c = proxy_client(&p, RS_RECONNECT, 0);
+	assert_int_equal(rs_add(c, k, strlen(k), 1, &v), 0);
+	assert_int_equal(v, 1);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	v = 12345;
+	int ret = rs_add(c, k, strlen(k), 5, &v);
+	/* applied exactly once: the server ran it, the client did not resend */
+	want_server_value(k, "6");
+	assert_int_equal(ret, -RS_EUNKNOWN);
+	assert_int_equal(v, 12345); /* untouched */
+	assert_non_null(strstr(rs_strerror(-RS_EUNKNOWN), "outcome unknown"));
+	assert_false(rs_connected(c));
+	/* the next call reconnects and goes on */
+	assert_int_equal(rs_add(c, k, strlen(k), 1, &v), 0);
+	assert_int_equal(v, 7);
+	proxy_done(&p, c, 1);
+}
+
+/* A COMPARE_SET whose reply is lost is answered by reading the key. */
+static void test_reconnect_compare_set_reads_back(void **state)
+{
+	struct rs_client *c;
+	struct proxy p;
+	char k[128];
+	struct rewrite rw = { .key = k };
+	void *cur;
+	size_t len;
+
+	(void)state;
+	K(k, sizeof(k), "rc");
+	c = proxy_client(&p, RS_RECONNECT, 0);
+
+	/* nobody else writes: the read shows the swap */
+	server_set(k, "A");
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur,
+					&len), 0);
+	assert_int_equal(len, 1);
+	assert_memory_equal(cur, "B", 1);
+	rs_free(cur);
+	want_server_value(k, "B");
+	assert_int_equal(rs_reconnects(c), 1);
+
+	/* another client sets it back to A before we reconnect: we report A,
+	 * where sending the COMPARE_SET again would have swapped A to B anew */
+	server_set(k, "A");
+	rw.value = "A";
+	proxy_drop_reply(&p, 0, rewrite_key, &rw);
+	assert_int_equal(rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur,
+					&len), 0);
+	assert_int_equal(rw.err, 0);
+	assert_int_equal(len, 1);
+	assert_memory_equal(cur, "A", 1);
+	rs_free(cur);
+	want_server_value(k, "A");
+	assert_int_equal(rs_reconnects(c), 2);
+
+	/* deleted meanwhile: a missing key reads as expected (not swapped) */
+	rw.value = NULL;
+	proxy_drop_reply(&p, 0, rewrite_key, &rw);
+	assert_int_equal(rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur,
+					&len), 0);
+	assert_int_equal(rw.err, 0);
+	assert_int_equal(len, 1);
+	assert_memory_equal(cur, "A", 1);
+	rs_free(cur);
+	want_server_value(k, NULL);
+	assert_int_equal(proxy_count(&p, &p.drops), 3);
+	proxy_done(&p, c, 3);
+}
+
+/*
+ * After a write lost its reply: the client is disconnected and its next
+ * call reconnects. A PING does that here, so that a drop armed after it
+ * hits the next write and not the reconnect's handshake.
+ */
+static void lost_then_reconnect(struct rs_client *c, int *lost)
+{
+	++*lost;
+	assert_false(rs_connected(c));
+	assert_int_equal(rs_ping(c), 0);
+	assert_int_equal(rs_reconnects(c), *lost);
+}
+
+/*
+ * Every other write whose reply (or acknowledging PING) is lost reports
+ * -RS_EUNKNOWN, is applied exactly once, and the next call reconnects.
+ */
+static void test_reconnect_writes_report_unknown(void **state)
+{
+	struct rs_client *c, *d;
+	struct proxy p;
+	char k[128], k2[128], q[128], b[128];
+	const void *keys[2] = { k, k2 };
+	const void *vals[2] = { "m1", "m2" };
+	size_t klens[2], vlens[2] = { 2, 2 };
+	void *val;
+	size_t len;
+	int64_t n;
+	int lost = 0;
+
+	(void)state;
+	K(k, sizeof(k), "rw");
+	K(k2, sizeof(k2), "rw2");
+	K(q, sizeof(q), "rw-q");
+	K(b, sizeof(b), "rw-b");
+	klens[0] = strlen(k);
+	klens[1] = strlen(k2);
+	c = proxy_client(&p, RS_RECONNECT, 0);
+	d = conn();
+
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_set(c, k, klens[0], "x", 1), -RS_EUNKNOWN);
+	lost_then_reconnect(c, &lost);
+	want_server_value(k, "x");
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	int ret = rs_append(c, k, klens[0], "y", 1);
+	want_server_value(k, "xy"); /* appended once */
+	assert_int_equal(ret, -RS_EUNKNOWN);
+	lost_then_reconnect(c, &lost);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_multi_set(c, 2, keys, klens, vals, vlens),
+			 -RS_EUNKNOWN);
+	lost_then_reconnect(c, &lost);
+	want_server_value(k, "m1");
+	want_server_value(k2, "m2");
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_delete_key(c, k2, klens[1]), -RS_EUNKNOWN);
+	lost_then_reconnect(c, &lost);
+	want_server_value(k2, NULL);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_queue_push(c, q, strlen(q), "1", 1), -RS_EUNKNOWN);
+	lost_then_reconnect(c, &lost);
+	assert_int_equal(rs_queue_len(d, q, strlen(q), &n), 0);
+	assert_int_equal(n, 1); /* pushed once */
+	assert_int_equal(rs_queue_push(d, q, strlen(q), "2", 1), 0);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_queue_pop(c, q, strlen(q), false, 0, &val, &len),
+			 -RS_EUNKNOWN);
+	lost_then_reconnect(c, &lost);
+	assert_int_equal(rs_queue_len(d, q, strlen(q), &n), 0);
+	assert_int_equal(n, 1); /* popped once: item 1 is gone with the reply */
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_barrier(c, b, strlen(b), 1, 5000), -RS_EUNKNOWN);
+	lost_then_reconnect(c, &lost);
+
+	/* and the client goes on */
+	assert_int_equal(rs_queue_pop(c, q, strlen(q), false, 0, &val, &len),
+			 0);
+	assert_memory_equal(val, "2", 1);
+	rs_free(val);
+	assert_int_equal(rs_set(c, k, klens[0], "z", 1), 0);
+	want_server_value(k, "z"); /* acknowledged: visible at once */
+	assert_int_equal(proxy_count(&p, &p.drops), lost);
+	rs_close(d);
+	proxy_done(&p, c, lost);
+}
+
+/*
+ * A server that closed an idle connection (a restart) has seen nothing of
+ * the next request: it is sent once, on a new connection, and succeeds.
+ */
+static void test_reconnect_sends_unsent_once(void **state)
+{
+	struct rs_client *c;
+	struct proxy p;
+	char k[128], k2[128];
+	int64_t v;
+
+	(void)state;
+	K(k, sizeof(k), "ru");
+	K(k2, sizeof(k2), "ru2");
+	c = proxy_client(&p, RS_RECONNECT, 0);
+	assert_int_equal(rs_add(c, k, strlen(k), 1, &v), 0);
+	proxy_drop_idle(&p);
+	assert_int_equal(rs_add(c, k, strlen(k), 1, &v), 0);
+	assert_int_equal(v, 2);
+	want_server_value(k, "2");
+	proxy_drop_idle(&p);
+	assert_int_equal(rs_set(c, k2, strlen(k2), "s", 1), 0);
+	want_server_value(k2, "s");
+	proxy_done(&p, c, 2);
+}
+
+/* Without RS_RECONNECT a lost connection stays lost, as before. */
+static void test_reconnect_off_by_default(void **state)
+{
+	struct rs_client *c;
+	struct proxy p;
+
+	(void)state;
+	c = proxy_client(&p, 0, 0);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_ping(c), -ECONNRESET);
+	assert_int_equal(rs_ping(c), -ENOTCONN);
+	proxy_done(&p, c, 0);
+}
+
+/*
+ * A server that stays away past the reconnect deadline: the call returns
+ * -ENOTCONN, a write that never left is not applied, and a later call
+ * reconnects once the server is back.
+ */
+static void test_reconnect_deadline(void **state)
+{
+	struct rs_client *c;
+	struct proxy p;
+	char k[128];
+	int64_t v;
+
+	(void)state;
+	K(k, sizeof(k), "rd");
+	c = proxy_client(&p, RS_RECONNECT, 800);
+	assert_int_equal(rs_add(c, k, strlen(k), 1, &v), 0);
+	proxy_refuse(&p, true);
+	proxy_drop_reply(&p, 0, NULL, NULL);
+	assert_int_equal(rs_ping(c), -ENOTCONN); /* a read: retried, in vain */
+	assert_true(proxy_count(&p, &p.refused) >= 1);
+	assert_false(rs_connected(c));
+	assert_int_equal(rs_add(c, k, strlen(k), 1, &v), -ENOTCONN);
+	want_server_value(k, "1"); /* never sent */
+	proxy_refuse(&p, false);
+	assert_int_equal(rs_add(c, k, strlen(k), 1, &v), 0);
+	assert_int_equal(v, 2);
+	proxy_done(&p, c, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -883,6 +1640,13 @@ int main(void)
 		cmocka_unit_test(test_connect_retries_until_server_appears),
 		cmocka_unit_test(test_connect_deadline),
 		cmocka_unit_test(test_cancel_race_fake),
+		cmocka_unit_test(test_reconnect_resends_reads),
+		cmocka_unit_test(test_reconnect_add_not_resent),
+		cmocka_unit_test(test_reconnect_compare_set_reads_back),
+		cmocka_unit_test(test_reconnect_writes_report_unknown),
+		cmocka_unit_test(test_reconnect_sends_unsent_once),
+		cmocka_unit_test(test_reconnect_off_by_default),
+		cmocka_unit_test(test_reconnect_deadline),
 	};
 
 	addr = getenv("RS_TEST_ADDR");

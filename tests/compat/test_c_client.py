@@ -11,6 +11,11 @@ helper process). Two kinds of test:
 * The interop tests drive ``<build>/bin/ringstore-cli`` next to unmodified
   PyTorch clients and check that both see the same keys: the CLI's "/" prefix
   matches PyTorch's, list_keys agrees, waits/queues/barriers cross over.
+* The restart tests (ringstore only: they SIGKILL the server and start it
+  again on the same port) check that ``wait --watch`` reconnects and waits on,
+  and that without reconnect, or past its deadline, the CLI gives up with the
+  documented exit status. The library's reconnect rule itself is tested in
+  the cmocka suite, through a fault-injecting proxy, against both servers.
 
 The build directory is $RS_BUILD_DIR, else <repo>/build (as for the server).
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -28,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Server, _start_ringstore, _TorchHost, reap, spawn
+from conftest import ROOT, Server, _start_ringstore, _TorchHost, kill_group, reap, spawn
 
 
 def _bin(name: str) -> Path:
@@ -92,7 +98,7 @@ def test_cmocka_suite(any_server):
     out = p.stdout + p.stderr
     assert p.returncode == 0, f"test_client failed against {any_server}:\n{out}"
     m = re.search(r"\[  PASSED  \] (\d+) test\(s\)\.", out)
-    assert m and int(m.group(1)) >= 20, out
+    assert m and int(m.group(1)) >= 28, out  # the reconnect tests included
     assert "FAILED" not in out, out
 
 
@@ -224,3 +230,83 @@ def test_cli_exit_codes(any_server, cli):
     assert closed.returncode == 2
     err = json.loads(cli.run("get", "--no-wait", "missing", json_out=True).stdout)
     assert err == {"ok": False, "op": "get", "error": "key not found", "exit": 4}
+
+
+def _ringstore(tmp_path, extra=()):
+    return _start_ringstore(tmp_path, int(os.environ.get("RS_THREADS", "1")), list(extra))
+
+
+def _kill9(srv: Server) -> None:
+    kill_group(srv.proc)
+    srv.exit_code = srv.proc.wait(timeout=10)
+    assert srv.exit_code == -signal.SIGKILL
+
+
+def _restart(srv: Server, tmp_path) -> Server:
+    """SIGKILL @srv and start a fresh ringstore on its port (its data is gone)."""
+    _kill9(srv)
+    new = _ringstore(tmp_path, ["--port", str(srv.port)])
+    assert new.port == srv.port
+    return new
+
+
+def _json_lines(p) -> list[dict]:
+    return [json.loads(line) for line in p.stdout.read().splitlines()]
+
+
+@pytest.mark.timeout_s(120)
+def test_cli_wait_watch_survives_server_restarts(tmp_path):
+    srv = _ringstore(tmp_path)
+    cli = Cli(srv)
+    p = spawn(cli.argv("wait", "k1", "k2", "--watch", "--interval", "0.2",
+                       json_out=True, timeout="100"),
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = []
+    try:
+        for restart in range(2):
+            # the watch waits on this server once it has reconnected to it
+            # (restart times so far) and reported progress after that
+            while True:
+                line = json.loads(p.stdout.readline())
+                seen.append(line)
+                if line["event"] == "reconnected":
+                    assert line["reconnects"] == restart, seen
+                elif line["present"] == 0 and sum(
+                        x["event"] == "reconnected" for x in seen) == restart:
+                    break
+            srv = _restart(srv, tmp_path)
+        store = srv.client()
+        store.set("k1", "a")
+        store.set("k2", "b")
+        assert reap(p, timeout=60) == 0, p.stderr.read()
+        lines = seen + _json_lines(p)
+        reconnects = [x["reconnects"] for x in lines if x.get("event") == "reconnected"]
+        assert reconnects == [1, 2], lines
+        assert lines[-1]["ok"] is True and lines[-1]["op"] == "wait", lines
+    finally:
+        reap(p, timeout=0)
+        rc = srv.stop()
+    assert rc == 0, srv.log_tail()
+
+
+def test_cli_wait_watch_gives_up_without_reconnect_or_past_its_deadline(tmp_path):
+    srv = _ringstore(tmp_path)
+    cli = Cli(srv)
+    # --reconnect 0: reconnect off, so the server's death ends the watch (5)
+    off = spawn(cli.argv("wait", "never", "--watch", "--interval", "0.1",
+                         "--reconnect", "0", json_out=True, timeout="60"),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # a server that does not come back within --reconnect 1: exit 2
+    gone = spawn(cli.argv("wait", "never", "--watch", "--interval", "0.1",
+                          "--reconnect", "1", json_out=True, timeout="60"),
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for q in (off, gone):  # both are waiting on the server: progress lines
+        assert json.loads(q.stdout.readline())["event"] == "progress"
+    _kill9(srv)
+    assert reap(off, timeout=30) == 5
+    last = _json_lines(off)[-1]
+    assert last["exit"] == 5 and last["error"] == "connection closed by the server", last
+    assert reap(gone, timeout=30) == 2
+    last = _json_lines(gone)[-1]
+    assert last["ok"] is False and last["exit"] == 2, last
+    assert last["error"].startswith("not connected"), last
