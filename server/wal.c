@@ -57,6 +57,8 @@
 /* How often the flusher thread writes while records keep coming. */
 #define WRITE_EVERY_MS 5
 #define SYNC_EVERY_MS 1000
+/* After this long without a record, the flusher sleeps until kicked. */
+#define IDLE_AFTER_MS 1000
 /* iovecs per writev. */
 #define WRITE_IOVS 64
 
@@ -454,9 +456,11 @@ static void nap(struct wal *w, uint64_t ms)
 static void *flusher_main(void *arg)
 {
 	struct wal *w = arg;
+	uint64_t busy_ms = 0;
 
 	pthread_setname_np(pthread_self(), "rs-wal");
 	for (;;) {
+		uint64_t now = now_mono_ms();
 		bool pending = atomic_load_explicit(&w->reserved,
 						    memory_order_relaxed) !=
 			       atomic_load_explicit(&w->written,
@@ -468,8 +472,19 @@ static void *flusher_main(void *arg)
 						&w->written,
 						memory_order_relaxed);
 
-		nap(w, pending ? WRITE_EVERY_MS
-			       : unsynced ? SYNC_EVERY_MS : 0);
+		/*
+		 * While records come, write every few milliseconds, whether
+		 * or not there is one right now: a writer that found the
+		 * flusher asleep wakes it with a system call (wal_kick), and
+		 * with a nap between records that would be one per record.
+		 * A second after the last record, with all of it synced,
+		 * sleep until kicked.
+		 */
+		if (pending)
+			busy_ms = now;
+		nap(w, pending || unsynced || now - busy_ms < IDLE_AFTER_MS
+			       ? WRITE_EVERY_MS
+			       : 0);
 		if (w->stop)
 			break;
 		if (atomic_load_explicit(&w->failed, memory_order_relaxed))
@@ -558,7 +573,13 @@ int wal_open(struct wal **out, const struct wal_config *cfg, struct store *st,
 	w->fd = w->lock_fd = -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_mutex_init(&w->wake_mu, NULL);
-	pthread_cond_init(&w->wake_cv, NULL);
+	/* nap()'s deadlines are CLOCK_MONOTONIC (a condvar's default clock
+	 * is the wall clock: a monotonic deadline would lie in its past). */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->wake_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (!w->cfg.ring_bytes)
 		w->cfg.ring_bytes = WAL_RING_DEFAULT;
 	if (!w->cfg.compact_min)

@@ -340,3 +340,40 @@ def test_sigkill_at_each_compaction_step(tmp_path, step):
     d.start()  # and once more, after whatever the first restart cleaned up
     check_acked(d, [ws])
     d.stop()
+
+
+# ---- a quiet log costs nothing ------------------------------------------------------
+
+def thread_cpu_ticks(pid: int, name: str) -> int:
+    """utime + stime (clock ticks) of the server's thread called @name."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == name:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+    raise AssertionError(f"no thread {name} in {pid}")
+
+
+@pytest.mark.timeout_s(60)
+def test_log_thread_sleeps_between_writes(tmp_path):
+    """With a trickle of writes, and once they stop, the log's thread sleeps
+    between its rounds: over two seconds of each it uses next to no CPU (a
+    thread that spins, as one whose timed waits expired at once did, uses a
+    large share of a CPU)."""
+    d = Durable(tmp_path)
+    d.start()
+    hz = os.sysconf("SC_CLK_TCK")
+    with d.raw() as c:
+        before = thread_cpu_ticks(d.proc.pid, "rs-wal")
+        for i in range(20):  # ten a second
+            c.send(req("SET", s(f"/k{i}"), s("v")))
+            time.sleep(0.1)
+        c.send(req("GET", s("/k19")))
+        assert c.recv_bytes() == b"v"
+        used = thread_cpu_ticks(d.proc.pid, "rs-wal") - before
+        assert used <= hz // 10, f"rs-wal used {used / hz:.2f} s of CPU in 2 s of a trickle"
+    time.sleep(1.5)  # it keeps its rhythm for a second after the last write
+    before = thread_cpu_ticks(d.proc.pid, "rs-wal")
+    time.sleep(2.0)
+    used = thread_cpu_ticks(d.proc.pid, "rs-wal") - before
+    assert used <= hz // 20, f"rs-wal used {used / hz:.2f} s of CPU in 2 s of idleness"
+    d.stop()
