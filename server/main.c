@@ -25,6 +25,7 @@
 #include "listen.h"
 #include "log.h"
 #include "net.h"
+#include "now.h"
 #include "options.h"
 #include "reactor.h"
 #include "server.h"
@@ -519,13 +520,35 @@ static void announce(const struct server *srv, const struct sockets *sk,
 			 default_threads(cpu->usable));
 }
 
-/* Step 10: until SIGINT or SIGTERM. */
-static void wait_for_signal(const sigset_t *sigs)
+/*
+ * Step 10: until SIGINT or SIGTERM, or with --idle-exit S until no store
+ * client has been connected for S seconds (a store that a torchrun agent
+ * started for its job ends with the job: ringstore.rendezvous).
+ */
+static void wait_for_signal(const sigset_t *sigs, const struct server *srv,
+			    uint32_t idle_exit_s)
 {
+	const struct timespec tick = { .tv_sec = 1 };
+	uint64_t idle_since = now_mono_ms();
 	int sig;
 
-	while (sigwait(sigs, &sig))
-		;
+	for (;;) {
+		if (!idle_exit_s) {
+			if (!sigwait(sigs, &sig))
+				break;
+			continue;
+		}
+		sig = sigtimedwait(sigs, NULL, &tick);
+		if (sig > 0)
+			break;
+		if (atomic_load_explicit(&srv->conns, memory_order_relaxed))
+			idle_since = now_mono_ms();
+		else if (now_mono_ms() - idle_since >= idle_exit_s * 1000ull) {
+			log_info("no client for %u s (--idle-exit): shutting "
+				 "down", idle_exit_s);
+			return;
+		}
+	}
 	log_info("received %s, shutting down", strsignal(sig));
 }
 
@@ -590,7 +613,7 @@ int main(int argc, char **argv)
 	code = 1;
 	if (!start_reactors(&srv, sk.fds)) {
 		announce(&srv, &sk, &cpu);
-		wait_for_signal(&sigs);
+		wait_for_signal(&sigs, &srv, o.idle_exit_s);
 		code = 0;
 	}
 	stop_reactors(&srv);

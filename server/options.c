@@ -267,6 +267,11 @@ static const struct opt table[] = {
 		  "most 64 are served at once" },
 
 	SECTION("Other"),
+	{ "idle-exit", 0, OPT_NUM, IN(idle_exit_s, 0, 86400 * 365, 1),
+	  .def = "0", .metavar = "S",
+	  .help = "exit (as on SIGTERM) once no store client has been "
+		  "connected for S seconds; 0: never. What a torchrun agent "
+		  "passes to a store it starts for its job" },
 	{ "log-level", 'l', OPT_LEVEL, AT(log_level), .def = "info",
 	  .metavar = "LEVEL", .help = "error, warn, info or debug" },
 	{ "help", 'h', OPT_FLAG, AT(help), .stop = true,

@@ -59,6 +59,8 @@ struct options {
 	uint32_t fsync;             /* enum wal_fsync */
 	bool repair_log;            /* keep a damaged log's good prefix */
 	uint64_t compact_min_bytes; /* log bytes before compaction */
+	uint32_t idle_exit_s;       /* exit after this long with no client;
+				     * 0: never */
 	uint32_t log_level;         /* enum log_level */
 	bool help;                  /* --help: print options_usage(), exit 0 */
 	bool version;               /* --version */

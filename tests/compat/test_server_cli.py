@@ -368,3 +368,22 @@ def test_raises_open_file_limit(tmp_path):
     assert f"open-file limit: {hard}" in err.read_text()
     p.send_signal(signal.SIGTERM)
     assert reap(p, 10) == 0
+
+
+def test_idle_exit_waits_for_the_last_client(tmp_path):
+    """--idle-exit S: while a store client is connected the server stays; S
+    seconds after the last one left it exits 0, as on SIGTERM (what a store a
+    torchrun agent started for its job does when the job is over)."""
+    import torch.distributed as dist
+
+    p, port, err = start(["--port", "0", "--bind", "127.0.0.1", "--idle-exit", "1"], tmp_path)
+    s = dist.TCPStore("127.0.0.1", port, is_master=False, wait_for_workers=False, timeout=T)
+    s.set("k", "v")
+    time.sleep(2.5)
+    assert p.poll() is None, "exited with a client connected"
+    assert s.get("k") == b"v"
+    del s
+    assert reap(p, 30) == 0
+    log = err.read_text()
+    assert "no client for 1 s (--idle-exit): shutting down" in log, log
+    assert re.search(r"stats: .*accepted=1 ", log), log

@@ -111,6 +111,7 @@ static void test_defaults(void **state)
 	assert_int_equal(o.fsync, WAL_FSYNC_EVERYSEC);
 	assert_false(o.repair_log);
 	assert_int_equal(o.compact_min_bytes, WAL_COMPACT_MIN_DEFAULT);
+	assert_int_equal(o.idle_exit_s, 0);
 	assert_int_equal(o.log_level, LOG_LVL_INFO);
 	assert_false(o.help);
 	assert_false(o.version);
@@ -370,7 +371,8 @@ static void test_usage(void **state)
 		"      --repair-log ", "      --compact-min-bytes N ",
 		"      --control-port N ", "      --control-bind ADDR ",
 		"      --control-socket PATH ",
-		"      --control-idle-timeout S ", "  -l, --log-level LEVEL ",
+		"      --control-idle-timeout S ", "      --idle-exit S ",
+		"  -l, --log-level LEVEL ",
 		"  -h, --help ", "  -V, --version ",
 	};
 	static const char *const sections[] = {
