@@ -179,7 +179,8 @@ static int ep_init(struct io *io)
 
 	if (!io->b.cfg->spread_sends)
 		return 0;
-	snprintf(name, sizeof(name), "rs-spread-%ld", (long)syscall(SYS_gettid));
+	/* syscall(): gettid() is glibc 2.30's, and the wheel targets 2.28. */
+	snprintf(name, sizeof(name), "rs-spread-%d", (int)syscall(SYS_gettid));
 	ret = sender_start(&io->sender, name, sender_woke, io);
 	if (ret)
 		log_info("epoll: cannot start a send helper thread (%s): "
