@@ -288,14 +288,20 @@ def newest_log(data: Path) -> Path:
 
 # ---- systemd ----------------------------------------------------------------
 
+def analyze(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """systemd-analyze @args on a copy of the unit whose ExecStart runs the
+    built binary (verify checks that the program exists)."""
+    need_binaries()
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace(unit_argv()[0], str(BIN)))
+    return subprocess.run([need("systemd-analyze"), *args, str(unit)],
+                          capture_output=True, text=True)
+
+
 def test_unit_verifies(tmp_path):
     """systemd-analyze verify: no unknown key, bad value or missing binary
     (it prints those as warnings and still exits 0, so any output fails)."""
-    need_binaries()
-    tool = need("systemd-analyze")
-    unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace(unit_argv()[0], str(BIN)))
-    r = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True)
+    r = analyze(tmp_path, "verify")
     out = (r.stdout + r.stderr).strip()
     assert r.returncode == 0 and not out, out
 
@@ -308,12 +314,7 @@ EXPOSURE = 1.4
 
 def test_unit_security_exposure(tmp_path):
     """systemd-analyze security --offline: no worse than EXPOSURE."""
-    need_binaries()
-    tool = need("systemd-analyze")
-    unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace(unit_argv()[0], str(BIN)))
-    r = subprocess.run([tool, "security", "--offline=yes", "--no-pager", str(unit)],
-                       capture_output=True, text=True)
+    r = analyze(tmp_path, "security", "--offline=yes", "--no-pager")
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d)", r.stdout + r.stderr)
     assert m, r.stdout + r.stderr
     assert float(m.group(1)) <= EXPOSURE, r.stdout
