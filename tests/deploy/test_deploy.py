@@ -54,7 +54,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from procs import reap, spawn, unregister_proc  # noqa: E402
+from procs import reap, spawn, unregister_proc, watchdog  # noqa: E402
 
 BUILD = Path(os.environ.get("RS_BUILD_DIR") or ROOT / "build")
 BIN = BUILD / "bin" / "ringstore"
@@ -80,6 +80,16 @@ FOREIGN_FLAGS = {
 }
 LISTEN_RX = re.compile(r"^ringstore listening on (\S+):(\d+)$")
 CONTROL_RX = re.compile(r"^ringstore control on (\S+)$")
+
+
+# No conftest.py here: tests/rdzv's modules import theirs as `conftest`, and
+# step 7 collects both directories in one session.
+@pytest.fixture(autouse=True)
+def _watchdog(request):
+    """tests/procs.py's watchdog: past 120 s a test's stacks are dumped and
+    the processes it started are killed."""
+    with watchdog(request, 120.0):
+        yield
 
 
 def need(tool: str) -> str:
@@ -745,7 +755,6 @@ def test_every_service_key_is_accounted_for():
     assert not missing, f"add a check (or the reason for none) to SERVICE_KEYS: {missing}"
 
 
-@pytest.mark.timeout_s(200)
 @pytest.mark.parametrize("key", sorted({k for s, k, _ in unit_entries()
                                         if s == "Service" and callable(SERVICE_KEYS.get(k))}))
 def test_sandbox_admits_what_ringstore_does(sandboxed, key):
@@ -767,7 +776,6 @@ def test_sandboxed_runs_covered_both_backends(sandboxed):
                for c in sandboxed.calls)
 
 
-@pytest.mark.timeout_s(200)
 def test_damaged_log_is_not_restarted(sandboxed):
     """The exit status of a damaged log is one the unit does not restart on."""
     rc = sandboxed.rcs["damaged"]
@@ -942,7 +950,6 @@ def test_readme_links_the_guide():
 
 # ---- backups --------------------------------------------------------------------
 
-@pytest.mark.timeout_s(90)
 @pytest.mark.parametrize("step", ["rotated", "snapshot-written", "switched"])
 def test_backup_during_compaction_restores(tmp_path, step):
     """A copy taken while a compaction is held after @step (the files are
