@@ -74,9 +74,9 @@ FOREIGN_FLAGS = {
     # torchrun
     "--nnodes", "--nproc-per-node", "--max-restarts", "--rdzv-backend",
     "--rdzv-endpoint", "--rdzv-id", "--rdzv-conf",
-    # cmake, systemctl, journalctl, kubectl, curl
+    # cmake, systemctl, journalctl, kubectl, curl, chown
     "--install", "--now", "--no-pager", "--type", "--previous", "--force",
-    "--grace-period", "--unix-socket",
+    "--grace-period", "--unix-socket", "--reference",
 }
 LISTEN_RX = re.compile(r"^ringstore listening on (\S+):(\d+)$")
 CONTROL_RX = re.compile(r"^ringstore control on (\S+)$")
