@@ -12,15 +12,11 @@
  * and the reply scanner (on replies written here as the server writes
  * them).
  */
+#include "helpers.h"
+
 #include <errno.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 #include "proto.h"
 
@@ -316,95 +312,99 @@ static void test_limits_default(void **state)
 	assert_int_equal(lim.max_request, 64u << 20);
 }
 
-/* Every sample: encoded size, whole feed, trailing bytes, parse. */
+/* Each sample encoded alone into a buffer of its own, handed to @fn. */
+static void each_sample(void (*fn)(const struct sample *s, struct buf *b))
+{
+	for (size_t k = 0; k < NSAMPLES; k++) {
+		struct buf b = { 0 };
+
+		encode(&b, &samples[k]);
+		fn(&samples[k], &b);
+		buf_free(&b);
+	}
+}
+
+/* Encoded size, whole feed, trailing bytes, parse. */
+static void whole(const struct sample *s, struct buf *b)
+{
+	size_t len = buf_used(b), used = 12345;
+	struct proto_decoder d;
+
+	assert_int_equal(len, expected_len(s));
+	dec_init(&d, &deflim, s->op);
+	assert_int_equal(proto_decoder_feed(&d, b->data, len, &used), 1);
+	assert_int_equal(used, len);
+	assert_int_equal(d.req_len, len);
+	assert_int_equal(d.op, s->op);
+	assert_int_equal(d.err, PROTO_E_NONE);
+	assert_false(d.handshake);
+	check_parsed(b->data, len, s);
+
+	/* Bytes of a following request are left alone. */
+	assert_int_equal(buf_append(b, "\x07\x07\x07", 3), 0);
+	dec_init(&d, &deflim, s->op);
+	assert_int_equal(proto_decoder_feed(&d, b->data, len + 3, &used), 1);
+	assert_int_equal(used, len);
+	assert_int_equal(d.req_len, len);
+}
+
 static void test_whole(void **state)
 {
 	(void)state;
-	for (size_t k = 0; k < NSAMPLES; k++) {
-		const struct sample *s = &samples[k];
-		struct buf b = { 0 };
+	each_sample(whole);
+}
+
+/* Split into two feeds at every byte offset. */
+static void split_every_offset(const struct sample *s, struct buf *b)
+{
+	size_t len = buf_used(b);
+
+	for (size_t cut = 0; cut < len; cut++) {
 		struct proto_decoder d;
-		size_t used = 12345;
-
-		encode(&b, s);
-		size_t len = buf_used(&b);
-		assert_int_equal(len, expected_len(s));
+		size_t used = 999;
 
 		dec_init(&d, &deflim, s->op);
-		assert_int_equal(proto_decoder_feed(&d, b.data, len, &used), 1);
-		assert_int_equal(used, len);
+		assert_int_equal(proto_decoder_feed(&d, b->data, cut, &used),
+				 0);
+		assert_int_equal(used, cut);
+		assert_int_equal(d.req_len, cut);
+		assert_int_equal(proto_decoder_feed(&d, b->data + cut,
+						    len - cut, &used),
+				 1);
+		assert_int_equal(used, len - cut);
 		assert_int_equal(d.req_len, len);
-		assert_int_equal(d.op, s->op);
-		assert_int_equal(d.err, PROTO_E_NONE);
-		assert_false(d.handshake);
-		check_parsed(b.data, len, s);
-
-		/* Bytes of a following request are left alone. */
-		assert_int_equal(buf_append(&b, "\x07\x07\x07", 3), 0);
-		dec_init(&d, &deflim, s->op);
-		assert_int_equal(
-			proto_decoder_feed(&d, b.data, len + 3, &used), 1);
-		assert_int_equal(used, len);
-		assert_int_equal(d.req_len, len);
-		buf_free(&b);
 	}
 }
 
-/* Every sample split into two feeds at every byte offset. */
 static void test_split_every_offset(void **state)
 {
 	(void)state;
-	for (size_t k = 0; k < NSAMPLES; k++) {
-		const struct sample *s = &samples[k];
-		struct buf b = { 0 };
-
-		encode(&b, s);
-		size_t len = buf_used(&b);
-		for (size_t cut = 0; cut < len; cut++) {
-			struct proto_decoder d;
-			size_t used = 999;
-
-			dec_init(&d, &deflim, s->op);
-			assert_int_equal(
-				proto_decoder_feed(&d, b.data, cut, &used), 0);
-			assert_int_equal(used, cut);
-			assert_int_equal(d.req_len, cut);
-			assert_int_equal(proto_decoder_feed(&d, b.data + cut,
-							    len - cut, &used),
-					 1);
-			assert_int_equal(used, len - cut);
-			assert_int_equal(d.req_len, len);
-		}
-		buf_free(&b);
-	}
+	each_sample(split_every_offset);
 }
 
-/* Every sample fed one byte at a time: complete exactly on the last. */
+/* Fed one byte at a time: complete exactly on the last. */
+static void byte_at_a_time(const struct sample *s, struct buf *b)
+{
+	size_t len = buf_used(b), used;
+	struct proto_decoder d;
+
+	dec_init(&d, &deflim, s->op);
+	for (size_t i = 0; i < len; i++) {
+		int want = i + 1 == len ? 1 : 0;
+
+		assert_int_equal(proto_decoder_feed(&d, b->data + i, 1, &used),
+				 want);
+		assert_int_equal(used, 1);
+		if (want == 0 && s->op == OP_VALIDATE)
+			assert_true(d.handshake);
+	}
+	assert_int_equal(d.req_len, len);
+}
+
 static void test_byte_at_a_time(void **state)
 {
 	(void)state;
-	for (size_t k = 0; k < NSAMPLES; k++) {
-		const struct sample *s = &samples[k];
-		struct proto_decoder d;
-		struct buf b = { 0 };
-		size_t used;
-
-		encode(&b, s);
-		size_t len = buf_used(&b);
-		dec_init(&d, &deflim, s->op);
-		for (size_t i = 0; i < len; i++) {
-			int want = i + 1 == len ? 1 : 0;
-
-			assert_int_equal(
-				proto_decoder_feed(&d, b.data + i, 1, &used),
-				want);
-			assert_int_equal(used, 1);
-			if (want == 0 && s->op == OP_VALIDATE)
-				assert_true(d.handshake);
-		}
-		assert_int_equal(d.req_len, len);
-		buf_free(&b);
-	}
+	each_sample(byte_at_a_time);
 }
 
 /*
@@ -481,26 +481,28 @@ static void test_coalesced(void **state)
 }
 
 /* A truncated or padded request is not one well-formed request. */
-static void test_parse_rejects(void **state)
+static void parse_rejects(const struct sample *s, struct buf *b)
 {
+	size_t len = buf_used(b);
 	struct proto_req req;
 	uint8_t tmp[256];
 
-	(void)state;
-	for (size_t k = 0; k < NSAMPLES; k++) {
-		struct buf b = { 0 };
+	(void)s;
+	assert_true(len < sizeof(tmp));
+	for (size_t cut = 0; cut < len; cut++)
+		assert_int_equal(proto_parse(b->data, cut, &req), -EPROTO);
+	memcpy(tmp, b->data, len);
+	tmp[len] = 0;
+	assert_int_equal(proto_parse(tmp, len + 1, &req), -EPROTO);
+}
 
-		encode(&b, &samples[k]);
-		size_t len = buf_used(&b);
-		assert_true(len < sizeof(tmp));
-		for (size_t cut = 0; cut < len; cut++)
-			assert_int_equal(proto_parse(b.data, cut, &req),
-					 -EPROTO);
-		memcpy(tmp, b.data, len);
-		tmp[len] = 0;
-		assert_int_equal(proto_parse(tmp, len + 1, &req), -EPROTO);
-		buf_free(&b);
-	}
+static void test_parse_rejects(void **state)
+{
+	struct proto_req req;
+	uint8_t tmp[1];
+
+	(void)state;
+	each_sample(parse_rejects);
 	tmp[0] = OP__COUNT;
 	assert_int_equal(proto_parse(tmp, 1, &req), -EPROTO);
 	tmp[0] = 255;
