@@ -138,8 +138,9 @@ static void conn_close_fd(struct bench_conn *c)
 	c->sending = c->recv_armed = false;
 }
 
-void bench_conn_fail(struct bench_thread *t, struct bench_conn *c,
-		     const char *why)
+/* Count a connection-level error and close @c for good. */
+static void bench_conn_fail(struct bench_thread *t, struct bench_conn *c,
+			    const char *why)
 {
 	if (c->state == CS_DEAD)
 		return;

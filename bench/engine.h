@@ -274,9 +274,6 @@ static inline bool bench_can_issue(const struct bench_conn *c, uint32_t depth)
 	return c->state == CS_READY && c->tn < depth &&
 	       c->en + 4 <= BENCH_EXPQ;
 }
-/* Count a connection-level error and close @c for good. */
-void bench_conn_fail(struct bench_thread *t, struct bench_conn *c,
-		     const char *why);
 
 /* The engine's defaults, for what neither the user nor the workload set. */
 extern const struct bench_opts bench_fallback;
