@@ -138,8 +138,9 @@ static void conn_close_fd(struct bench_conn *c)
 	c->sending = c->recv_armed = false;
 }
 
-void bench_conn_fail(struct bench_thread *t, struct bench_conn *c,
-		     const char *why)
+/* Count a connection-level error and close @c for good. */
+static void bench_conn_fail(struct bench_thread *t, struct bench_conn *c,
+			    const char *why)
 {
 	if (c->state == CS_DEAD)
 		return;
@@ -681,22 +682,27 @@ static double self_cpu_s(void)
 		       1e6;
 }
 
-void bench_opts_fallback(struct bench_opts *o)
+const struct bench_opts bench_fallback = {
+	.conns = 64, .pipeline = 8, .keys = 16, .key_bytes = 16,
+	.value_bytes = 64, .keyspace = 10000, .rounds = 1,
+};
+
+void bench_opts_fill(struct bench_opts *o, const struct bench_opts *d)
 {
 	if (!o->conns)
-		o->conns = 64;
+		o->conns = d->conns;
 	if (!o->pipeline)
-		o->pipeline = 8;
+		o->pipeline = d->pipeline;
 	if (!o->keys)
-		o->keys = 16;
+		o->keys = d->keys;
 	if (!o->key_bytes)
-		o->key_bytes = 16;
-	if (o->value_bytes == UINT32_MAX)
-		o->value_bytes = 64;
+		o->key_bytes = d->key_bytes;
+	if (o->value_bytes == UINT32_MAX && d->value_bytes)
+		o->value_bytes = d->value_bytes;
 	if (!o->keyspace)
-		o->keyspace = 10000;
+		o->keyspace = d->keyspace;
 	if (!o->rounds)
-		o->rounds = 1;
+		o->rounds = d->rounds;
 }
 
 static int resolve(const struct bench_opts *o)

@@ -193,15 +193,21 @@ struct bench {
 
 /*
  * A workload, as the engine sees it: a row of the table in workload.c. Every
- * hook runs on the bench thread that owns @t and @c, except defaults,
+ * hook runs on the bench thread that owns @t and @c, except adjust,
  * total_conns and prep_count (the main thread, before the threads start).
  * Hooks that may be NULL say so.
  */
 struct bench_workload {
 	const char *name;
 	const char *help; /* one line or more for --help, "\n"-separated */
-	/* Fill options the user left unset with this workload's defaults. */
-	void (*defaults)(struct bench_opts *o);
+	/* This workload's defaults for the options the user left unset
+	 * (those bench_opts_fill reads). */
+	struct bench_opts dflt;
+	/*
+	 * After dflt is applied, before the engine's defaults (NULL: none):
+	 * options that follow from others, and those the workload fixes.
+	 */
+	void (*adjust)(struct bench_opts *o);
 	/* Connections to open (NULL: o->conns). */
 	uint32_t (*total_conns)(const struct bench_opts *o);
 	/*
@@ -268,12 +274,15 @@ static inline bool bench_can_issue(const struct bench_conn *c, uint32_t depth)
 	return c->state == CS_READY && c->tn < depth &&
 	       c->en + 4 <= BENCH_EXPQ;
 }
-/* Count a connection-level error and close @c for good. */
-void bench_conn_fail(struct bench_thread *t, struct bench_conn *c,
-		     const char *why);
 
-/* Fill what @o still leaves unset (0) with the engine's defaults. */
-void bench_opts_fallback(struct bench_opts *o);
+/* The engine's defaults, for what neither the user nor the workload set. */
+extern const struct bench_opts bench_fallback;
+/*
+ * Fill the options @o leaves unset (0, or UINT32_MAX for value_bytes) with
+ * those @d sets (not 0): conns, pipeline, keys, key_bytes, value_bytes,
+ * keyspace and rounds; the other fields of @d are not read.
+ */
+void bench_opts_fill(struct bench_opts *o, const struct bench_opts *d);
 
 /*
  * Run the benchmark described by @b->o against the server (whose address

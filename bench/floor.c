@@ -10,8 +10,9 @@
  * the store's state (everything but rendezvous, fanout and queue; fanout
  * with --park-waits, below), with the same batching: replies are gathered
  * per connection while a batch of events is handled and written with one
- * send per connection per loop iteration. Requests are framed by proto's decoder (framing is not store
- * work); only their first bytes (opcode, then a count or a nonce) are kept.
+ * send per connection per loop iteration. Requests are framed by proto's
+ * decoder (framing is not store work); only their first bytes (opcode, then
+ * a count or a nonce) are kept.
  * Replies are canned, with the shape of each opcode: none for VALIDATE, SET,
  * MULTI_SET, APPEND and QUEUE_PUSH; the nonce for PING; READY for CHECK;
  * STOP_WAITING for WAIT; WAIT_CANCELED for CANCEL_WAIT; a counter for ADD;
@@ -39,9 +40,11 @@
  * Two I/O mechanisms, both on one thread (compare with ringstore at one
  * reactor):
  *  uring  multishot accept, multishot recv drawing from a provided-buffer
- *         ring, SEND (one buffer) or SENDMSG, one io_uring_enter per loop
- *         iteration (the submit of the sends is the wait), as in
- *         server/reactor.c;
+ *         ring (common/recvbufs.h, as the server's), SEND (one buffer) or
+ *         SENDMSG (with --send-zc BYTES, their zero-copy forms for writes
+ *         of BYTES or more), one io_uring_enter per loop iteration (the
+ *         submit of the sends is the wait), as the server's io_uring
+ *         backend does (server/io_uring.c);
  *  epoll  level-triggered epoll, nonblocking accept4 and recv into one
  *         loop-wide buffer, one writev per connection per iteration, and
  *         EPOLLOUT only while a connection has unsent bytes.

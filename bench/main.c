@@ -101,7 +101,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 	int c;
 	uint64_t v;
 
-	/* 0 (or UINT32_MAX for the value size) is "unset": see defaults. */
+	/* 0 (or UINT32_MAX for the value size) is "unset": see the end. */
 	*o = (struct bench_opts){
 		.value_bytes = UINT32_MAX, .duration = 10, .threads = 1,
 		.wl = workload_find("multi-get"), .connect_inflight = 256,
@@ -174,8 +174,10 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 	}
 	if (!o->host[0])
 		strcpy(o->host, "127.0.0.1");
-	o->wl->defaults(o);
-	bench_opts_fallback(o);
+	bench_opts_fill(o, &o->wl->dflt);
+	if (o->wl->adjust)
+		o->wl->adjust(o);
+	bench_opts_fill(o, &bench_fallback);
 	return 0;
 }
 

@@ -407,78 +407,37 @@ static int64_t cap_i64(const uint8_t *cap, unsigned caplen)
 	return v;
 }
 
-/* Options shared by the multi-* workloads. */
-static void wl_multi_defaults(struct bench_opts *o)
-{
-	if (!o->keyspace)
-		o->keyspace = 100000;
-}
-
-/* multi-get-hot: a small key space that stays in the server's caches. */
-static void wl_hot_defaults(struct bench_opts *o)
-{
-	if (!o->conns)
-		o->conns = 256;
-	if (!o->pipeline)
-		o->pipeline = 4;
-	if (!o->keyspace)
-		o->keyspace = 1024;
-}
-
-/* multi-get-wide: the same traffic over 100k keys. */
-static void wl_wide_defaults(struct bench_opts *o)
-{
-	if (!o->conns)
-		o->conns = 256;
-	if (!o->pipeline)
-		o->pipeline = 4;
-	if (!o->keyspace)
-		o->keyspace = 100000;
-}
-
 /* Workloads of single requests, one in flight like a real client. */
-static void wl_single_defaults(struct bench_opts *o)
+static void wl_single_adjust(struct bench_opts *o)
 {
 	o->pipeline = 1;
 }
 
-static void wl_heartbeat_defaults(struct bench_opts *o)
+static void wl_heartbeat_adjust(struct bench_opts *o)
 {
 	o->pipeline = 1;
-	if (!o->conns)
-		o->conns = 64;
 	if (o->total_rate > 0 && o->conns)
 		o->rate = o->total_rate / o->conns;
 	if (o->rate <= 0)
 		o->rate = 1.0;
 }
 
-static void wl_heartbeat16k_defaults(struct bench_opts *o)
+static void wl_heartbeat16k_adjust(struct bench_opts *o)
 {
-	if (!o->conns)
-		o->conns = 16000;
 	if (!(o->rate > 0) && !(o->total_rate > 0))
 		o->total_rate = 100000;
-	wl_heartbeat_defaults(o);
+	wl_heartbeat_adjust(o);
 }
 
-static void wl_queue_defaults(struct bench_opts *o)
+static void wl_queue_adjust(struct bench_opts *o)
 {
-	if (!o->conns)
-		o->conns = 64;
 	if (!o->keyspace)
 		o->keyspace = o->conns / 8 ? o->conns / 8 : 1;
 	o->pipeline = 1;
 }
 
-static void wl_nccl_defaults(struct bench_opts *o)
+static void wl_nccl_adjust(struct bench_opts *o)
 {
-	if (!o->conns)
-		o->conns = 2000;
-	if (!o->keys)
-		o->keys = 782;
-	if (o->value_bytes == UINT32_MAX)
-		o->value_bytes = 128;
 	o->keyspace = o->keys; /* every connection reads the same keys */
 	o->pipeline = 1;
 }
@@ -903,65 +862,71 @@ static const struct bench_workload wl_table[] = {
 	{ .name = "multi-get",
 	  .help = "MULTI_GET of --keys random keys, --pipeline in flight;\n"
 		  "the key space is written first",
-	  .defaults = wl_multi_defaults, .prep_count = wl_populate_count,
+	  .dflt = { .keyspace = 100000 }, .prep_count = wl_populate_count,
 	  .issue = wl_get_issue, .reply = wl_populated_reply,
 	  .tick = wl_get_tick, WL_SCRATCH },
 	{ .name = "multi-get-hot",
 	  .help = "multi-get, 256 conns, pipeline 4, 1024-key space",
-	  .defaults = wl_hot_defaults, .prep_count = wl_populate_count,
+	  /* A small key space, which stays in the server's caches. */
+	  .dflt = { .conns = 256, .pipeline = 4, .keyspace = 1024 },
+	  .prep_count = wl_populate_count,
 	  .issue = wl_get_issue, .reply = wl_populated_reply,
 	  .tick = wl_get_tick, WL_SCRATCH },
 	{ .name = "multi-get-wide",
 	  .help = "multi-get, 256 conns, pipeline 4, 100k-key space",
-	  .defaults = wl_wide_defaults, .prep_count = wl_populate_count,
+	  .dflt = { .conns = 256, .pipeline = 4, .keyspace = 100000 },
+	  .prep_count = wl_populate_count,
 	  .issue = wl_get_issue, .reply = wl_populated_reply,
 	  .tick = wl_get_tick, WL_SCRATCH },
 	{ .name = "multi-set",
 	  .help = "MULTI_SET of --keys random keys, each with a PING fence",
-	  .defaults = wl_multi_defaults, .issue = wl_set_issue,
+	  .dflt = { .keyspace = 100000 }, .issue = wl_set_issue,
 	  .reply = wl_plain_reply, .tick = wl_set_tick, WL_SCRATCH },
 	{ .name = "multi-mix", .help = "half multi-get, half multi-set",
-	  .defaults = wl_multi_defaults, .prep_count = wl_populate_count,
+	  .dflt = { .keyspace = 100000 }, .prep_count = wl_populate_count,
 	  .issue = wl_mix_issue, .reply = wl_populated_reply,
 	  .tick = wl_mix_tick, WL_SCRATCH },
 	{ .name = "ops-mix",
 	  .help = "one op in flight per connection: get (WAIT+GET) 40%,\n"
 		  "set 20%, add 20%, check 10%, compare_set 10%",
-	  .defaults = wl_single_defaults, .prep_count = wl_populate_count,
+	  .adjust = wl_single_adjust, .prep_count = wl_populate_count,
 	  .issue = wl_ops_mix_issue, .reply = wl_ops_mix_reply, WL_SCRATCH },
 	{ .name = "rendezvous",
 	  .help = "every rank connects (timed), ADDs, WAITs for the last\n"
 		  "rank's SET and GETs it",
-	  .defaults = wl_single_defaults, .issue = wl_rendezvous_issue,
+	  .adjust = wl_single_adjust, .issue = wl_rendezvous_issue,
 	  .reply = wl_rendezvous_reply, .done_target = wl_all_done,
 	  .connects_in_run = true, .own_latency = true, WL_SCRATCH },
 	{ .name = "fanout",
 	  .help = "--conns WAITs on one key, then one SET wakes them all",
-	  .defaults = wl_single_defaults, .total_conns = wl_fanout_conns,
+	  .adjust = wl_single_adjust, .total_conns = wl_fanout_conns,
 	  .prep_count = wl_fanout_prep, .issue = wl_fanout_issue,
 	  .reply = wl_fanout_reply, .done_target = wl_waiters_done,
 	  .own_latency = true, WL_SCRATCH },
 	{ .name = "heartbeat",
 	  .help = "CHECK of one key per connection, --rate per connection\n"
 		  "or --total-rate per second",
-	  .defaults = wl_heartbeat_defaults, .prep_count = wl_populate_count,
+	  .dflt = { .conns = 64 }, .adjust = wl_heartbeat_adjust,
+	  .prep_count = wl_populate_count,
 	  .issue = wl_heartbeat_issue, .reply = wl_populated_reply,
 	  .tick = wl_heartbeat_tick, WL_SCRATCH },
 	{ .name = "heartbeat-16k",
 	  .help = "heartbeat, 16000 conns, 100k CHECKs/s in total",
-	  .defaults = wl_heartbeat16k_defaults,
+	  .dflt = { .conns = 16000 }, .adjust = wl_heartbeat16k_adjust,
 	  .prep_count = wl_populate_count, .issue = wl_heartbeat_issue,
 	  .reply = wl_populated_reply, .tick = wl_heartbeat_tick, WL_SCRATCH },
 	{ .name = "queue",
 	  .help = "producers QUEUE_PUSH, consumers pop like PyTorch's\n"
 		  "blocking queue_pop (QUEUE_LEN, WAIT, QUEUE_POP)",
-	  .defaults = wl_queue_defaults, .issue = wl_queue_issue,
+	  .dflt = { .conns = 64 }, .adjust = wl_queue_adjust,
+	  .issue = wl_queue_issue,
 	  .reply = wl_queue_reply, .tick = wl_queue_tick, WL_SCRATCH },
 	{ .name = "nccl-init",
 	  .help = "NCCL's scalable init: --keys (782) values of --value-bytes\n"
 		  "(128) are written, then each of --conns (2000) sends\n"
 		  "--rounds (1) MULTI_GETs of all of them",
-	  .defaults = wl_nccl_defaults, .prep_count = wl_populate_count,
+	  .dflt = { .conns = 2000, .keys = 782, .value_bytes = 128 },
+	  .adjust = wl_nccl_adjust, .prep_count = wl_populate_count,
 	  .issue = wl_nccl_issue, .reply = wl_nccl_reply,
 	  .done_target = wl_all_done, WL_SCRATCH },
 };

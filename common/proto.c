@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * proto.c - the TCPStore codec: request decoder and parser, reply scanner,
- * and the encoders for both directions (see proto.h and PROTOCOL.md).
+ * and the request encoders (see proto.h and PROTOCOL.md).
  *
  * Each opcode's request body is described by a short "field program": a list
  * of fixed-width integers, length-prefixed strings and at most one counted,
@@ -467,34 +467,6 @@ int proto_parse(const uint8_t *p, size_t len, struct proto_req *req)
 int proto_parse_framed(const uint8_t *p, size_t len, struct proto_req *req)
 {
 	return parse(p, len, req, true);
-}
-
-/* Encoders. */
-
-int proto_put_u8(struct buf *b, uint8_t v)
-{
-	return buf_append(b, &v, 1);
-}
-
-int proto_put_u32(struct buf *b, uint32_t v)
-{
-	return buf_append(b, &v, 4);
-}
-
-int proto_put_i64(struct buf *b, int64_t v)
-{
-	return buf_append(b, &v, 8);
-}
-
-int proto_put_bytes(struct buf *b, const void *p, uint64_t len)
-{
-	if (len > SIZE_MAX - 8 || buf_reserve(b, 8 + (size_t)len))
-		return -ENOMEM;
-	memcpy(b->data + b->len, &len, 8);
-	if (len)
-		memcpy(b->data + b->len + 8, p, (size_t)len);
-	b->len += 8 + (size_t)len;
-	return 0;
 }
 
 /*

@@ -7,7 +7,8 @@
  *  - an incremental request decoder that finds where a request ends, checking
  *    every length and count against the limits as soon as it is read, and a
  *    parser that turns a complete, already-scanned request into slices;
- *  - encoders that append requests and replies to a struct buf, and an
+ *  - encoders that append requests to a struct buf (the server writes its
+ *    replies straight into a connection's output queue: store.c), and an
  *    incremental reply scanner for clients and the benchmark.
  *
  * All integers on the wire are little-endian (host order on every supported
@@ -185,13 +186,6 @@ static inline void proto_next_str(const uint8_t **cur, struct proto_slice *out)
 	out->len = len;
 	*cur += 8 + len;
 }
-
-/* Reply encoders (server side). Each returns 0 or -ENOMEM. */
-int proto_put_u8(struct buf *b, uint8_t v);
-int proto_put_u32(struct buf *b, uint32_t v);
-int proto_put_i64(struct buf *b, int64_t v);
-/* u64 length then the bytes. */
-int proto_put_bytes(struct buf *b, const void *p, uint64_t len);
 
 /*
  * Request encoders (client side). Keys are sent exactly as given (callers

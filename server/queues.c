@@ -1,8 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * queues.c - see queues.h. Each stripe holds a list of queue records (key
- * copy, head/tail of a singly linked item list, length). A record is freed
- * when its queue becomes empty, so popped-out queues cost no memory.
+ * queues.c - see queues.h. A striped map (stripemap.h) holds a record per
+ * non-empty queue: a copy of its key, its items in order and their number.
+ * A record is deleted when its queue becomes empty, so popped-out queues
+ * cost no memory.
+ *
+ * `nonempty` counts the records. It is raised and lowered seq_cst, under
+ * the stripe lock, because queues_len skips the lookup when it reads 0: a
+ * WAIT's re-check (waiters.c) must not miss a push that raced its enlist.
  */
 #include "queues.h"
 
@@ -13,40 +18,33 @@
 #include <string.h>
 
 #include "compiler.h"
+#include "list.h"
+#include "stripemap.h"
 #include "table.h"
 
-#define QUEUES_STRIPES 1024
-
 struct qitem {
-	struct qitem *next;
+	struct qitem *next, *prev;
 	struct table_entry *e; /* owned reference */
 };
 
+LIST_DEFINE(qitems, struct qitem, next, prev)
+
 struct queue {
-	struct queue *next; /* in the stripe */
-	struct qitem *head, *tail;
+	struct stripemap_rec rec; /* first: chain link, hash, key length */
+	struct qitems items;      /* owned, oldest first; never empty */
 	int64_t len;
-	uint64_t hash;
-	size_t klen;
 	uint8_t key[];
 };
-
-struct qstripe {
-	pthread_mutex_t lock;
-	struct queue *queues; /* owned */
-} RS_ALIGNED_CACHELINE;
+_Static_assert(offsetof(struct queue, rec) == 0, "stripemap.h");
 
 struct queues {
-	struct qstripe stripes[QUEUES_STRIPES];
-	atomic_uint_fast64_t nonempty;
+	struct stripemap map; /* of struct queue; stripe counts unused */
+	/* Written by every push and pop: a line of their own, so that the
+	 * map's read-only tail (read by every lookup) is not bounced. */
+	atomic_uint_fast64_t nonempty RS_ALIGNED_CACHELINE;
 	atomic_uint_fast64_t items;
 	atomic_uint_fast64_t bytes; /* value bytes of all items */
 };
-
-static struct qstripe *qstripe_of(struct queues *qs, uint64_t hash)
-{
-	return &qs->stripes[hash & (QUEUES_STRIPES - 1)];
-}
 
 struct queues *queues_create(void)
 {
@@ -54,82 +52,78 @@ struct queues *queues_create(void)
 
 	if (!qs)
 		return NULL;
-	memset(qs, 0, sizeof(*qs));
-	for (size_t i = 0; i < QUEUES_STRIPES; i++)
-		pthread_mutex_init(&qs->stripes[i].lock, NULL);
+	stripemap_init(&qs->map, sizeof(struct queue),
+		       offsetof(struct queue, key));
+	atomic_init(&qs->nonempty, 0);
+	atomic_init(&qs->items, 0);
+	atomic_init(&qs->bytes, 0);
 	return qs;
+}
+
+/* stripemap_fini's drop: a queue's items and their references. */
+static void drop_items(struct stripemap_rec *r, void *arg)
+{
+	struct queue *q = container_of(r, struct queue, rec);
+	struct qitem *it, *next;
+
+	(void)arg;
+	for (it = q->items.head; it; it = next) {
+		next = it->next;
+		table_entry_unref(it->e);
+		free(it);
+	}
 }
 
 void queues_destroy(struct queues *qs)
 {
 	if (!qs)
 		return;
-	for (size_t i = 0; i < QUEUES_STRIPES; i++) {
-		struct queue *q = qs->stripes[i].queues, *qn;
-		for (; q; q = qn) {
-			qn = q->next;
-			for (struct qitem *it = q->head, *in; it; it = in) {
-				in = it->next;
-				table_entry_unref(it->e);
-				free(it);
-			}
-			free(q);
-		}
-		pthread_mutex_destroy(&qs->stripes[i].lock);
-	}
+	stripemap_fini(&qs->map, drop_items, NULL);
 	free(qs);
 }
 
-static struct queue **find(struct qstripe *s, uint64_t hash,
-			   const uint8_t *key, size_t klen)
+/* Under s->lock: the queue of @key, or NULL. */
+static struct queue *find(struct queues *qs, struct stripe *s, uint64_t hash,
+			  const uint8_t *key, size_t klen)
 {
-	struct queue **pp = &s->queues;
+	struct stripemap_rec *r = stripemap_find(&qs->map, s, hash, key, klen);
 
-	for (; *pp; pp = &(*pp)->next)
-		if ((*pp)->hash == hash && (*pp)->klen == klen &&
-		    !memcmp((*pp)->key, key, klen))
-			return pp;
-	return pp;
+	return r ? container_of(r, struct queue, rec) : NULL;
 }
 
 int queues_push(struct queues *qs, uint64_t hash, const uint8_t *key,
 		size_t klen, const uint8_t *val, size_t vlen)
 {
-	struct qstripe *s = qstripe_of(qs, hash);
+	struct stripe *s = stripemap_stripe(&qs->map, hash);
 	struct qitem *it = malloc(sizeof(*it));
-	struct queue **pp, *q;
+	struct queue *q;
 
 	if (!it)
 		return -ENOMEM;
-	it->next = NULL;
+	it->next = it->prev = NULL;
 	it->e = table_entry_new(0, NULL, 0, val, vlen, NULL, 0);
 	if (!it->e) {
 		free(it);
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&s->lock);
-	pp = find(s, hash, key, klen);
-	q = *pp;
+	q = find(qs, s, hash, key, klen);
 	if (!q) {
-		q = malloc(sizeof(*q) + klen);
-		if (!q) {
+		struct stripemap_rec *r = stripemap_add(&qs->map, s, hash, key,
+							klen);
+		if (!r) {
 			pthread_mutex_unlock(&s->lock);
 			table_entry_unref(it->e);
 			free(it);
 			return -ENOMEM;
 		}
-		memset(q, 0, sizeof(*q));
-		q->hash = hash;
-		q->klen = klen;
-		memcpy(q->key, key, klen);
-		*pp = q;
+		q = container_of(r, struct queue, rec);
+		q->items = (struct qitems){ 0 };
+		q->len = 0;
+		/* seq_cst: pairs with the load in queues_len (see the top). */
 		atomic_fetch_add(&qs->nonempty, 1);
 	}
-	if (q->tail)
-		q->tail->next = it;
-	else
-		q->head = it;
-	q->tail = it;
+	qitems_push_tail(&q->items, it);
 	q->len++;
 	atomic_fetch_add_explicit(&qs->items, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&qs->bytes, vlen, memory_order_relaxed);
@@ -140,26 +134,23 @@ int queues_push(struct queues *qs, uint64_t hash, const uint8_t *key,
 int64_t queues_pop(struct queues *qs, uint64_t hash, const uint8_t *key,
 		   size_t klen, struct table_entry **out)
 {
-	struct qstripe *s = qstripe_of(qs, hash);
-	struct queue **pp, *q;
-	struct qitem *it = NULL;
+	struct stripe *s = stripemap_stripe(&qs->map, hash);
+	struct qitem *it;
+	struct queue *q;
 	int64_t len;
 
 	pthread_mutex_lock(&s->lock);
-	pp = find(s, hash, key, klen);
-	q = *pp;
+	q = find(qs, s, hash, key, klen);
 	if (!q) {
 		pthread_mutex_unlock(&s->lock);
 		return 0;
 	}
 	len = q->len;
-	it = q->head;
-	q->head = it->next;
-	if (!q->head)
-		q->tail = NULL;
+	it = q->items.head;
+	qitems_remove(&q->items, it);
 	if (--q->len == 0) {
-		*pp = q->next;
-		free(q);
+		stripemap_del(s, &q->rec);
+		/* seq_cst: as the increment in queues_push. */
 		atomic_fetch_sub(&qs->nonempty, 1);
 	}
 	atomic_fetch_sub_explicit(&qs->items, 1, memory_order_relaxed);
@@ -173,14 +164,16 @@ int64_t queues_pop(struct queues *qs, uint64_t hash, const uint8_t *key,
 int64_t queues_len(struct queues *qs, uint64_t hash, const uint8_t *key,
 		   size_t klen)
 {
-	struct qstripe *s = qstripe_of(qs, hash);
+	struct stripe *s = stripemap_stripe(&qs->map, hash);
+	struct queue *q;
 	int64_t len;
 
-	/* seq_cst: a WAIT's re-check must see a push that raced its enlist. */
+	/* seq_cst: a WAIT's re-check must see a push that raced its enlist
+	 * (pairs with the increment in queues_push). */
 	if (atomic_load(&qs->nonempty) == 0)
 		return 0;
 	pthread_mutex_lock(&s->lock);
-	struct queue *q = *find(s, hash, key, klen);
+	q = find(qs, s, hash, key, klen);
 	len = q ? q->len : 0;
 	pthread_mutex_unlock(&s->lock);
 	return len;
@@ -208,14 +201,18 @@ int queues_foreach(struct queues *qs,
 {
 	int ret = 0;
 
-	for (size_t i = 0; i < QUEUES_STRIPES && !ret; i++) {
-		struct qstripe *s = &qs->stripes[i];
+	for (size_t i = 0; i < STRIPEMAP_STRIPES && !ret; i++) {
+		struct stripe *s = &qs->map.stripes[i];
 
 		pthread_mutex_lock(&s->lock);
-		for (struct queue *q = s->queues; q && !ret; q = q->next)
-			for (struct qitem *it = q->head; it && !ret;
+		for (struct stripemap_rec *r = s->recs.head; r && !ret;
+		     r = r->next) {
+			struct queue *q = container_of(r, struct queue, rec);
+
+			for (struct qitem *it = q->items.head; it && !ret;
 			     it = it->next)
-				ret = cb(q->key, q->klen, it->e, arg);
+				ret = cb(q->key, r->klen, it->e, arg);
+		}
 		pthread_mutex_unlock(&s->lock);
 	}
 	return ret;

@@ -5,7 +5,7 @@
  * Queues live in their own namespace, apart from the key-value table; a
  * queue with no items behaves as absent. Items are immutable entries (key
  * length 0), so a popped item can be sent by reference. Lock-striped by key
- * hash like the waiters; safe from any thread. An atomic count of non-empty
+ * hash (stripemap.h), like the waiters; safe from any thread. An atomic count of non-empty
  * queues lets presence checks (CHECK/WAIT) skip the lookup when no queue
  * holds anything.
  */

@@ -2,17 +2,17 @@
 /*
  * waiters.c - see waiters.h.
  *
- * Layout: WAITERS_STRIPES stripes, each a mutex, an atomic node count and a
- * singly linked list of wait_key records (one per waited-on key, holding a
- * copy of the key and a doubly linked list of nodes in arrival order). Keys
- * are placed by the low bits of their hash; stripes are padded to a cache
- * line so unrelated keys do not contend.
+ * Layout: a striped map (stripemap.h) of wait_key records, one per
+ * waited-on key, each holding a copy of the key and the list of its nodes
+ * in arrival order. A record is deleted with its last node, so keys nobody
+ * waits for cost no memory. Each stripe's count is the number of nodes
+ * enlisted in it, and `total` the number enlisted anywhere.
  *
  * The no-lost-wake-up argument (Dekker): a writer publishes its change with a
- * table CAS, issues a seq_cst fence (waiters_wake), then loads the stripe
- * count (first the global one, then the stripe's); or, when the CAS itself
- * was seq_cst, loads the counts seq_cst with no fence (waiters_wake_sc). A waiter increments
- * both counts (seq_cst, under the lock), then
+ * table CAS, issues a seq_cst fence (waiters_wake), then loads the node
+ * counts (first the total, then the stripe's); or, when the CAS itself was
+ * seq_cst, loads the counts seq_cst with no fence (waiters_wake_sc). A
+ * waiter increments both counts (seq_cst, under the stripe lock), then
  * re-checks readiness. Of two such sequences at least one sees the other:
  * either the writer sees count > 0 and takes the lock (and so sees the node,
  * enlisted before the count was raised), or the waiter's re-check sees the
@@ -24,32 +24,25 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "compiler.h"
 #include "hash.h"
+#include "list.h"
 #include "now.h"
 #include "proto.h"
+#include "stripemap.h"
 
-#define WAITERS_STRIPES 4096
+LIST_DEFINE(wait_nodes, struct wait_node, next, prev)
 
 struct wait_key {
-	struct wait_key *next;          /* in the stripe */
-	struct wait_node *head, *tail;  /* nodes in arrival order */
-	uint64_t hash;
-	uint64_t nodes;
-	size_t klen;
+	struct stripemap_rec rec;  /* first: chain link, hash, key length */
+	struct wait_nodes nodes;   /* in arrival order; never empty */
 	uint8_t key[];
 };
-
-struct stripe {
-	pthread_mutex_t lock;
-	atomic_uint_fast64_t count; /* nodes in this stripe */
-	struct wait_key *keys;      /* owned */
-} RS_ALIGNED_CACHELINE;
+_Static_assert(offsetof(struct wait_key, rec) == 0, "stripemap.h");
 
 struct waiters {
-	struct stripe stripes[WAITERS_STRIPES];
+	struct stripemap map; /* of wait_key; stripe counts: nodes */
 	/* Nodes enlisted anywhere: read by every write, so that writes to
 	 * keys nobody waits for skip the stripe's cache line entirely. It is
 	 * written only when a wait begins or ends, so it stays in cache. */
@@ -58,7 +51,7 @@ struct waiters {
 
 static struct stripe *stripe_of(struct waiters *w, uint64_t hash)
 {
-	return &w->stripes[hash & (WAITERS_STRIPES - 1)];
+	return stripemap_stripe(&w->map, hash);
 }
 
 struct waiters *waiters_create(void)
@@ -67,9 +60,9 @@ struct waiters *waiters_create(void)
 
 	if (!w)
 		return NULL;
-	memset(w, 0, sizeof(*w));
-	for (size_t i = 0; i < WAITERS_STRIPES; i++)
-		pthread_mutex_init(&w->stripes[i].lock, NULL);
+	stripemap_init(&w->map, sizeof(struct wait_key),
+		       offsetof(struct wait_key, key));
+	atomic_init(&w->total, 0);
 	return w;
 }
 
@@ -77,14 +70,7 @@ void waiters_destroy(struct waiters *w)
 {
 	if (!w)
 		return;
-	for (size_t i = 0; i < WAITERS_STRIPES; i++) {
-		struct wait_key *wk = w->stripes[i].keys, *next;
-		for (; wk; wk = next) {
-			next = wk->next;
-			free(wk);
-		}
-		pthread_mutex_destroy(&w->stripes[i].lock);
-	}
+	stripemap_fini(&w->map, NULL, NULL);
 	free(w);
 }
 
@@ -120,24 +106,13 @@ static int reserve_nodes(struct wait_state *ws, uint64_t n)
 	return 0;
 }
 
-static struct wait_key *find_key(struct stripe *s, uint64_t hash,
-				 const uint8_t *key, size_t klen)
+/* Under s->lock: the record of @key, or NULL. */
+static struct wait_key *find_key(struct waiters *w, struct stripe *s,
+				 uint64_t hash, const uint8_t *key, size_t klen)
 {
-	for (struct wait_key *wk = s->keys; wk; wk = wk->next)
-		if (wk->hash == hash && wk->klen == klen &&
-		    !memcmp(wk->key, key, klen))
-			return wk;
-	return NULL;
-}
+	struct stripemap_rec *r = stripemap_find(&w->map, s, hash, key, klen);
 
-static void unlink_key(struct stripe *s, struct wait_key *wk)
-{
-	struct wait_key **pp = &s->keys;
-
-	while (*pp != wk)
-		pp = &(*pp)->next;
-	*pp = wk->next;
-	free(wk);
+	return r ? container_of(r, struct wait_key, rec) : NULL;
 }
 
 /* Under s->lock: take @node off its key's list; frees an empty key record. */
@@ -146,20 +121,12 @@ static void unlink_node(struct waiters *w, struct stripe *s,
 {
 	struct wait_key *wk = node->wk;
 
-	if (node->prev)
-		node->prev->next = node->next;
-	else
-		wk->head = node->next;
-	if (node->next)
-		node->next->prev = node->prev;
-	else
-		wk->tail = node->prev;
+	wait_nodes_remove(&wk->nodes, node);
 	node->wk = NULL;
-	node->next = node->prev = NULL;
 	atomic_fetch_sub_explicit(&s->count, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&w->total, 1, memory_order_relaxed);
-	if (--wk->nodes == 0)
-		unlink_key(s, wk);
+	if (!wk->nodes.head)
+		stripemap_del(s, &wk->rec);
 }
 
 static int enlist(struct waiters *w, struct wait_node *node, uint64_t hash,
@@ -169,29 +136,19 @@ static int enlist(struct waiters *w, struct wait_node *node, uint64_t hash,
 	struct wait_key *wk;
 
 	pthread_mutex_lock(&s->lock);
-	wk = find_key(s, hash, key, klen);
+	wk = find_key(w, s, hash, key, klen);
 	if (!wk) {
-		wk = malloc(sizeof(*wk) + klen);
-		if (!wk) {
+		struct stripemap_rec *r = stripemap_add(&w->map, s, hash, key,
+							klen);
+		if (!r) {
 			pthread_mutex_unlock(&s->lock);
 			return -ENOMEM;
 		}
-		memset(wk, 0, sizeof(*wk));
-		wk->hash = hash;
-		wk->klen = klen;
-		memcpy(wk->key, key, klen);
-		wk->next = s->keys;
-		s->keys = wk;
+		wk = container_of(r, struct wait_key, rec);
+		wk->nodes = (struct wait_nodes){ 0 };
 	}
 	node->wk = wk;
-	node->next = NULL;
-	node->prev = wk->tail;
-	if (wk->tail)
-		wk->tail->next = node;
-	else
-		wk->head = node;
-	wk->tail = node;
-	wk->nodes++;
+	wait_nodes_push_tail(&wk->nodes, node);
 	/* seq_cst: pair with the fence + count loads in waiters_wake. */
 	atomic_fetch_add(&w->total, 1);
 	atomic_fetch_add(&s->count, 1);
@@ -378,11 +335,11 @@ static uint64_t wake(struct waiters *w, struct stripe *s, uint64_t hash,
 	uint64_t woken = 0;
 
 	pthread_mutex_lock(&s->lock);
-	wk = find_key(s, hash, key, klen);
+	wk = find_key(w, s, hash, key, klen);
 	while (wk && woken < max) {
-		struct wait_node *node = wk->head;
+		struct wait_node *node = wk->nodes.head;
 		struct wait_state *ws = node->ws;
-		bool last = wk->nodes == 1;
+		bool last = !node->next;
 		/*
 		 * Read who and seq while our node is still linked: the owner
 		 * cannot start another wait before that. After the final
@@ -409,21 +366,24 @@ uint64_t waiters_count(struct waiters *w)
 {
 	uint64_t n = 0;
 
-	for (size_t i = 0; i < WAITERS_STRIPES; i++)
-		n += atomic_load_explicit(&w->stripes[i].count,
+	for (size_t i = 0; i < STRIPEMAP_STRIPES; i++)
+		n += atomic_load_explicit(&w->map.stripes[i].count,
 					  memory_order_relaxed);
 	return n;
 }
 
 void waiters_foreach(struct waiters *w, waiters_visit_fn cb, void *arg)
 {
-	for (size_t i = 0; i < WAITERS_STRIPES; i++) {
-		struct stripe *s = &w->stripes[i];
+	for (size_t i = 0; i < STRIPEMAP_STRIPES; i++) {
+		struct stripe *s = &w->map.stripes[i];
 		if (!atomic_load_explicit(&s->count, memory_order_relaxed))
 			continue;
 		pthread_mutex_lock(&s->lock);
-		for (struct wait_key *wk = s->keys; wk; wk = wk->next)
-			cb(arg, wk->key, wk->klen, wk->head);
+		for (struct stripemap_rec *r = s->recs.head; r; r = r->next) {
+			struct wait_key *wk = container_of(r, struct wait_key,
+							   rec);
+			cb(arg, wk->key, r->klen, wk->nodes.head);
+		}
 		pthread_mutex_unlock(&s->lock);
 	}
 }

@@ -10,9 +10,9 @@
  * the wake-up through the deliver callback (the reactor appends the 00 byte
  * directly, or sends it to the owning reactor's ring).
  *
- * Lists live in lock-striped buckets keyed by the key hash. Each stripe has
- * an atomic count of its nodes so that a write to a key nobody waits for
- * costs one load and no lock. Registration re-checks readiness after
+ * Lists live in a lock-striped map keyed by the key hash (stripemap.h). An
+ * atomic count of all nodes, and one per stripe, let a write to a key nobody
+ * waits for cost one load and no lock. Registration re-checks readiness after
  * enlisting, so a concurrent write is never missed: the writer's publish and
  * the waiter's enlist are each followed by a seq_cst fence before the other
  * side's check (Dekker), see waiters.c.
@@ -132,8 +132,9 @@ bool waiters_any_sc(struct waiters *w);
 uint64_t waiters_count(struct waiters *w);
 
 /*
- * Visit every waited-on key: @cb gets the key, its node count and the
- * owners. Takes each stripe lock in turn; for the control plane only.
+ * Visit every waited-on key: @cb gets the key and its first node (->next
+ * leads to the others, in arrival order; ->ws to their owners). Takes each
+ * stripe lock in turn and holds it during @cb; for the control plane only.
  */
 typedef void (*waiters_visit_fn)(void *arg, const uint8_t *key, size_t klen,
 				 const struct wait_node *first);

@@ -311,7 +311,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifdef RS_FUZZ_SEED_MAIN
 /*
  * Seed corpus: header byte, no schedule (or a short one), then realistic
- * request streams and replies built with the encoders.
+ * request streams built with the encoders, and replies.
  */
 static int write_seed(const char *dir, int idx, uint8_t hdr,
 		      const uint8_t *sched, size_t nsched, const struct buf *b)
@@ -327,6 +327,19 @@ static int write_seed(const char *dir, int idx, uint8_t hdr,
 	fwrite(sched, 1, nsched, f);
 	fwrite(buf_head(b), 1, buf_used(b), f);
 	return fclose(f) ? -errno : 0;
+}
+
+/* Reply fields as the server writes them (store.c): an integer of @n
+ * bytes in host order, or a u64 length and then the bytes. */
+static void put_int(struct buf *b, uint64_t v, size_t n)
+{
+	buf_append(b, &v, n);
+}
+
+static void put_str(struct buf *b, const char *p, uint64_t n)
+{
+	put_int(b, n, 8);
+	buf_append(b, p, n);
 }
 
 static void all_requests(struct buf *b)
@@ -379,16 +392,16 @@ int main(int argc, char **argv)
 
 	/* Replies of each shape. */
 	buf_reset(&b);
-	proto_put_i64(&b, 3);
-	proto_put_bytes(&b, "/a", 2);
-	proto_put_bytes(&b, "", 0);
-	proto_put_bytes(&b, "init/", 5);
+	put_int(&b, 3, 8);
+	put_str(&b, "/a", 2);
+	put_str(&b, "", 0);
+	put_str(&b, "init/", 5);
 	rc |= write_seed(argv[1], idx++, 3 << 4, NULL, 0, &b);
 	buf_reset(&b);
-	proto_put_i64(&b, 1);
-	proto_put_bytes(&b, "job", 3);
-	proto_put_u8(&b, 0);
-	proto_put_u32(&b, 12345);
+	put_int(&b, 1, 8);
+	put_str(&b, "job", 3);
+	put_int(&b, 0, 1);
+	put_int(&b, 12345, 4);
 	rc |= write_seed(argv[1], idx++, 2 << 4, sched, 1, &b);
 	buf_free(&b);
 	return rc ? 1 : 0;

@@ -19,23 +19,16 @@
  * duplicated 00 would show up in place of the nonce). Bounded in count and
  * time; talks to 127.0.0.1 only.
  */
+#include "helpers.h"
+
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <cmocka.h>
 
 #include "buf.h"
 #include "net.h"
@@ -114,8 +107,7 @@ static char *rd_bytes(struct cl *c, uint64_t *len)
 
 	rd(c, &n, 8);
 	assert_true(n < (64u << 20));
-	char *p = malloc(n + 1);
-	assert_non_null(p);
+	char *p = t_malloc(n + 1);
 	rd(c, p, n);
 	p[n] = '\0';
 	if (len)
@@ -196,66 +188,32 @@ static bool cl_wait_for(struct cl *c, const char *k, int ms)
 
 static int start_server(void **state)
 {
-	int out[2];
-	char line[256] = { 0 };
-	size_t n = 0;
+	char *args[32] = { (char *)server_bin, "--port", "0", "--bind",
+			   "127.0.0.1", "--threads", (char *)server_threads,
+			   "--log-level", "warn" };
+	int na = 9;
 
 	(void)state;
 	for (char **e = server_extra; *e; e++) {
 		if (strcmp(*e, "TMP") || e == server_extra ||
 		    strcmp(e[-1], "--data-dir"))
 			continue;
-		snprintf(data_dir, sizeof(data_dir), "/tmp/stress-wal.XXXXXX");
-		assert_non_null(mkdtemp(data_dir));
+		t_tmpdir(data_dir, sizeof(data_dir), "stress-wal");
 		*e = data_dir;
 	}
-	assert_int_equal(pipe(out), 0);
-	server_pid = fork();
-	assert_true(server_pid >= 0);
-	if (server_pid == 0) {
-		dup2(out[1], STDOUT_FILENO);
-		close(out[0]);
-		close(out[1]);
-		char *args[32] = { (char *)server_bin, "--port", "0", "--bind",
-				   "127.0.0.1", "--threads",
-				   (char *)server_threads, "--log-level",
-				   "warn" };
-		int na = 9;
-		for (char **e = server_extra; *e && na < 31; e++)
-			args[na++] = *e;
-		args[na] = NULL;
-		execv(server_bin, args);
-		_exit(127);
-	}
-	close(out[1]);
-	while (n < sizeof(line) - 1) {
-		ssize_t r = read(out[0], line + n, 1);
-		if (r <= 0 || line[n] == '\n')
-			break;
-		n++;
-	}
-	close(out[0]);
-	char *colon = strrchr(line, ':');
-	assert_non_null(colon);
-	server_port = (uint16_t)atoi(colon + 1);
-	assert_true(server_port > 0);
+	for (char **e = server_extra; *e && na < 31; e++)
+		args[na++] = *e;
+	args[na] = NULL;
+	server_port = t_server_start(args, &server_pid);
 	return 0;
 }
 
 static int stop_server(void **state)
 {
-	int status;
-
 	(void)state;
-	kill(server_pid, SIGTERM);
-	assert_int_equal(waitpid(server_pid, &status, 0), server_pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
-	if (data_dir[0]) {
-		char cmd[96];
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", data_dir);
-		assert_int_equal(system(cmd), 0);
-	}
+	t_server_stop(server_pid);
+	if (data_dir[0])
+		assert_int_equal(t_rmtree(data_dir), 0);
 	return 0;
 }
 
@@ -287,20 +245,17 @@ static void run_workers(struct worker *ws, int n, void (*fn)(struct worker *))
 	pthread_barrier_init(&go, NULL, (unsigned)n);
 	for (int i = 0; i < n; i++) {
 		ws[i].fn = fn;
-		assert_int_equal(pthread_create(&ws[i].t, NULL, worker_main,
-						&ws[i]),
-				 0);
+		ws[i].t = t_thread(worker_main, &ws[i]);
 	}
 	for (int i = 0; i < n; i++)
-		pthread_join(ws[i].t, NULL);
+		t_join(ws[i].t);
 	pthread_barrier_destroy(&go);
 }
 
 static struct worker *open_workers(void)
 {
-	struct worker *ws = calloc(THREADS, sizeof(*ws));
+	struct worker *ws = t_calloc(THREADS, sizeof(*ws));
 
-	assert_non_null(ws);
 	for (int i = 0; i < THREADS; i++) {
 		ws[i].id = i;
 		for (int j = 0; j < CONNS; j++)

@@ -10,13 +10,8 @@
  * a full cache gives its blocks back (under ASan's leak checker in
  * scripts/test, a leak fails the run).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "helpers.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,10 +71,9 @@ static void test_large_blocks_bypass(void **state)
 static void test_byte_cap(void **state)
 {
 	size_t n = BLKCACHE_BYTES / BLKCACHE_MAX + 100;
-	void **v = calloc(n, sizeof(*v));
+	void **v = t_calloc(n, sizeof(*v));
 
 	(void)state;
-	assert_non_null(v);
 	blk_drain();
 	for (size_t i = 0; i < n; i++) {
 		v[i] = blk_alloc(BLKCACHE_MAX);
@@ -118,8 +112,6 @@ static void *free_them(void *arg)
 static void test_cross_thread_free_and_exit(void **state)
 {
 	static struct handoff h;
-	pthread_t t;
-
 	(void)state;
 	blk_drain();
 	for (size_t i = 0; i < HANDOFF; i++) {
@@ -127,8 +119,7 @@ static void test_cross_thread_free_and_exit(void **state)
 		assert_non_null(h.blocks[i]);
 		memset(h.blocks[i], (int)(i & 0xff), 48);
 	}
-	assert_int_equal(pthread_create(&t, NULL, free_them, &h), 0);
-	assert_int_equal(pthread_join(t, NULL), 0);
+	t_join(t_thread(free_them, &h));
 	assert_int_equal(h.cached_after, (size_t)HANDOFF * 48);
 	/* They went to the other thread's cache, not ours. */
 	assert_int_equal(blk_cached_bytes(), 0);
@@ -154,13 +145,10 @@ static void test_slab_blocks(void **state)
 {
 	static void *v[SLAB_N];
 	size_t carved;
-	pthread_t t;
 
 	(void)state;
-	if (BLKCACHE_POISONS) {
-		skip(); /* ASan: every block is malloc's */
-		return;
-	}
+	if (BLKCACHE_POISONS)
+		t_skip("ASan: every block is malloc's");
 	blk_drain();
 	for (size_t i = 0; i < SLAB_N; i++) {
 		v[i] = blk_alloc(100 + i % 13); /* class 112 */
@@ -183,8 +171,7 @@ static void test_slab_blocks(void **state)
 	}
 	blk_drain();
 	/* Freed on another thread, which exits: all of them to the pool. */
-	assert_int_equal(pthread_create(&t, NULL, free_slabs, v), 0);
-	assert_int_equal(pthread_join(t, NULL), 0);
+	t_join(t_thread(free_slabs, v));
 	assert_true(blk_pool_bytes() >= (size_t)SLAB_N * 112);
 	carved = blk_slab_bytes();
 	for (size_t i = 0; i < SLAB_N; i++) {
@@ -208,12 +195,9 @@ static void test_slab_beyond_cap(void **state)
 	void **v;
 
 	(void)state;
-	if (BLKCACHE_POISONS) {
-		skip(); /* ASan: every block is malloc's */
-		return;
-	}
-	v = calloc(n, sizeof(*v));
-	assert_non_null(v);
+	if (BLKCACHE_POISONS)
+		t_skip("ASan: every block is malloc's");
+	v = t_calloc(n, sizeof(*v));
 	blk_drain();
 	for (size_t i = 0; i < n; i++) {
 		v[i] = blk_alloc(BLKCACHE_MAX); /* 512: a slab class */

@@ -6,16 +6,10 @@
  * ancestors, a host with both; then the arithmetic (cpus_usable), and the
  * real files of this process.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "helpers.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -57,26 +51,17 @@ static void put_cfs(const char *dir, const char *quota)
 	put(rel, "100000\n");
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(tree, sizeof(tree), "/tmp/test_cpus.XXXXXX");
-	return mkdtemp(tree) ? 0 : -1;
+	t_tmpdir(tree, sizeof(tree), "test_cpus");
+	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	return nftw(tree, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	return t_rmtree(tree);
 }
 
 #define MI_V2 "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 " \
@@ -204,10 +189,9 @@ static void test_long_mountinfo(void **state)
 		"99 25 0:99 / /run/containerd/io.containerd.runtime.v2.task/"
 		"k8s.io/0123456789abcdef/rootfs rw - overlay overlay rw\n";
 	size_t n = 3000, len = strlen(filler);
-	char *text = malloc(n * len + sizeof(MI_V2));
+	char *text = t_malloc(n * len + sizeof(MI_V2));
 
 	(void)state;
-	assert_non_null(text);
 	for (size_t i = 0; i < n; i++)
 		memcpy(text + i * len, filler, len);
 	memcpy(text + n * len, MI_V2, sizeof(MI_V2));
@@ -245,22 +229,19 @@ static void test_real_files(void **state)
 	assert_true(cpus_usable(cpus_affinity(), limit) <= cpus_affinity());
 }
 
+/* A test that gets a fresh scratch tree. */
+#define IN_TREE(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_v2_nested, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_v2_namespaced, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_v1_container_root, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_v1_joined_parent, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_hybrid_and_escapes, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_missing_and_malformed,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_long_mountinfo, setup,
-						teardown),
+		IN_TREE(test_v2_nested),
+		IN_TREE(test_v2_namespaced),
+		IN_TREE(test_v1_container_root),
+		IN_TREE(test_v1_joined_parent),
+		IN_TREE(test_hybrid_and_escapes),
+		IN_TREE(test_missing_and_malformed),
+		IN_TREE(test_long_mountinfo),
 		cmocka_unit_test(test_usable),
 		cmocka_unit_test(test_real_files),
 	};

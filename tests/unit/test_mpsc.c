@@ -8,14 +8,9 @@
  * arrives exactly once and each producer's messages in order (run under
  * TSan by scripts/test).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "helpers.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 
@@ -103,7 +98,7 @@ static void test_producers_and_consumer(void **state)
 	assert_int_equal(mpsc_init(&q, 64), 0);
 	for (uint32_t i = 0; i < PRODUCERS; i++) {
 		p[i] = (struct prod){ .q = &q, .id = i };
-		assert_int_equal(pthread_create(&t[i], NULL, producer, &p[i]), 0);
+		t[i] = t_thread(producer, &p[i]);
 	}
 	while (got < (uint64_t)PRODUCERS * PER_PRODUCER) {
 		if (!mpsc_pop(&q, &m)) {
@@ -119,7 +114,7 @@ static void test_producers_and_consumer(void **state)
 		got++;
 	}
 	for (uint32_t i = 0; i < PRODUCERS; i++) {
-		assert_int_equal(pthread_join(t[i], NULL), 0);
+		t_join(t[i]);
 		assert_int_equal(next[i], PER_PRODUCER);
 		full += p[i].full;
 	}

@@ -6,31 +6,12 @@
  * queue keeps at most OUTQ_KEEP bytes; its larger buffer is taken again by
  * the next large reply, so a burst reuses memory instead of growing more).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "helpers.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "outq.h"
-
-/* Everything queued in @q, gathered through its iovecs. */
-static size_t gather(const struct outq *q, uint8_t *out, size_t cap)
-{
-	struct iovec iov[64];
-	int n = outq_iov(q, iov, 64);
-	size_t len = 0;
-
-	for (int i = 0; i < n; i++) {
-		assert_true(len + iov[i].iov_len <= cap);
-		memcpy(out + len, iov[i].iov_base, iov[i].iov_len);
-		len += iov[i].iov_len;
-	}
-	return len;
-}
 
 static void test_reserve_commit_in_order(void **state)
 {
@@ -50,10 +31,10 @@ static void test_reserve_commit_in_order(void **state)
 	assert_int_equal(outq_iov(&q, iov, 4), 1);
 	assert_int_equal(outq_commit(&q, 0), 0);
 	assert_int_equal(outq_put(&q, "gh", 2), 0);
-	assert_int_equal(gather(&q, out, sizeof(out)), 8);
+	assert_int_equal(t_outq_gather(&q, out, sizeof(out)), 8);
 	assert_memory_equal(out, "abcdefgh", 8);
 	outq_consume(&q, 3);
-	assert_int_equal(gather(&q, out, sizeof(out)), 5);
+	assert_int_equal(t_outq_gather(&q, out, sizeof(out)), 5);
 	assert_memory_equal(out, "defgh", 5);
 	outq_free(&q);
 }

@@ -7,15 +7,9 @@
  * online handle has not passed a quiescent point since its retirement. The
  * last case runs real threads swapping a shared pointer, for ASan and TSan.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "helpers.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdlib.h>
 
 #include "qsbr.h"
@@ -30,10 +24,36 @@ static void count_free(void *p)
 
 static void *obj(void)
 {
-	void *p = malloc(16);
+	return t_malloc(16);
+}
 
-	assert_non_null(p);
-	return p;
+/* A domain with two threads registered, @a and @b. */
+static struct qsbr *two_threads(struct qsbr_thread **a, struct qsbr_thread **b)
+{
+	struct qsbr *q = qsbr_create();
+
+	assert_non_null(q);
+	*a = qsbr_register(q);
+	*b = qsbr_register(q);
+	assert_non_null(*a);
+	assert_non_null(*b);
+	return q;
+}
+
+/* @t passes @n quiescent points. */
+static void quiesce(struct qsbr_thread *t, int n)
+{
+	for (int i = 0; i < n; i++)
+		qsbr_quiescent(t);
+}
+
+/* @t passes up to @n quiescent points, until @want objects in all have
+ * been freed; exactly @want must have been by then. */
+static void quiesce_until_freed(struct qsbr_thread *t, int n, int want)
+{
+	for (int i = 0; i < n && atomic_load(&freed) < want; i++)
+		qsbr_quiescent(t);
+	assert_int_equal(atomic_load(&freed), want);
 }
 
 static int setup(void **state)
@@ -54,9 +74,7 @@ static void test_single_thread_frees(void **state)
 	assert_non_null(a);
 	qsbr_retire(a, obj(), count_free);
 	assert_int_equal(qsbr_pending(q), 1);
-	for (int i = 0; i < 3 && atomic_load(&freed) == 0; i++)
-		qsbr_quiescent(a);
-	assert_int_equal(atomic_load(&freed), 1);
+	quiesce_until_freed(a, 3, 1);
 	assert_int_equal(qsbr_pending(q), 0);
 	qsbr_unregister(a);
 	qsbr_destroy(q);
@@ -64,35 +82,25 @@ static void test_single_thread_frees(void **state)
 
 static void test_waits_for_every_online_thread(void **state)
 {
-	struct qsbr *q = qsbr_create();
 	struct qsbr_thread *a, *b;
+	struct qsbr *q = two_threads(&a, &b);
 
 	(void)state;
-	a = qsbr_register(q);
-	b = qsbr_register(q);
-	assert_non_null(a);
-	assert_non_null(b);
 	qsbr_retire(a, obj(), count_free);
 	/* b may still hold the object: no amount of a's progress frees it. */
-	for (int i = 0; i < 10; i++)
-		qsbr_quiescent(a);
+	quiesce(a, 10);
 	assert_int_equal(atomic_load(&freed), 0);
 	assert_int_equal(qsbr_pending(q), 1);
 	/* Once b passes a quiescent point, a frees it within two more. */
 	qsbr_quiescent(b);
-	for (int i = 0; i < 2 && atomic_load(&freed) == 0; i++)
-		qsbr_quiescent(a);
-	assert_int_equal(atomic_load(&freed), 1);
+	quiesce_until_freed(a, 2, 1);
 	/* b's quiescent point must come after the retirement to count. */
 	qsbr_quiescent(b);
 	qsbr_retire(a, obj(), count_free);
-	for (int i = 0; i < 10; i++)
-		qsbr_quiescent(a);
+	quiesce(a, 10);
 	assert_int_equal(atomic_load(&freed), 1);
 	qsbr_quiescent(b);
-	for (int i = 0; i < 2 && atomic_load(&freed) == 1; i++)
-		qsbr_quiescent(a);
-	assert_int_equal(atomic_load(&freed), 2);
+	quiesce_until_freed(a, 2, 2);
 	qsbr_unregister(a);
 	qsbr_unregister(b);
 	assert_int_equal(qsbr_pending(q), 0);
@@ -101,28 +109,21 @@ static void test_waits_for_every_online_thread(void **state)
 
 static void test_offline_does_not_block(void **state)
 {
-	struct qsbr *q = qsbr_create();
 	struct qsbr_thread *a, *b;
+	struct qsbr *q = two_threads(&a, &b);
 
 	(void)state;
-	a = qsbr_register(q);
-	b = qsbr_register(q);
 	qsbr_offline(b);
 	qsbr_retire(a, obj(), count_free);
-	for (int i = 0; i < 2 && atomic_load(&freed) == 0; i++)
-		qsbr_quiescent(a);
-	assert_int_equal(atomic_load(&freed), 1);
+	quiesce_until_freed(a, 2, 1);
 	/* Back online, b holds back what is retired after. */
 	qsbr_online(b);
 	qsbr_retire(a, obj(), count_free);
-	for (int i = 0; i < 10; i++)
-		qsbr_quiescent(a);
+	quiesce(a, 10);
 	assert_int_equal(atomic_load(&freed), 1);
 	/* Going offline implies a quiescent point. */
 	qsbr_offline(b);
-	for (int i = 0; i < 2 && atomic_load(&freed) == 1; i++)
-		qsbr_quiescent(a);
-	assert_int_equal(atomic_load(&freed), 2);
+	quiesce_until_freed(a, 2, 2);
 	qsbr_unregister(a);
 	qsbr_unregister(b);
 	qsbr_destroy(q);
@@ -130,12 +131,10 @@ static void test_offline_does_not_block(void **state)
 
 static void test_unregister_hands_over(void **state)
 {
-	struct qsbr *q = qsbr_create();
 	struct qsbr_thread *a, *b;
+	struct qsbr *q = two_threads(&a, &b);
 
 	(void)state;
-	a = qsbr_register(q);
-	b = qsbr_register(q);
 	qsbr_retire(a, obj(), count_free);
 	qsbr_retire(a, obj(), count_free);
 	qsbr_unregister(a);
@@ -143,9 +142,7 @@ static void test_unregister_hands_over(void **state)
 	assert_int_equal(atomic_load(&freed), 0);
 	assert_int_equal(qsbr_pending(q), 2);
 	/* b's own quiescent points free the orphans. */
-	for (int i = 0; i < 3 && atomic_load(&freed) < 2; i++)
-		qsbr_quiescent(b);
-	assert_int_equal(atomic_load(&freed), 2);
+	quiesce_until_freed(b, 3, 2);
 	assert_int_equal(qsbr_pending(q), 0);
 	/* Unregistering the last thread frees at once. */
 	qsbr_retire(b, obj(), count_free);
@@ -156,12 +153,10 @@ static void test_unregister_hands_over(void **state)
 
 static void test_destroy_frees_orphans(void **state)
 {
-	struct qsbr *q = qsbr_create();
 	struct qsbr_thread *a, *b;
+	struct qsbr *q = two_threads(&a, &b);
 
 	(void)state;
-	a = qsbr_register(q);
-	b = qsbr_register(q);
 	qsbr_retire(a, obj(), count_free);
 	qsbr_unregister(a);
 	assert_int_equal(atomic_load(&freed), 0);
@@ -174,13 +169,11 @@ static void test_destroy_frees_orphans(void **state)
 
 static void test_ring_grows(void **state)
 {
-	struct qsbr *q = qsbr_create();
 	struct qsbr_thread *a, *b;
+	struct qsbr *q = two_threads(&a, &b);
 	const int n = 5000;
 
 	(void)state;
-	a = qsbr_register(q);
-	b = qsbr_register(q);
 	for (int i = 0; i < n; i++) {
 		qsbr_retire(a, obj(), count_free);
 		qsbr_quiescent(a);
@@ -265,18 +258,18 @@ static void *churn(void *arg)
 static void test_threads(void **state)
 {
 	pthread_t th[NTHREADS];
-	struct shared_obj *first = malloc(sizeof(*first));
+	struct shared_obj *first = t_malloc(sizeof(*first));
 
 	(void)state;
 	gq = qsbr_create();
+	assert_non_null(gq);
 	atomic_store(&bad, 0);
 	atomic_init(&first->magic, MAGIC);
 	atomic_store(&shared, first);
 	for (uintptr_t i = 0; i < NTHREADS; i++)
-		assert_int_equal(pthread_create(&th[i], NULL, churn, (void *)i),
-				 0);
+		th[i] = t_thread(churn, (void *)i);
 	for (int i = 0; i < NTHREADS; i++)
-		pthread_join(th[i], NULL);
+		t_join(th[i]);
 	assert_int_equal(atomic_load(&bad), 0);
 	qsbr_destroy(gq);
 	/* Every retired object was freed, once (ASan checks the rest). */

@@ -4,13 +4,7 @@
  * (recv_bufs_next_target), then a real ring: buffers come back and the
  * ring is refilled up to the target, most recently used first.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
-#include <stdbool.h>
+#include "helpers.h"
 
 #include "recvbufs.h"
 
@@ -60,6 +54,13 @@ static void test_bounds(void **state)
 	assert_int_equal(t, 256);
 }
 
+/* The target after one batch from a target of 128 in a ring of 64 to
+ * 1024 buffers, which used @used of them (@dry: and ran out). */
+static uint32_t after_128(uint32_t used, bool dry, uint32_t *quiet)
+{
+	return recv_bufs_next_target(128, used, dry, quiet, 64, 1024);
+}
+
 /* A batch that used over half of the target, or ran dry, grows it at once:
  * to the first power of two at least twice the use, and a dry ring at
  * least doubles. */
@@ -68,22 +69,12 @@ static void test_grows_at_once(void **state)
 	uint32_t quiet = 5;
 
 	(void)state;
-	assert_int_equal(recv_bufs_next_target(128, 65, false, &quiet, 64,
-					       1024),
-			 256);
+	assert_int_equal(after_128(65, false, &quiet), 256);
 	assert_int_equal(quiet, 0);
-	assert_int_equal(recv_bufs_next_target(128, 300, false, &quiet, 64,
-					       1024),
-			 1024);
-	assert_int_equal(recv_bufs_next_target(128, 64, false, &quiet, 64,
-					       1024),
-			 128);
-	assert_int_equal(recv_bufs_next_target(128, 10, true, &quiet, 64,
-					       1024),
-			 256);
-	assert_int_equal(recv_bufs_next_target(128, 200, true, &quiet, 64,
-					       1024),
-			 512);
+	assert_int_equal(after_128(300, false, &quiet), 1024);
+	assert_int_equal(after_128(64, false, &quiet), 128);
+	assert_int_equal(after_128(10, true, &quiet), 256);
+	assert_int_equal(after_128(200, true, &quiet), 512);
 }
 
 /* A real ring (skipped where io_uring is not allowed): init provides all
@@ -98,7 +89,7 @@ static void test_ring(void **state)
 
 	(void)state;
 	if (io_uring_queue_init(8, &ring, 0) < 0)
-		skip();
+		t_skip("io_uring is not allowed here");
 	assert_int_equal(recv_bufs_init(&rb, &ring, 3, 256, 512, 16), 0);
 	assert_int_equal(rb.provided, 256);
 	assert_int_equal(rb.nspare, 0);

@@ -11,19 +11,12 @@
  * then -EAGAIN; errors come back as -errno; stop sends what was posted
  * before it returns. Run under TSan by scripts/test.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "helpers.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,12 +35,6 @@ static void wake_efd(void *arg)
 		abort();
 }
 
-static void pair(int sv[2])
-{
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-}
-
 /* Sleep until the helper wakes us: a result that never wakes fails. */
 static void sleep_for_wake(int efd)
 {
@@ -60,7 +47,7 @@ static void sleep_for_wake(int efd)
 
 static void test_order_bytes_and_wakes(void **state)
 {
-	int sv[PAIRS][2], efd = eventfd(0, EFD_CLOEXEC);
+	int sv[PAIRS][2], efd = t_eventfd();
 	/* Each job's bytes ("RRR-PPP") and iovecs, kept until it is reaped. */
 	static char text[ROUNDS][PAIRS][8];
 	static struct iovec iov[ROUNDS][PAIRS][2];
@@ -68,9 +55,8 @@ static void test_order_bytes_and_wakes(void **state)
 	uint64_t posted = 0, reaped = 0;
 
 	(void)state;
-	assert_true(efd >= 0);
 	for (int p = 0; p < PAIRS; p++)
-		pair(sv[p]);
+		t_socketpair(sv[p], true);
 	assert_int_equal(sender_start(&s, "test-sender", wake_efd, &efd), 0);
 	for (int r = 0; r < ROUNDS; r++) {
 		for (int p = 0; p < PAIRS; p++) {
@@ -116,15 +102,14 @@ static void test_order_bytes_and_wakes(void **state)
 			snprintf(want, sizeof(want), "%03d-%03d", r, p);
 			assert_memory_equal(got + r * 7, want, 7);
 		}
-		close(sv[p][0]);
-		close(sv[p][1]);
+		t_close_pair(sv[p]);
 	}
 	close(efd);
 }
 
 static void test_full_ring_refuses_a_post(void **state)
 {
-	int efd = eventfd(0, EFD_CLOEXEC);
+	int efd = t_eventfd();
 	char byte = 'x';
 	struct iovec iov = { &byte, 1 };
 	struct sender_job j = { .iov = &iov, .fd = -1, .n = 1 };
@@ -151,16 +136,15 @@ static void test_full_ring_refuses_a_post(void **state)
 
 static void test_full_socket_short_write_then_eagain(void **state)
 {
-	int sv[2], efd = eventfd(0, EFD_CLOEXEC), small = 4096;
+	int sv[2], efd = t_eventfd(), small = 4096;
 	size_t len = 1 << 20;
-	char *big = calloc(1, len);
+	char *big = t_calloc(1, len);
 	struct iovec iov = { big, len };
 	struct sender_job j = { .iov = &iov, .n = 1 };
 	struct sender *s;
 
 	(void)state;
-	assert_non_null(big);
-	pair(sv);
+	t_socketpair(sv, true);
 	assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small,
 				    sizeof(small)), 0);
 	j.fd = sv[0];
@@ -174,22 +158,21 @@ static void test_full_socket_short_write_then_eagain(void **state)
 		sleep_for_wake(efd);
 	assert_int_equal(j.res, -EAGAIN);
 	sender_destroy(s);
-	close(sv[0]);
-	close(sv[1]);
+	t_close_pair(sv);
 	close(efd);
 	free(big);
 }
 
 static void test_stop_sends_what_was_posted(void **state)
 {
-	int sv[2], efd = eventfd(0, EFD_CLOEXEC);
+	int sv[2], efd = t_eventfd();
 	char text[] = "0123456789";
 	struct iovec iov[10];
 	struct sender *s;
 	char got[16];
 
 	(void)state;
-	pair(sv);
+	t_socketpair(sv, true);
 	assert_int_equal(sender_start(&s, "test-sender", wake_efd, &efd), 0);
 	for (int i = 0; i < 10; i++) {
 		struct sender_job j = { .iov = &iov[i], .fd = sv[0], .n = 1 };
@@ -203,8 +186,7 @@ static void test_stop_sends_what_was_posted(void **state)
 	assert_memory_equal(got, text, 10);
 	sender_destroy(s);
 	sender_destroy(NULL);
-	close(sv[0]);
-	close(sv[1]);
+	t_close_pair(sv);
 	close(efd);
 }
 

@@ -8,18 +8,11 @@
  * that write in place, the stress with one writer, and a torture of its
  * sequence lock.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+#include "helpers.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
-#include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -29,25 +22,13 @@
 #include "qsbr.h"
 #include "table.h"
 
-struct fixture {
-	struct qsbr *q;
-	struct qsbr_thread *qt;
-	struct table *t;
-	bool one_writer;
-};
-
+/* The fixture: a table of 16 slots, for any number of writers or for one
+ * (f->one_writer), with the test thread registered as f->qt. */
 static int setup_mode(void **state, bool one_writer)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
+	struct t_table *f = t_calloc(1, sizeof(*f));
 
-	if (!f)
-		return -1;
-	f->one_writer = one_writer;
-	f->q = qsbr_create();
-	f->qt = f->q ? qsbr_register(f->q) : NULL;
-	f->t = f->q ? table_create(f->q, 16, one_writer) : NULL;
-	if (!f->qt || !f->t)
-		return -1;
+	t_table_open(f, 16, one_writer);
 	*state = f;
 	return 0;
 }
@@ -64,14 +45,9 @@ static int setup_one_writer(void **state)
 
 static int teardown(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 
-	table_destroy(f->t);
-	qsbr_unregister(f->qt);
-	/* Everything retired has been freed once the last thread left. */
-	if (qsbr_pending(f->q) != 0)
-		return -1;
-	qsbr_destroy(f->q);
+	t_table_close(f);
 	free(f);
 	return 0;
 }
@@ -96,7 +72,7 @@ static uint64_t val_of(const struct table_entry *e)
 
 /* table_get, checked against table_get_batch: every lookup of these tests
  * (collisions, tombstones, migrations) takes both paths. */
-static struct table_entry *get_h(struct fixture *f, uint64_t h, const char *k)
+static struct table_entry *get_h(struct t_table *f, uint64_t h, const char *k)
 {
 	struct table_entry *e = table_get(f->t, f->qt, h, k, strlen(k)), *b;
 	const void *kp = k;
@@ -107,26 +83,26 @@ static struct table_entry *get_h(struct fixture *f, uint64_t h, const char *k)
 	return e;
 }
 
-static struct table_entry *get(struct fixture *f, const char *k)
+static struct table_entry *get(struct t_table *f, const char *k)
 {
 	return get_h(f, hash_key(k, strlen(k)), k);
 }
 
-static int cas_h(struct fixture *f, uint64_t h, const char *k,
+static int cas_h(struct t_table *f, uint64_t h, const char *k,
 		 struct table_entry *exp, struct table_entry *des)
 {
 	return table_cas(f->t, f->qt, h, k, strlen(k), exp,
 			 exp ? table_read_begin(exp) : 0, des);
 }
 
-static int cas(struct fixture *f, const char *k, struct table_entry *exp,
+static int cas(struct t_table *f, const char *k, struct table_entry *exp,
 	       struct table_entry *des)
 {
 	return cas_h(f, hash_key(k, strlen(k)), k, exp, des);
 }
 
 /* Unconditional set through a CAS loop, as the op layer does it. */
-static void set(struct fixture *f, const char *k, uint64_t v)
+static void set(struct t_table *f, const char *k, uint64_t v)
 {
 	for (;;) {
 		struct table_entry *cur = get(f, k), *n = mk(k, v);
@@ -141,7 +117,7 @@ static void set(struct fixture *f, const char *k, uint64_t v)
 	}
 }
 
-static void del(struct fixture *f, const char *k)
+static void del(struct t_table *f, const char *k)
 {
 	struct table_entry *cur = get(f, k);
 
@@ -151,7 +127,7 @@ static void del(struct fixture *f, const char *k)
 
 static void test_basic(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	struct table_entry *e, *n;
 
 	assert_null(get(f, "a"));
@@ -176,7 +152,7 @@ static void test_basic(void **state)
 
 static void test_cas_mismatch(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	struct table_entry *e, *n, *stale;
 
 	set(f, "k", 1);
@@ -202,7 +178,7 @@ static void test_cas_mismatch(void **state)
 	assert_int_equal(table_count(f->t), 1);
 }
 
-static int put_h(struct fixture *f, uint64_t h, const char *k, uint64_t v)
+static int put_h(struct t_table *f, uint64_t h, const char *k, uint64_t v)
 {
 	struct table_entry *n = mk_h(h, k, v);
 
@@ -214,7 +190,7 @@ static int put_h(struct fixture *f, uint64_t h, const char *k, uint64_t v)
  * and keep keys with one hash apart; the counters follow. */
 static void test_put(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	uint64_t h = hash_key("p", 1);
 	struct table_entry *first;
 
@@ -264,7 +240,7 @@ static void test_put(void **state)
 
 static void test_growth(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	const int n = 20000;
 	char k[32];
 
@@ -310,7 +286,7 @@ static void test_growth(void **state)
 
 static void test_tombstone_reuse(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	char k[32];
 
 	/* A key deleted and re-inserted many times, among neighbours, in a
@@ -354,7 +330,7 @@ static void test_tombstone_reuse(void **state)
 
 static void test_count_bytes(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	size_t want = 0;
 	char k[32];
 
@@ -410,11 +386,10 @@ static int walk_cb(struct table_entry *e, void *arg)
 
 static void test_foreach(void **state)
 {
-	struct fixture *f = *state;
-	struct walk *w = calloc(1, sizeof(*w));
+	struct t_table *f = *state;
+	struct walk *w = t_calloc(1, sizeof(*w));
 	char k[32];
 
-	assert_non_null(w);
 	for (int i = 0; i < 4000; i++) {
 		snprintf(k, sizeof(k), "w%d", i);
 		set(f, k, (uint64_t)i);
@@ -441,7 +416,7 @@ static void test_foreach(void **state)
  * deleted and never-set keys, while arrays grow and migrate, and with
  * colliding hashes, where the slot its prefetch finds holds another key.
  */
-static void batch_check(struct fixture *f, int first, int n, int step)
+static void batch_check(struct t_table *f, int first, int n, int step)
 {
 	char ks[TABLE_BATCH_MAX][32];
 	const void *kp[TABLE_BATCH_MAX] = { 0 };
@@ -467,7 +442,7 @@ static void batch_check(struct fixture *f, int first, int n, int step)
 
 static void test_get_batch(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	const int n = 20000;
 	const uint64_t h = 777;
 	const char *same[] = { "a", "b", "c", "d", "e" };
@@ -534,7 +509,7 @@ static uint64_t model_hash(int i, const char *k)
 }
 
 /* Key i reads back as the model says (absent, or its value). */
-static void model_check_key(struct fixture *f, const struct set_model *md,
+static void model_check_key(struct t_table *f, const struct set_model *md,
 			    int i)
 {
 	char k[16];
@@ -551,7 +526,7 @@ static void model_check_key(struct fixture *f, const struct set_model *md,
 	assert_memory_equal(table_entry_val(e), md->val[i], md->vlen[i]);
 }
 
-static void set_batch_rounds(struct fixture *f, struct set_model *md, int n,
+static void set_batch_rounds(struct t_table *f, struct set_model *md, int n,
 			     int rounds, bool exact, unsigned *seed)
 {
 	char ks[TABLE_BATCH_MAX][16], vs[TABLE_BATCH_MAX][8];
@@ -639,12 +614,11 @@ static void set_batch_rounds(struct fixture *f, struct set_model *md, int n,
 
 static void test_set_batch(void **state)
 {
-	struct fixture *f = *state;
-	struct set_model *md = calloc(1, sizeof(*md));
+	struct t_table *f = *state;
+	struct set_model *md = t_calloc(1, sizeof(*md));
 	struct table *grown = f->t;
 	unsigned seed = 12345;
 
-	assert_non_null(md);
 	/* From 16 slots to 1,024 and more: writes meet arrays that migrate. */
 	set_batch_rounds(f, md, 600, 3000, false, &seed);
 	/* Room for every key: no growth, so every write that can be in place
@@ -662,7 +636,7 @@ static void test_set_batch(void **state)
 
 static void test_hash_collision(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	const uint64_t h = 12345; /* same full hash for distinct keys */
 
 	assert_int_equal(cas_h(f, h, "x", NULL, mk_h(h, "x", 1)), 0);
@@ -692,13 +666,13 @@ static void test_hash_collision(void **state)
 	assert_int_equal(table_count(f->t), 5);
 }
 
-static int set_s(struct fixture *f, const char *k, const char *v)
+static int set_s(struct t_table *f, const char *k, const char *v)
 {
 	return table_set(f->t, f->qt, hash_key(k, strlen(k)), k, strlen(k), v,
 			 strlen(v));
 }
 
-static void expect_str(struct fixture *f, const char *k, const char *v)
+static void expect_str(struct t_table *f, const char *k, const char *v)
 {
 	struct table_entry *e = get(f, k);
 	char buf[64] = { 0 };
@@ -714,7 +688,7 @@ static void expect_str(struct fixture *f, const char *k, const char *v)
  * counters follow either way. */
 static void test_set_in_place(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	struct table_entry *e;
 	char big[TABLE_INPLACE_MAX];
 
@@ -754,7 +728,7 @@ static void test_set_in_place(void **state)
  */
 static void test_copy_lengths(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	/* Room for all 81 keys: a table that grows refuses writes in place
 	 * while it migrates. */
 	struct table *t = table_create(f->q, 256, f->one_writer);
@@ -790,7 +764,7 @@ static void test_copy_lengths(void **state)
  * rewritten in place meanwhile, although the entry is the same (ABA). */
 static void test_cas_after_write_in_place(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	uint64_t h = hash_key("c", 1);
 	struct table_entry *cur, *n;
 	char v[4] = { 0 };
@@ -829,8 +803,7 @@ static void test_cas_after_write_in_place(void **state)
 #define S_WORDS 8 /* words in the shared key's value */
 
 struct stress {
-	struct qsbr *q;
-	struct table *t;
+	struct t_table tab;
 	int nwriters; /* up to S_WRITERS */
 	_Atomic int writers_left;
 	_Atomic int bad;
@@ -884,7 +857,7 @@ static struct table_entry *s_new(const char *k, uint64_t v)
 static void *writer(void *arg)
 {
 	int id = (int)(intptr_t)arg;
-	struct qsbr_thread *qt = qsbr_register(g.q);
+	struct qsbr_thread *qt = qsbr_register(g.tab.q);
 	char k[48];
 
 	if (!qt) {
@@ -900,7 +873,7 @@ static void *writer(void *arg)
 		h = hash_key(k, strlen(k));
 		for (;;) {
 			struct table_entry *cur =
-				table_get(g.t, qt, h, k, strlen(k));
+				table_get(g.tab.t, qt, h, k, strlen(k));
 			uint64_t v = 0;
 			uint32_t seq =
 				cur ? table_entry_read_val(cur, &v, sizeof(v))
@@ -910,7 +883,7 @@ static void *writer(void *arg)
 
 			if (!n)
 				break;
-			r = table_cas(g.t, qt, h, k, strlen(k), cur, seq, n);
+			r = table_cas(g.tab.t, qt, h, k, strlen(k), cur, seq, n);
 			if (r == 0)
 				break;
 			table_entry_unref(n);
@@ -927,21 +900,21 @@ static void *writer(void *arg)
 		{
 			struct table_entry *n = s_new(k, (uint64_t)i);
 
-			if (n && table_cas(g.t, qt, h, k, strlen(k), NULL, 0, n))
+			if (n && table_cas(g.tab.t, qt, h, k, strlen(k), NULL, 0, n))
 				s_fail();
 		}
 		/* Replace it for some i: by CAS, or every other time by an
 		 * unconditional put. */
 		if (i % 5 == 1) {
 			struct table_entry *cur =
-				table_get(g.t, qt, h, k, strlen(k));
+				table_get(g.tab.t, qt, h, k, strlen(k));
 			struct table_entry *n = s_new(k, expect_val(i));
 
 			if (!cur || sval(cur) != (uint64_t)i)
 				s_fail();
 			if (n && (i % 10 == 1
-					  ? table_put(g.t, qt, h, k, strlen(k), n)
-					  : table_cas(g.t, qt, h, k, strlen(k),
+					  ? table_put(g.tab.t, qt, h, k, strlen(k), n)
+					  : table_cas(g.tab.t, qt, h, k, strlen(k),
 						      cur, table_read_begin(cur),
 						      n)))
 				s_fail();
@@ -962,9 +935,9 @@ static void *writer(void *arg)
 				const void *kp = "shared-put", *vp = w;
 				size_t kl = 10, vl = sizeof(w), done;
 				int r = i % 16
-						? table_set(g.t, qt, sh, kp, kl,
+						? table_set(g.tab.t, qt, sh, kp, kl,
 							    w, sizeof(w))
-						: table_set_batch(g.t, qt, 1, &sh,
+						: table_set_batch(g.tab.t, qt, 1, &sh,
 								  &kp, &kl, &vp,
 								  &vl, &done);
 
@@ -976,7 +949,7 @@ static void *writer(void *arg)
 					sh, "shared-put", 10, w, sizeof(w),
 					NULL, 0);
 
-				if (!n || table_put(g.t, qt, sh, "shared-put",
+				if (!n || table_put(g.tab.t, qt, sh, "shared-put",
 						    10, n))
 					s_fail();
 			}
@@ -987,13 +960,13 @@ static void *writer(void *arg)
 
 			key_of(k, sizeof(k), id, i - 1);
 			h = hash_key(k, strlen(k));
-			cur = table_get(g.t, qt, h, k, strlen(k));
+			cur = table_get(g.tab.t, qt, h, k, strlen(k));
 			if (!cur || sval(cur) != expect_val(i - 1))
 				s_fail();
-			if (table_cas(g.t, qt, h, k, strlen(k), cur,
+			if (table_cas(g.tab.t, qt, h, k, strlen(k), cur,
 				      cur ? table_read_begin(cur) : 0, NULL))
 				s_fail();
-			if (table_get(g.t, qt, h, k, strlen(k)))
+			if (table_get(g.tab.t, qt, h, k, strlen(k)))
 				s_fail();
 		}
 		/* Every earlier surviving key of ours is still there. */
@@ -1003,7 +976,7 @@ static void *writer(void *arg)
 			key_of(k, sizeof(k), id, j);
 			h = hash_key(k, strlen(k));
 			struct table_entry *cur =
-				table_get(g.t, qt, h, k, strlen(k));
+				table_get(g.tab.t, qt, h, k, strlen(k));
 			if (expect_present(j) != (cur != NULL) ||
 			    (cur && sval(cur) != expect_val(j)))
 				s_fail();
@@ -1039,7 +1012,7 @@ static void reader_batch(struct qsbr_thread *qt, unsigned n)
 	int id = (int)(n / 7 % (unsigned)g.nwriters), i0 = (int)(n % S_ITERS);
 	struct table_prefetch pf;
 
-	table_prefetch_begin(g.t, &pf);
+	table_prefetch_begin(g.tab.t, &pf);
 	for (int j = 0; j < TABLE_BATCH_MAX; j++) {
 		key_of(ks[j], sizeof(ks[j]), id, (i0 + j) % S_ITERS);
 		kp[j] = ks[j];
@@ -1047,7 +1020,7 @@ static void reader_batch(struct qsbr_thread *qt, unsigned n)
 		h[j] = hash_key(ks[j], kl[j]);
 		table_prefetch_slot(&pf, h[j]);
 	}
-	table_get_batch(g.t, qt, TABLE_BATCH_MAX, h, kp, kl, 8, e);
+	table_get_batch(g.tab.t, qt, TABLE_BATCH_MAX, h, kp, kl, 8, e);
 	for (int j = 0; j < TABLE_BATCH_MAX; j++)
 		if (e[j] && !own_ok(e[j], ks[j], (i0 + j) % S_ITERS))
 			s_fail();
@@ -1055,7 +1028,7 @@ static void reader_batch(struct qsbr_thread *qt, unsigned n)
 
 static void *reader(void *arg)
 {
-	struct qsbr_thread *qt = qsbr_register(g.q);
+	struct qsbr_thread *qt = qsbr_register(g.tab.q);
 	uint64_t last[S_COUNTERS] = { 0 };
 	unsigned n = (unsigned)(intptr_t)arg;
 	char k[48];
@@ -1072,7 +1045,7 @@ static void *reader(void *arg)
 		/* Counters never go backwards for one observer. */
 		snprintf(k, sizeof(k), "counter-%d", c);
 		h = hash_key(k, strlen(k));
-		e = table_get(g.t, qt, h, k, strlen(k));
+		e = table_get(g.tab.t, qt, h, k, strlen(k));
 		if (e) {
 			uint64_t v;
 
@@ -1083,7 +1056,7 @@ static void *reader(void *arg)
 			last[c] = v;
 		}
 		/* The shared key's words are never seen mixed. */
-		e = table_get(g.t, qt, hash_key("shared-put", 10),
+		e = table_get(g.tab.t, qt, hash_key("shared-put", 10),
 			      "shared-put", 10);
 		if (e) {
 			uint64_t w[S_WORDS];
@@ -1102,7 +1075,7 @@ static void *reader(void *arg)
 		key_of(k, sizeof(k), (int)(n % (unsigned)g.nwriters),
 		       (int)(n % S_ITERS));
 		h = hash_key(k, strlen(k));
-		e = table_get(g.t, qt, h, k, strlen(k));
+		e = table_get(g.tab.t, qt, h, k, strlen(k));
 		if (e && !own_ok(e, k, (int)(n % S_ITERS)))
 			s_fail();
 		reader_batch(qt, n);
@@ -1123,7 +1096,7 @@ static void *reader(void *arg)
  */
 static void *prefetcher(void *arg)
 {
-	struct qsbr_thread *qt = qsbr_register(g.q);
+	struct qsbr_thread *qt = qsbr_register(g.tab.q);
 	uint64_t h = (uint64_t)(intptr_t)arg;
 
 	if (!qt) {
@@ -1134,7 +1107,7 @@ static void *prefetcher(void *arg)
 	       0) {
 		struct table_prefetch pf;
 
-		table_prefetch_begin(g.t, &pf);
+		table_prefetch_begin(g.tab.t, &pf);
 		for (int i = 0; i < 64; i++) {
 			h = h * 6364136223846793005ull + 1442695040888963407ull;
 			table_prefetch_slot(&pf, h);
@@ -1161,35 +1134,30 @@ static void stress_run(int writers, bool one_writer)
 
 	memset(&g, 0, sizeof(g));
 	g.nwriters = writers;
-	g.q = qsbr_create();
-	assert_non_null(g.q);
-	g.t = table_create(g.q, 16, one_writer);
-	assert_non_null(g.t);
+	t_table_open(&g.tab, 16, one_writer);
+	qt = g.tab.qt;
+	qsbr_offline(qt); /* the threads' reclamation must not wait for us */
 	atomic_store(&g.writers_left, writers);
 	for (intptr_t i = 0; i < writers; i++)
-		assert_int_equal(
-			pthread_create(&th[i], NULL, writer, (void *)i), 0);
+		th[i] = t_thread(writer, (void *)i);
 	for (intptr_t i = 0; i < S_READERS; i++)
-		assert_int_equal(pthread_create(&th[writers + i], NULL,
-						reader, (void *)(i * 77 + 1)),
-				 0);
-	assert_int_equal(pthread_create(&pf, NULL, prefetcher, (void *)7), 0);
+		th[writers + i] = t_thread(reader, (void *)(i * 77 + 1));
+	pf = t_thread(prefetcher, (void *)7);
 	for (int i = 0; i < writers + S_READERS; i++)
-		pthread_join(th[i], NULL);
-	pthread_join(pf, NULL);
+		t_join(th[i]);
+	t_join(pf);
+	qsbr_online(qt);
 	assert_int_equal(atomic_load(&g.bad), 0);
 	assert_int_equal(atomic_load(&g.torn), 0);
 	/* The writes in place happened (the shared key's value always has
 	 * the same length, so most table_set calls find it live). */
 	assert_true(atomic_load(&g.in_place) > 0);
 
-	qt = qsbr_register(g.q);
-	assert_non_null(qt);
 	for (int c = 0; c < S_COUNTERS; c++) {
 		struct table_entry *e;
 
 		snprintf(k, sizeof(k), "counter-%d", c);
-		e = table_get(g.t, qt, hash_key(k, strlen(k)), k, strlen(k));
+		e = table_get(g.tab.t, qt, hash_key(k, strlen(k)), k, strlen(k));
 		assert_non_null(e);
 		assert_int_equal(sval(e), atomic_load(&g.incs[c]));
 		want_bytes += strlen(k) + 8;
@@ -1199,7 +1167,7 @@ static void stress_run(int writers, bool one_writer)
 			struct table_entry *e;
 
 			key_of(k, sizeof(k), id, i);
-			e = table_get(g.t, qt, hash_key(k, strlen(k)), k,
+			e = table_get(g.tab.t, qt, hash_key(k, strlen(k)), k,
 				      strlen(k));
 			if (!expect_present(i)) {
 				assert_null(e);
@@ -1213,7 +1181,7 @@ static void stress_run(int writers, bool one_writer)
 	}
 	{
 		/* The shared key holds one writer's last put. */
-		struct table_entry *e = table_get(g.t, qt,
+		struct table_entry *e = table_get(g.tab.t, qt,
 						  hash_key("shared-put", 10),
 						  "shared-put", 10);
 
@@ -1227,14 +1195,11 @@ static void stress_run(int writers, bool one_writer)
 		want_count++;
 		want_bytes += 10 + sizeof(w);
 	}
-	assert_int_equal(table_count(g.t), want_count);
-	assert_int_equal(table_bytes(g.t), want_bytes);
-	assert_int_equal(table_foreach(g.t, qt, count_cb, &walked), 0);
+	assert_int_equal(table_count(g.tab.t), want_count);
+	assert_int_equal(table_bytes(g.tab.t), want_bytes);
+	assert_int_equal(table_foreach(g.tab.t, qt, count_cb, &walked), 0);
 	assert_int_equal(walked, want_count);
-	qsbr_unregister(qt);
-	table_destroy(g.t);
-	assert_int_equal(qsbr_pending(g.q), 0);
-	qsbr_destroy(g.q);
+	t_table_close(&g.tab);
 }
 
 static void test_stress(void **state)
@@ -1268,8 +1233,7 @@ static void test_stress_one_writer(void **state)
 #define T_READERS 2
 
 struct torture {
-	struct table *t;
-	struct qsbr *q;
+	struct t_table tab;
 	_Atomic bool done;
 	_Atomic uint64_t torn, backwards, seen, in_place, cas_ok;
 	uint64_t last; /* the writer's last count, read after the join */
@@ -1285,7 +1249,7 @@ static uint64_t t_hash(void)
 static void *t_writer(void *arg)
 {
 	struct torture *tt = arg;
-	struct qsbr_thread *qt = qsbr_register(tt->q);
+	struct qsbr_thread *qt = qsbr_register(tt->tab.q);
 	uint64_t w[S_WORDS], h = t_hash();
 	const void *kp = t_key, *vp = w;
 	size_t kl = sizeof(t_key) - 1, vl = sizeof(w), done;
@@ -1304,13 +1268,13 @@ static void *t_writer(void *arg)
 		if (i % 1000 == 0) {
 			/* A read-modify-write, as ADD does: read at seq,
 			 * replace with a CAS that holds the lock. */
-			struct table_entry *cur = table_get(tt->t, qt, h, kp, kl);
+			struct table_entry *cur = table_get(tt->tab.t, qt, h, kp, kl);
 			uint64_t old[S_WORDS];
 			uint32_t seq = table_entry_read_val(cur, old, sizeof(old));
 			struct table_entry *n =
 				table_entry_new(h, kp, kl, w, vl, NULL, 0);
 
-			r = n ? table_cas(tt->t, qt, h, kp, kl, cur, seq, n)
+			r = n ? table_cas(tt->tab.t, qt, h, kp, kl, cur, seq, n)
 			      : -ENOMEM;
 			if (r)
 				table_entry_unref(n);
@@ -1318,9 +1282,9 @@ static void *t_writer(void *arg)
 				atomic_fetch_add(&tt->cas_ok, 1);
 			r = 0;
 		} else if (i % 2) {
-			r = table_set(tt->t, qt, h, kp, kl, w, vl);
+			r = table_set(tt->tab.t, qt, h, kp, kl, w, vl);
 		} else {
-			r = table_set_batch(tt->t, qt, 1, &h, &kp, &kl, &vp,
+			r = table_set_batch(tt->tab.t, qt, 1, &h, &kp, &kl, &vp,
 					    &vl, &done);
 		}
 		if (r > 0)
@@ -1338,14 +1302,14 @@ static void *t_writer(void *arg)
 static void *t_reader(void *arg)
 {
 	struct torture *tt = arg;
-	struct qsbr_thread *qt = qsbr_register(tt->q);
+	struct qsbr_thread *qt = qsbr_register(tt->tab.q);
 	uint64_t h = t_hash(), last = 0, n = 0, seen = 0;
 
 	if (!qt)
 		return NULL;
 	while (!atomic_load(&tt->done)) {
 		struct table_entry *e =
-			table_get(tt->t, qt, h, t_key, sizeof(t_key) - 1);
+			table_get(tt->tab.t, qt, h, t_key, sizeof(t_key) - 1);
 		uint64_t w[S_WORDS];
 
 		if (e && n % 2) {
@@ -1383,7 +1347,7 @@ static void *t_reader(void *arg)
 #ifndef NDEBUG
 static void *second_writer(void *arg)
 {
-	struct fixture *f = arg;
+	struct t_table *f = arg;
 
 	set_s(f, "k", "two"); /* in place: the lock, from a second thread */
 	return NULL;
@@ -1393,7 +1357,7 @@ static void *second_writer(void *arg)
  * (in a child process, which must die of the assertion). */
 static void test_one_writer_guard(void **state)
 {
-	struct fixture *f = *state;
+	struct t_table *f = *state;
 	pid_t pid;
 	int st;
 
@@ -1422,7 +1386,7 @@ static void test_one_writer_guard(void **state)
 static void test_one_writer_guard(void **state)
 {
 	(void)state;
-	skip(); /* the guard is an assertion: debug builds only */
+	t_skip("the guard is an assertion: debug builds only");
 }
 #endif
 
@@ -1435,36 +1399,30 @@ static void test_one_writer_seqlock(void **state)
 	struct table_entry *e;
 
 	(void)state;
-	tt.q = qsbr_create();
-	assert_non_null(tt.q);
-	tt.t = table_create(tt.q, 16, true);
-	assert_non_null(tt.t);
+	t_table_open(&tt.tab, 16, true);
+	qt = tt.tab.qt;
+	qsbr_offline(qt); /* the threads' reclamation must not wait for us */
 	/* Every write is the writer thread's, the first (an insert)
 	 * included; the readers skip the key until it is there. */
-	assert_int_equal(pthread_create(&w, NULL, t_writer, &tt), 0);
+	w = t_thread(t_writer, &tt);
 	for (int i = 0; i < T_READERS; i++)
-		assert_int_equal(pthread_create(&r[i], NULL, t_reader, &tt),
-				 0);
-	pthread_join(w, NULL);
+		r[i] = t_thread(t_reader, &tt);
+	t_join(w);
 	for (int i = 0; i < T_READERS; i++)
-		pthread_join(r[i], NULL);
+		t_join(r[i]);
+	qsbr_online(qt);
 	assert_int_equal(atomic_load(&tt.torn), 0);
 	assert_int_equal(atomic_load(&tt.backwards), 0);
 	/* The lock was taken (the writes were in place, the CASes held it);
 	 * that the readers read while it was is how the writer ends. */
 	assert_true(atomic_load(&tt.in_place) > T_WRITES / 2);
 	assert_true(atomic_load(&tt.cas_ok) > 0);
-	qt = qsbr_register(tt.q);
-	assert_non_null(qt);
-	e = table_get(tt.t, qt, t_hash(), t_key, sizeof(t_key) - 1);
+	e = table_get(tt.tab.t, qt, t_hash(), t_key, sizeof(t_key) - 1);
 	assert_non_null(e);
 	table_entry_read_val(e, got, sizeof(got));
 	for (int j = 0; j < S_WORDS; j++)
 		assert_int_equal(got[j], tt.last);
-	qsbr_unregister(qt);
-	table_destroy(tt.t);
-	assert_int_equal(qsbr_pending(tt.q), 0);
-	qsbr_destroy(tt.q);
+	t_table_close(&tt.tab);
 }
 
 int main(void)
