@@ -76,36 +76,16 @@ static int slots_grow(struct conn_table *t)
 	return 0;
 }
 
-static void hs_link(struct conn_table *t, struct conn *c)
-{
-	c->hs_next = NULL;
-	c->hs_prev = t->hs_tail;
-	if (t->hs_tail)
-		t->hs_tail->hs_next = c;
-	else
-		t->hs_head = c;
-	t->hs_tail = c;
-	c->in_hs = true;
-}
-
 static void hs_unlink(struct conn_table *t, struct conn *c)
 {
-	if (!c->in_hs)
-		return;
-	if (c->hs_prev)
-		c->hs_prev->hs_next = c->hs_next;
-	else
-		t->hs_head = c->hs_next;
-	if (c->hs_next)
-		c->hs_next->hs_prev = c->hs_prev;
-	else
-		t->hs_tail = c->hs_prev;
-	c->in_hs = false;
+	if (conn_hs_list_linked(&t->hs, c))
+		conn_hs_list_remove(&t->hs, c);
 }
 
 void conn_validated(struct conn_table *t, struct conn *c)
 {
-	hs_unlink(t, c);
+	if (!c->dec.handshake)
+		hs_unlink(t, c);
 }
 
 /* Everything a conn owns, back to a free slot's state. */
@@ -114,7 +94,7 @@ static void conn_free(struct conn_table *t, struct conn *c)
 	/* libuv's rule: only a closed handle that nothing refers to. */
 	assert(c->state == CONN_CLOSING);
 	assert(c->io.held == 0 && c->io.closed);
-	assert(!c->dirty && !c->in_hs);
+	assert(!c->dirty && !conn_hs_list_linked(&t->hs, c));
 	if (t->ops->forget)
 		t->ops->forget(t->io, &c->io);
 	close(c->io.fd);
@@ -178,7 +158,7 @@ struct conn *conn_open(struct conn_table *t, int fd,
 	}
 	/* A store client owes a VALIDATE in time. */
 	if (!guest && t->srv->cfg.handshake_ms)
-		hs_link(t, c);
+		conn_hs_list_push_tail(&t->hs, c);
 	return c;
 }
 
@@ -263,12 +243,12 @@ void conn_expire(struct conn_table *t)
 {
 	uint64_t limit = t->srv->cfg.handshake_ms, now;
 
-	if (!t->hs_head && !t->nguests)
+	if (!t->hs.head && !t->nguests)
 		return;
 	now = now_mono_ms();
 	/* Store clients that did not send VALIDATE in time (slowloris). */
-	while (t->hs_head && now - t->hs_head->active_ms >= limit)
-		conn_close(t, t->hs_head, STATS_CLOSE_HANDSHAKE_TIMEOUT, 0);
+	while (t->hs.head && now - t->hs.head->active_ms >= limit)
+		conn_close(t, t->hs.head, STATS_CLOSE_HANDSHAKE_TIMEOUT, 0);
 	/* Guests idle for longer than the configured time, scanned once a
 	 * second at most. */
 	limit = t->srv->cfg.control_idle_ms;

@@ -39,6 +39,7 @@
 
 #include "buf.h"
 #include "io.h"
+#include "list.h"
 #include "outq.h"
 #include "proto.h"
 #include "stats.h"
@@ -77,7 +78,6 @@ struct conn {
 	uint8_t fill;              /* oq[fill] collects new replies */
 	bool sending;              /* a send of ours is with the backend */
 	bool dirty;                /* on the table's dirty list */
-	bool in_hs;                /* on the table's handshake list */
 	bool close_after_send;     /* guest: close once the replies are out */
 	struct conn *next_dirty;   /* borrowed link */
 	struct conn *hs_next, *hs_prev; /* handshake list while validating */
@@ -93,6 +93,9 @@ struct conn {
 	const struct conn_guest_ops *guest; /* NULL: the store protocol */
 	void *guest_state;         /* owned through guest->destroy */
 };
+
+/* Store clients that owe a VALIDATE, oldest first (conn_expire). */
+LIST_DEFINE(conn_hs_list, struct conn, hs_next, hs_prev)
 
 /* One reactor's connections and what their lifecycle touches. */
 struct conn_table {
@@ -110,7 +113,7 @@ struct conn_table {
 	uint32_t nfree;
 	uint32_t open;                /* conns not yet released */
 	struct conn *dirty;           /* output or a state change to flush */
-	struct conn *hs_head, *hs_tail; /* awaiting VALIDATE, oldest first */
+	struct conn_hs_list hs;       /* awaiting VALIDATE, oldest first */
 	struct conn *guests[CONN_MAX_GUESTS]; /* open guest connections */
 	uint32_t nguests;
 	uint64_t guest_scan_ms;       /* last idle scan */
@@ -140,7 +143,8 @@ void conn_close(struct conn_table *t, struct conn *c, enum stats_close why,
 /* Free the slot if @c is closing and nothing holds it any more. */
 void conn_release(struct conn_table *t, struct conn *c);
 
-/* @c sent its VALIDATE: off the handshake clock. */
+/* @c sent its VALIDATE (its decoder left the handshake): off the
+ * handshake clock, if it was on it. */
 void conn_validated(struct conn_table *t, struct conn *c);
 
 /* Close every open connection and take no new ones (shutdown). */

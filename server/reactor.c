@@ -133,8 +133,7 @@ static void on_received(void *arg, struct io_conn *ic, const uint8_t *p,
 			conn_close(&r->ct, c, why, ret);
 		else if (outq_len(conn_out(c)))
 			conn_mark_dirty(&r->ct, c);
-		if (c->in_hs && !c->dec.handshake)
-			conn_validated(&r->ct, c);
+		conn_validated(&r->ct, c);
 	} else if (n == 0) {
 		conn_close(&r->ct, c, STATS_CLOSE_EOF, 0);
 	} else if (n < 0) {
