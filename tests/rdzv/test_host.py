@@ -211,6 +211,10 @@ def test_racing_agents_end_with_one_store(state, port, shared):
     assert sorted(g["n"] for g in got) == list(range(1, n + 1))
     assert int(client(port).get("callers")) == n
     assert stores(state) == [pid]
+    if shared:  # they took turns: one server was ever started
+        log = (state / "race" / "ringstore.log").read_text()
+        assert log.count("ringstore listening on") == 1, log
+        assert "in use by another ringstore" not in log, log
     for p in racers:
         p.stdin.close()
         assert p.wait(timeout=30) == 0
