@@ -256,7 +256,8 @@ int listen_open(const char *host, uint16_t *port, int backlog, uint32_t n,
 	uint32_t opened = 0;
 	int ret = 0;
 
-	who[0] = '\0';
+	if (who)
+		who[0] = '\0';
 	if (n > sizeof(inos) / sizeof(inos[0]))
 		return -EINVAL;
 	for (; opened < n; opened++) {
@@ -279,7 +280,7 @@ int listen_open(const char *host, uint16_t *port, int backlog, uint32_t n,
 			ret = foreign_listeners(*port, &mine, inos, n, foreign,
 						MAX_FOREIGN);
 		if (ret > 0) {
-			for (int i = 0; i < ret && !who[0]; i++)
+			for (int i = 0; who && i < ret && !who[0]; i++)
 				inode_owner(foreign[i], who, wholen);
 			ret = -EADDRINUSE;
 			goto fail;
@@ -296,7 +297,7 @@ int listen_open(const char *host, uint16_t *port, int backlog, uint32_t n,
 	}
 	return 0;
 fail:
-	if (ret == -EADDRINUSE && !who[0])
+	if (ret == -EADDRINUSE && who && !who[0])
 		listen_port_holder(*port, who, wholen);
 	while (opened)
 		close(fds[--opened]);

@@ -34,7 +34,8 @@
  * *@port (0: a free port, written back), SO_REUSEPORT when @n > 1, and
  * make sure no other process listens on that port. Fills @fds[0..n-1].
  * Returns 0 or -errno (then nothing is left open); on -EADDRINUSE, @who
- * describes the process holding the port when it can be found ("" if not).
+ * describes the process holding the port when it can be found ("" if not;
+ * a NULL @who skips the search, a scan of every process's descriptors).
  */
 int listen_open(const char *host, uint16_t *port, int backlog, uint32_t n,
 		int *fds, char *who, size_t wholen);

@@ -256,24 +256,35 @@ static int unix_listen(const char *path)
 static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
 		       size_t wholen)
 {
-	for (int waited = 0;; waited += 50) {
-		int ret = listen_open(o->bind, &o->port, o->backlog, n, fds,
-				      who, wholen);
+	uint64_t start = now_mono_ms(), now = start, scanned = start;
 
-		if (ret != -EADDRINUSE || who[0])
+	for (;;) {
+		/* Naming the holder scans every process's descriptors: on a
+		 * busy host that takes long, so between retries of the bind
+		 * it is done twice a second, and the wait is measured on the
+		 * clock, not in retries. */
+		bool scan = now == start || now - scanned >= 500 ||
+			    now - start >= LISTEN_WAIT_MS;
+		int ret = listen_open(o->bind, &o->port, o->backlog, n, fds,
+				      scan ? who : NULL, wholen);
+
+		if (ret != -EADDRINUSE || (scan && who[0]))
 			return ret;
-		if (waited >= LISTEN_WAIT_MS) {
+		if (scan)
+			scanned = now;
+		if (now - start >= LISTEN_WAIT_MS) {
 			snprintf(who, wholen,
 				 "a socket that no process here owns, "
 				 "still after %d s", LISTEN_WAIT_MS / 1000);
 			return ret;
 		}
-		if (!waited)
+		if (now == start)
 			log_warn("port %u is held by a socket that no process "
 				 "here owns (a server that has just exited?); "
 				 "waiting up to %d s for it to close",
 				 o->port, LISTEN_WAIT_MS / 1000);
 		usleep(50 * 1000);
+		now = now_mono_ms();
 	}
 }
 
