@@ -182,9 +182,13 @@ static uint64_t take(struct wal *w, size_t span)
 			wal_flush(w, 0, false);
 			continue;
 		}
+		/* seq_cst: the reservation and wal_reserve's load of `idle`
+		 * pair with nap()'s store of `idle` and load of `reserved`
+		 * (a Dekker pair: one side sees the other). On x86 this is
+		 * the same locked instruction as a relaxed CAS. */
 		if (!atomic_compare_exchange_weak_explicit(
 			    &w->reserved, &r, r + pad + span,
-			    memory_order_relaxed, memory_order_relaxed))
+			    memory_order_seq_cst, memory_order_relaxed))
 			continue;
 		if (pad) {
 			uint8_t *h = at(w, r);
@@ -220,7 +224,9 @@ int wal_reserve(struct wal_writer *ww, size_t len, struct wal_rec *r)
 	}
 	r->p = r->hdr + WAL_HDR;
 	ww->end = r->lsn + wal_span(r->stub ? JUMBO_STUB_LEN : len);
-	if (atomic_load_explicit(&w->idle, memory_order_relaxed))
+	/* seq_cst: see take(). A flusher about to sleep without a deadline
+	 * either sees this record or is seen asleep here, and kicked. */
+	if (atomic_load_explicit(&w->idle, memory_order_seq_cst))
 		wal_kick(w);
 	if (unlikely(w->cfg.after_reserve))
 		w->cfg.after_reserve(w->cfg.hook_arg);
@@ -421,18 +427,20 @@ void wal_kick(struct wal *w)
 	pthread_mutex_unlock(&w->wake_mu);
 }
 
-/* Sleep until kicked, stopped, or @ms passed (0: no deadline). */
-static void nap(struct wal *w, uint64_t ms)
+/* Sleep until kicked, stopped, or @ms passed (0: no deadline). Returns
+ * whether the log is closing. */
+static bool nap(struct wal *w, uint64_t ms)
 {
 	struct timespec ts;
+	bool stop;
 
 	pthread_mutex_lock(&w->wake_mu);
 	if (!ms) {
-		/* Relaxed: the mutex orders it with wal_kick. A writer that
-		 * misses the flag was seen by the check below. */
-		atomic_store_explicit(&w->idle, true, memory_order_relaxed);
-		atomic_thread_fence(memory_order_seq_cst);
-		if (atomic_load_explicit(&w->reserved, memory_order_relaxed) !=
+		/* seq_cst, both: pairs with take()'s reservation and
+		 * wal_reserve's load of `idle`. A writer that reads `idle`
+		 * before this store reserved before this load sees it. */
+		atomic_store_explicit(&w->idle, true, memory_order_seq_cst);
+		if (atomic_load_explicit(&w->reserved, memory_order_seq_cst) !=
 		    atomic_load_explicit(&w->written, memory_order_relaxed))
 			w->kicked = true;
 	}
@@ -450,7 +458,9 @@ static void nap(struct wal *w, uint64_t ms)
 	}
 	w->kicked = false;
 	atomic_store_explicit(&w->idle, false, memory_order_relaxed);
+	stop = w->stop;
 	pthread_mutex_unlock(&w->wake_mu);
+	return stop;
 }
 
 static void *flusher_main(void *arg)
@@ -458,7 +468,6 @@ static void *flusher_main(void *arg)
 	struct wal *w = arg;
 	uint64_t busy_ms = 0;
 
-	pthread_setname_np(pthread_self(), "rs-wal");
 	for (;;) {
 		uint64_t now = now_mono_ms();
 		bool pending = atomic_load_explicit(&w->reserved,
@@ -482,10 +491,9 @@ static void *flusher_main(void *arg)
 		 */
 		if (pending)
 			busy_ms = now;
-		nap(w, pending || unsynced || now - busy_ms < IDLE_AFTER_MS
-			       ? WRITE_EVERY_MS
-			       : 0);
-		if (w->stop)
+		if (nap(w, pending || unsynced || now - busy_ms < IDLE_AFTER_MS
+				   ? WRITE_EVERY_MS
+				   : 0))
 			break;
 		if (atomic_load_explicit(&w->failed, memory_order_relaxed))
 			continue;
@@ -505,6 +513,9 @@ int wal_start(struct wal *w)
 
 	if (ret)
 		return -ret;
+	/* Named from here: it has its name before the server announces
+	 * itself (ps, top -H and tests look for it). */
+	pthread_setname_np(w->thread, "rs-wal");
 	w->started = true;
 	return 0;
 }
