@@ -28,6 +28,7 @@
 #include "outq.h"
 #include "qsbr.h"
 #include "queues.h"
+#include "stats.h"
 #include "store_impl.h"
 #include "table.h"
 
@@ -73,10 +74,12 @@ void store_destroy(struct store *st)
 }
 
 int store_thread_init(struct store_thread *th, struct store *st,
-		      waiters_deliver_fn deliver, void *darg)
+		      struct stats *stats, waiters_deliver_fn deliver,
+		      void *darg)
 {
 	memset(th, 0, sizeof(*th));
 	th->st = st;
+	th->stats = stats;
 	th->deliver = deliver;
 	th->darg = darg;
 	th->gen = atomic_fetch_add(&st->ngens, 1);
@@ -240,7 +243,7 @@ static int do_set(struct store_thread *th, const struct proto_slice *k,
 	gen_begin(th);
 	ret = table_set(th->st->table, th->qt, h, k->p, k->len, v->p, v->len);
 	if (ret > 0)
-		th->in_place++;
+		stat_add(&th->stats->writes_in_place, 1);
 	return ret;
 }
 
@@ -471,7 +474,8 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 		/* Writes in place, or a failure after some may have been:
 		 * the pairs written need the fence before their wake-ups. */
 		if (ret) {
-			th->in_place += ret > 0 ? (uint64_t)ret : 0;
+			stat_add(&th->stats->writes_in_place,
+				 ret > 0 ? (uint64_t)ret : 0);
 			atomic_thread_fence(memory_order_seq_cst);
 		}
 		ret = ret < 0 ? ret : 0;

@@ -45,6 +45,7 @@ struct outq;
 struct qsbr;
 struct qsbr_thread;
 struct queues;
+struct stats;
 struct table;
 
 #define STORE_MAX_THREADS 256
@@ -78,7 +79,6 @@ struct mget_cache {
 	uint64_t snap[STORE_MAX_THREADS];
 	struct table_entry **ents; /* owned scratch: one per key */
 	size_t ents_cap;
-	uint64_t hits, builds;     /* for tests and stats */
 };
 
 struct store_thread {
@@ -91,7 +91,8 @@ struct store_thread {
 	unsigned gen;              /* our index in st->gens */
 	uint64_t genv;             /* our generation (we are its only writer) */
 	struct mget_cache *mget;   /* owned; NULL until first needed */
-	uint64_t in_place;         /* values rewritten in place (stats) */
+	struct stats *stats;       /* borrowed: where this thread counts
+				    * (writes in place, the reply cache) */
 };
 
 /*
@@ -102,10 +103,15 @@ struct store_thread {
 int store_init(struct store *st, size_t initial_keys, unsigned threads);
 void store_destroy(struct store *st);
 
-/* Register the calling thread. Returns 0, -EINVAL (every thread store_init
- * allowed is registered) or -ENOMEM. */
+/*
+ * Register the calling thread, which counts into @stats (borrowed: the
+ * reactor's counters; it must outlive @th, and this thread is its only
+ * writer). Returns 0, -EINVAL (every thread store_init allowed is
+ * registered) or -ENOMEM.
+ */
 int store_thread_init(struct store_thread *th, struct store *st,
-		      waiters_deliver_fn deliver, void *darg);
+		      struct stats *stats, waiters_deliver_fn deliver,
+		      void *darg);
 void store_thread_destroy(struct store_thread *th);
 
 /*

@@ -5,7 +5,7 @@
  * store_exec, as the reactor would), and the responses are parsed back.
  * Checks routing and errors, every built-in handler, JSON validity (a small
  * strict validator below) and the Prometheus text line format. Reactor
- * counters are tested through control_metrics with fake per-reactor blocks;
+ * counters are tested through metrics_write with fake per-reactor blocks;
  * the control plane itself is created without a server (srv = NULL).
  */
 #include <errno.h>
@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "control.h"
+#include "metrics.h"
 #include "outq.h"
 #include "proto.h"
 #include "stats.h"
@@ -31,6 +32,7 @@
 struct fixture {
 	struct store st;
 	struct store_thread th;
+	struct stats stats; /* th's counters */
 	struct control *c;
 	struct control_conn *cc;
 	struct wait_state ws[NCLIENTS];
@@ -57,7 +59,8 @@ static int setup(void **state)
 
 	assert_non_null(f);
 	assert_int_equal(store_init(&f->st, 16, 1), 0);
-	assert_int_equal(store_thread_init(&f->th, &f->st, no_deliver, f), 0);
+	assert_int_equal(store_thread_init(&f->th, &f->st, &f->stats, no_deliver,
+					   f), 0);
 	for (uint32_t i = 0; i < NCLIENTS; i++) {
 		struct sockaddr_in6 *a = &f->ws[i].peer;
 
@@ -734,7 +737,7 @@ static void test_metrics(void **state)
 	rs[2] = &s[1];
 	set(f, "/a", 2, "1234", 4);
 
-	assert_int_equal(control_metrics(&out, false, "epoll", rs, 3, &f->st), 0);
+	assert_int_equal(metrics_write(&out, false, "epoll", rs, 3, &f->st), 0);
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_true(check_prometheus(text) > 40);
@@ -755,7 +758,7 @@ static void test_metrics(void **state)
 	assert_non_null(strstr(text, "\nringstore_info{backend=\"epoll\"} 1\n"));
 
 	buf_reset(&out);
-	assert_int_equal(control_metrics(&out, true, "io_uring", rs, 3, &f->st), 0);
+	assert_int_equal(metrics_write(&out, true, "io_uring", rs, 3, &f->st), 0);
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_json(text);
