@@ -159,6 +159,7 @@ struct control *control_create(struct server *srv, struct store_thread *th)
 		void *arg;
 	} builtin[] = {
 		{ "barriers", views_barriers, v },
+		{ "delete", views_delete, v },
 		{ "keys", views_keys, v },
 		{ "ping", h_ping, NULL },
 		{ "stats", h_stats, c },

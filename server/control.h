@@ -7,7 +7,7 @@
  * (Prometheus text, metrics.h), GET /handler/ (JSON list of names), GET or
  * POST /handler/<name> (run it). HEAD is accepted wherever GET is.
  * Built-in handlers: stats (the metrics as JSON), ping, and the views of
- * views.h: keys, waiters, barriers.
+ * views.h: keys, waiters, barriers, and delete (POST only).
  *
  * Sans-I/O like http.h: an HTTP client is a connection hosting the control
  * plane as a guest protocol (control_guest_ops): the reactor feeds each

@@ -350,23 +350,31 @@ static int op_get(struct store_thread *th, const struct proto_slice *k,
 	return e ? store_put_value(out, e) : store_put_bytes(out, NULL, 0);
 }
 
+int store_delete_key(struct store_thread *th, const void *key, size_t klen)
+{
+	struct proto_slice k = { .p = key, .len = klen };
+	uint64_t h = hash_key(key, klen);
+	struct table_entry *cur;
+	int ret = 0;
+
+	do {
+		cur = get(th, h, &k);
+		if (!cur)
+			break;
+		gen_begin(th);
+		ret = table_cas(th->st->table, th->qt, h, key, klen, cur,
+				table_read_begin(cur), NULL);
+	} while (ret == -EAGAIN);
+	gen_end(th); /* our last table write, for callers outside exec */
+	return cur ? (ret ? ret : 1) : 0;
+}
 
 static int op_delete(struct store_thread *th, const struct proto_req *r,
 		     struct outq *out)
 {
-	uint64_t h = hash_key(r->key.p, r->key.len);
-	struct table_entry *cur;
-	int ret;
+	int ret = store_delete_key(th, r->key.p, r->key.len);
 
-	do {
-		cur = get(th, h, &r->key);
-		if (!cur)
-			return put_i64(out, 0);
-		gen_begin(th);
-		ret = table_cas(th->st->table, th->qt, h, r->key.p, r->key.len,
-				cur, table_read_begin(cur), NULL);
-	} while (ret == -EAGAIN);
-	return ret ? ret : put_i64(out, 1);
+	return ret < 0 ? ret : put_i64(out, ret);
 }
 
 static int op_append(struct store_thread *th, const struct proto_req *r)

@@ -124,6 +124,15 @@ int store_exec(struct store_thread *th, struct wait_state *ws,
 	       const struct proto_req *req, struct outq *out);
 
 /*
+ * Delete @key as DELETE_KEY does (its waiters are not woken). This is the
+ * one path by which a key leaves the table: DELETE_KEY and the control
+ * plane's prefix delete both come through here (so a hook on deletions,
+ * such as a write log, belongs here). Returns 1 if the key was deleted, 0
+ * if it was absent, or -ENOMEM (the table could not grow).
+ */
+int store_delete_key(struct store_thread *th, const void *key, size_t klen);
+
+/*
  * A wake-up for wait @seq of @ws arrived on the owner's thread: answer it
  * (append 00) if that wait is still the current one. Returns 1 if it
  * answered, 0 if the wake-up was stale, -ENOMEM.

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * views.c - see views.h: the keys, waiters and barriers views.
+ * views.c - see views.h: the keys, waiters and barriers views and the
+ * prefix delete.
  */
 #include "views.h"
 
@@ -44,9 +45,19 @@ static int entries_push(struct entries *l, struct table_entry *e)
 	return 0;
 }
 
+/* A prefix delete in progress (see views_delete). */
+struct deletion {
+	struct buf prefix;       /* owned: the prefix being deleted */
+	struct entries matched;  /* references: the entries the walk matched;
+				  * those from @next on are not reached yet */
+	size_t next;
+	bool pending;
+};
+
 struct views {
 	struct store_thread *th;  /* borrowed */
 	struct buf scratch;       /* owned: a second list while rendering */
+	struct deletion del;
 };
 
 /* Does @e's key start with the @n bytes at @p? */
@@ -396,6 +407,160 @@ int views_barriers(void *arg, const struct control_request *req,
 	return ret;
 }
 
+/*
+ * Deleting by prefix. The handler runs on reactor 0's event loop, whose
+ * clients wait while it runs, and a prefix may match a million keys (torch
+ * never deletes its "nccl_storekey_" keys): deleting them all in one
+ * request would stall reactor 0 for as long as that takes. So a deletion
+ * is done in chunks:
+ *  - its first request walks the table once, as the keys view does, and
+ *    takes a reference to every entry under the prefix (so that its key
+ *    can still be read once the request is over and the walk's borrowed
+ *    pointers are not valid any more);
+ *  - every request, the first included, deletes up to `limit` of those
+ *    keys through store_delete_key (whatever entry the key has by then)
+ *    and answers how many remain; the caller posts again until none do
+ *    (ringstore-cli delete-prefix does).
+ * The table is walked once per deletion, not once per chunk, so deleting n
+ * keys costs one walk and n deletions however small the chunks are. The
+ * walk itself is not cut short: a table has no cursor that survives its
+ * growth between two requests. It costs what GET /handler/keys costs:
+ * tens of milliseconds per million keys (20 to 80 ms for two million on
+ * the 2-CPU VM of bench/RESULTS.md, idle to loaded), where a chunk of
+ * DELETE_LIMIT_DEFAULT deletions takes about 4 ms.
+ *
+ * One deletion is pending at a time. A request for another prefix drops
+ * it (the keys it had not reached stay) and starts its own. A key set under
+ * the prefix after the walk is not deleted by that deletion: once it is
+ * done, the next request walks again and finds it. The references keep the
+ * matched entries' memory until their turn comes (or the deletion is
+ * dropped).
+ */
+#define DELETE_LIMIT_DEFAULT 10000
+#define DELETE_LIMIT_MAX 1000000
+#define DELETE_SAMPLE 10 /* names of deleted keys per response */
+
+static void deletion_end(struct deletion *d)
+{
+	for (size_t i = d->next; i < d->matched.n; i++)
+		table_entry_unref(d->matched.v[i]);
+	free(d->matched.v);
+	buf_free(&d->prefix);
+	*d = (struct deletion){ 0 };
+}
+
+struct deletion_walk {
+	struct deletion *d;
+	const uint8_t *prefix;
+	size_t plen;
+};
+
+static int deletion_visit(struct table_entry *e, void *arg)
+{
+	struct deletion_walk *w = arg;
+	int ret;
+
+	if (!has_prefix(e, w->prefix, w->plen))
+		return 0;
+	ret = entries_push(&w->d->matched, e);
+	if (!ret)
+		table_entry_ref(e);
+	return ret;
+}
+
+/* Start deleting the keys under @p (@n > 0 bytes): the one walk. Returns 0
+ * or -ENOMEM. */
+static int deletion_begin(struct views *v, const uint8_t *p, size_t n)
+{
+	struct deletion *d = &v->del;
+	struct deletion_walk w = { .d = d, .prefix = p, .plen = n };
+	int ret;
+
+	deletion_end(d);
+	ret = buf_append(&d->prefix, p, n);
+	if (!ret)
+		ret = table_foreach(v->th->st->table, v->th->qt,
+				    deletion_visit, &w);
+	if (ret) {
+		deletion_end(d);
+		return ret;
+	}
+	d->pending = true;
+	return 0;
+}
+
+/* Is a deletion of the @n > 0 bytes @p pending? */
+static bool deletion_of(const struct deletion *d, const uint8_t *p, size_t n)
+{
+	return d->pending && buf_used(&d->prefix) == n &&
+	       !memcmp(buf_head(&d->prefix), p, n);
+}
+
+/*
+ * POST /handler/delete?prefix=P&limit=N: delete the keys starting with P
+ * (the bytes as stored: TCPStore clients put '/' before every key), at
+ * most N of them (default DELETE_LIMIT_DEFAULT) in this request. Answers
+ * {"prefix": P, "deleted": keys this request deleted, "absent": keys that
+ * were gone when their turn came, "remaining": keys left for the next
+ * requests, "sample": up to DELETE_SAMPLE names deleted}.
+ */
+int views_delete(void *arg, const struct control_request *req,
+		 struct control_response *resp)
+{
+	struct views *v = arg;
+	struct deletion *d = &v->del;
+	struct json_out o = { .b = &resp->body };
+	struct json_out sample = { .b = &v->scratch };
+	uint64_t limit, deleted = 0, absent = 0;
+	const uint8_t *p;
+	size_t n;
+	int ret = 0;
+
+	if (strcmp(req->method, "POST")) {
+		resp->headers = "Allow: POST\r\n";
+		return control_error(resp, 405, "delete changes the store: "
+						"use POST");
+	}
+	p = (const uint8_t *)control_param(req, "prefix", &n);
+	if (!p || !n)
+		return control_error(resp, 400, "a prefix is required (the "
+						"whole store is not deleted "
+						"this way)");
+	if (param_u64(req, "limit", 1, DELETE_LIMIT_MAX, DELETE_LIMIT_DEFAULT,
+		      &limit))
+		return control_error(resp, 400, "limit must be a number from 1 "
+						"to 1000000");
+	if (!deletion_of(d, p, n) && (ret = deletion_begin(v, p, n)))
+		return ret;
+	buf_reset(&v->scratch);
+	while (d->next < d->matched.n && deleted + absent < limit) {
+		struct table_entry *e = d->matched.v[d->next];
+
+		ret = store_delete_key(v->th, table_entry_key(e), e->klen);
+		if (ret < 0)
+			break;
+		if (ret && deleted < DELETE_SAMPLE) {
+			json_text(&sample, deleted ? "," : "");
+			json_str(&sample, table_entry_key(e), e->klen);
+		}
+		deleted += (uint64_t)ret;
+		absent += (uint64_t)!ret;
+		table_entry_unref(e);
+		d->next++;
+	}
+	resp->content_type = CONTROL_CT_JSON;
+	json_text(&o, "{\"prefix\":");
+	json_str(&o, p, n);
+	json_printf(&o, ",\"deleted\":%" PRIu64 ",\"absent\":%" PRIu64
+		    ",\"remaining\":%" PRIu64 ",\"sample\":[",
+		    deleted, absent, (uint64_t)(d->matched.n - d->next));
+	json_raw(&o, json_bytes_of(&v->scratch), buf_used(&v->scratch));
+	json_text(&o, "]}\n");
+	if (d->next == d->matched.n)
+		deletion_end(d);
+	return ret < 0 ? ret : o.err ? o.err : sample.err;
+}
+
 struct views *views_create(struct store_thread *th)
 {
 	struct views *v = calloc(1, sizeof(*v));
@@ -409,6 +574,7 @@ void views_destroy(struct views *v)
 {
 	if (!v)
 		return;
+	deletion_end(&v->del);
 	buf_free(&v->scratch);
 	free(v);
 }

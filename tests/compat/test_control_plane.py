@@ -326,6 +326,55 @@ def test_keys_handler(cp):
     assert status == 400 and "error" in json.loads(body)
 
 
+def test_delete_prefix_removes_one_prefix(cp):
+    """POST /handler/delete?prefix=P deletes the keys under P and nothing
+    else. A real TCPStore client leaves keys under two prefixes, as torch's
+    NCCL bootstrap does (nccl2_reconfigure/<uuid>, nccl_storekey_<n>); the
+    operator deletes one, typing the '/' TCPStore puts before every key, in
+    chunks of `limit` until nothing remains. GET is refused."""
+    import datetime
+    import uuid
+
+    import torch.distributed as dist
+
+    st = dist.TCPStore(cp.host, cp.port, is_master=False,
+                       timeout=datetime.timedelta(seconds=20))
+    ids = [str(uuid.uuid4()) for _ in range(45)]
+    for u in ids:
+        st.set(f"nccl2_reconfigure/{u}", u)
+    for i in range(30):
+        st.set(f"nccl_storekey_{i}", f"id{i}")
+    st.set("nccl2_reconfigure", "not under the prefix")
+    assert st.add("step", 7) == 7
+
+    path = "/handler/delete?prefix=/nccl2_reconfigure/"
+    status, hdrs, _ = call(cp, "GET", path)
+    assert status == 405 and hdrs["allow"] == "POST"
+    # Without the '/' nothing matches: TCPStore stored "/nccl2_reconfigure/...".
+    status, _, body = call(cp, "POST", "/handler/delete?prefix=nccl2_reconfigure/")
+    assert status == 200 and json.loads(body)["deleted"] == 0
+    assert st.num_keys() == 45 + 30 + 2
+
+    deleted, sample, remaining = 0, [], [45]
+    while remaining[-1]:
+        status, hdrs, body = call(cp, "POST", path + "&limit=20")
+        assert status == 200 and hdrs["content-type"] == "application/json"
+        doc = json.loads(body)
+        assert doc["prefix"] == "/nccl2_reconfigure/" and doc["absent"] == 0
+        assert len(doc["sample"]) == min(10, doc["deleted"])
+        deleted += doc["deleted"]
+        sample += doc["sample"]
+        remaining.append(doc["remaining"])
+    assert remaining == [45, 25, 5, 0] and deleted == 45
+    assert {k.removeprefix("/nccl2_reconfigure/") for k in sample} <= set(ids)
+    assert not any(st.check([f"nccl2_reconfigure/{u}"]) for u in ids)
+    assert st.num_keys() == 30 + 2
+    assert st.multi_get([f"nccl_storekey_{i}" for i in range(30)]) == \
+        [f"id{i}".encode() for i in range(30)]
+    assert st.get("nccl2_reconfigure") == b"not under the prefix"
+    assert st.add("step", 1) == 8
+
+
 # --------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------
