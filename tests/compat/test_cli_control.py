@@ -39,6 +39,7 @@ def torch_client(srv, **kw):
 def test_status_plain_and_json(cp):
     c = torch_client(cp, world_size=4)
     c.set("a", "1")
+    assert c.check(["a"])  # SET has no reply: this one makes sure it ran
     r = cli(cp, "status")
     assert r.returncode == 0, r.stderr
     lines = dict(l.split(": ", 1) for l in r.stdout.splitlines())
