@@ -2,15 +2,20 @@
 /*
  * cli_control.c - the control-plane side of ringstore-cli.
  *
- *   ringstore-cli --control HOST:PORT|unix:PATH status|keys|waiters|barriers
+ *   ringstore-cli --control HOST:PORT|unix:PATH
+ *                 status|keys|waiters|barriers|delete-prefix
  *
- * Each subcommand is one HTTP/1.1 GET with "Connection: close" to the
- * server's control plane (ringstore --control-port / --control-socket); the
- * response body is read to EOF. `status` prints the health and a few headline
- * figures (or the whole stats JSON with --json); `keys`, `waiters` and
- * `barriers` print the handler's JSON document as it came. The exit status
- * follows the CLI's: 2 when the control plane cannot be reached, 5 for an
- * HTTP error or a malformed response.
+ * Each request is one HTTP/1.1 GET (POST for delete-prefix) with
+ * "Connection: close" to the server's control plane (ringstore
+ * --control-port / --control-socket); the response body is read to EOF.
+ * `status` prints the health and a few headline figures (or the whole stats
+ * JSON with --json); `keys`, `waiters` and `barriers` print the handler's
+ * JSON document as it came. `delete-prefix` posts to /handler/delete until
+ * the server reports nothing remaining (it deletes a bounded chunk per
+ * request) and prints the totals (with --json, each response). The exit
+ * status follows the CLI's: 2 when the control plane cannot be reached, 4
+ * when delete-prefix deleted nothing, 5 for an HTTP error or a malformed
+ * response.
  */
 #include "cli_control.h"
 
@@ -23,7 +28,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_CONNECT = 2, EXIT_SERVER = 5 };
+enum {
+	EXIT_OK = 0,
+	EXIT_USAGE = 1,
+	EXIT_CONNECT = 2,
+	EXIT_NOT_FOUND = 4,
+	EXIT_SERVER = 5,
+};
 
 const char cli_control_help[] =
 	"control plane (needs --control HOST:PORT|unix:PATH or "
@@ -33,12 +44,15 @@ const char cli_control_help[] =
 	"'/'\n                         prefix unless --raw)\n"
 	"  waiters                who waits on which key, since when (JSON)\n"
 	"  barriers               pending barriers: arrived / world size, "
-	"peers (JSON)\n";
+	"peers (JSON)\n"
+	"  delete-prefix PREFIX   delete every key under PREFIX (gets the "
+	"'/'\n                         prefix unless --raw); prints how many\n";
 
 bool cli_control_op(const char *op)
 {
 	return !strcmp(op, "status") || !strcmp(op, "keys") ||
-	       !strcmp(op, "waiters") || !strcmp(op, "barriers");
+	       !strcmp(op, "waiters") || !strcmp(op, "barriers") ||
+	       !strcmp(op, "delete-prefix");
 }
 
 /* Returns a connected fd or -errno. */
@@ -115,12 +129,23 @@ static void urlencode(const char *s, char *out, size_t len)
 	out[n] = '\0';
 }
 
+/* Like every CLI key: PyTorch's '/' before @key unless @raw; then
+ * percent-encoded into @enc. */
+static void encode_key(const char *key, bool raw, char *enc, size_t len)
+{
+	char prefixed[1024];
+
+	snprintf(prefixed, sizeof(prefixed), "%s%s", raw ? "" : "/", key);
+	urlencode(prefixed, enc, len);
+}
+
 /*
- * GET @path; on success *body is a malloc'd NUL-terminated body and
- * *status the HTTP status. Returns 0, or an exit status.
+ * @method (GET or POST, with no body) @path; on success *body is a malloc'd
+ * NUL-terminated body and *status the HTTP status. Returns 0, or an exit
+ * status.
  */
-static int http_get(const char *control, const char *path, int *status,
-		    char **body)
+static int http_call(const char *control, const char *method,
+		     const char *path, int *status, char **body)
 {
 	char req[1024];
 	size_t cap = 65536, len = 0;
@@ -133,8 +158,9 @@ static int http_get(const char *control, const char *path, int *status,
 		return EXIT_CONNECT;
 	}
 	int n = snprintf(req, sizeof(req),
-			 "GET %s HTTP/1.1\r\nHost: ringstore\r\n"
-			 "Connection: close\r\n\r\n", path);
+			 "%s %s HTTP/1.1\r\nHost: ringstore\r\n"
+			 "Content-Length: 0\r\nConnection: close\r\n\r\n",
+			 method, path);
 	if (n < 0 || (size_t)n >= sizeof(req) ||
 	    send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
 		close(fd);
@@ -195,12 +221,12 @@ static int run_status(const char *control, bool json)
 	int status, ret;
 	char *health, *stats;
 
-	ret = http_get(control, "/health", &status, &health);
+	ret = http_call(control, "GET", "/health", &status, &health);
 	if (ret)
 		return ret;
 	bool healthy = status == 200;
 	free(health);
-	ret = http_get(control, "/handler/stats", &status, &stats);
+	ret = http_call(control, "GET", "/handler/stats", &status, &stats);
 	if (ret)
 		return ret;
 	if (status != 200) {
@@ -234,6 +260,43 @@ static int run_status(const char *control, bool json)
 	return healthy ? EXIT_OK : EXIT_SERVER;
 }
 
+/*
+ * POST /handler/delete until nothing remains: the server deletes a bounded
+ * chunk per request. Prints the totals, or each response with @json.
+ */
+static int run_delete_prefix(const char *control, const char *enc,
+			     bool json)
+{
+	long long deleted = 0, absent = 0, left, n;
+	char path[2048];
+	int status, ret;
+	char *body;
+
+	snprintf(path, sizeof(path), "/handler/delete?prefix=%s", enc);
+	do {
+		ret = http_call(control, "POST", path, &status, &body);
+		if (ret)
+			return ret;
+		n = json_int(body, "deleted");
+		left = json_int(body, "remaining");
+		if (status != 200 || n < 0 || left < 0) {
+			fputs(body, stderr);
+			fprintf(stderr, "ringstore-cli: %s: HTTP %d\n", path,
+				status);
+			free(body);
+			return EXIT_SERVER;
+		}
+		deleted += n;
+		absent += json_int(body, "absent");
+		if (json)
+			fputs(body, stdout);
+		free(body);
+	} while (left > 0);
+	if (!json)
+		printf("deleted: %lld\nabsent: %lld\n", deleted, absent);
+	return deleted ? EXIT_OK : EXIT_NOT_FOUND;
+}
+
 int cli_control_run(const char *control, const char *op, int argc,
 		    char **argv, bool json, bool raw)
 {
@@ -241,6 +304,12 @@ int cli_control_run(const char *control, const char *op, int argc,
 	int status, ret;
 	char *body;
 
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(cli_control_help, stdout);
+			return EXIT_OK;
+		}
+	}
 	if (!strcmp(op, "status")) {
 		if (argc) {
 			fprintf(stderr, "usage: ringstore-cli status\n");
@@ -248,17 +317,23 @@ int cli_control_run(const char *control, const char *op, int argc,
 		}
 		return run_status(control, json);
 	}
+	if (!strcmp(op, "delete-prefix")) {
+		/* A prefix is required: "" would be every key. */
+		if (argc != 1 || !argv[0][0]) {
+			fprintf(stderr, "usage: ringstore-cli delete-prefix "
+					"PREFIX\n");
+			return EXIT_USAGE;
+		}
+		encode_key(argv[0], raw, enc, sizeof(enc));
+		return run_delete_prefix(control, enc, json);
+	}
 	if (!strcmp(op, "keys")) {
 		if (argc > 2) {
 			fprintf(stderr, "usage: ringstore-cli keys [PREFIX "
 					"[LIMIT]]\n");
 			return EXIT_USAGE;
 		}
-		/* Like every CLI key: PyTorch's '/' prefix unless --raw. */
-		char prefix[1024];
-		snprintf(prefix, sizeof(prefix), "%s%s", raw ? "" : "/",
-			 argc > 0 ? argv[0] : "");
-		urlencode(prefix, enc, sizeof(enc));
+		encode_key(argc > 0 ? argv[0] : "", raw, enc, sizeof(enc));
 		snprintf(path, sizeof(path), "/handler/keys?prefix=%s%s%s",
 			 enc, argc > 1 ? "&limit=" : "", argc > 1 ? argv[1] : "");
 	} else {
@@ -268,7 +343,7 @@ int cli_control_run(const char *control, const char *op, int argc,
 		}
 		snprintf(path, sizeof(path), "/handler/%s", op);
 	}
-	ret = http_get(control, path, &status, &body);
+	ret = http_call(control, "GET", path, &status, &body);
 	if (ret)
 		return ret;
 	fputs(body, status == 200 ? stdout : stderr);

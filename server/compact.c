@@ -22,6 +22,7 @@
 #include "now.h"
 #include "queues.h"
 #include "recover.h"
+#include "stats.h"
 #include "store.h"
 #include "table.h"
 #include "wal_impl.h"
@@ -290,6 +291,7 @@ static int fold(struct wal *w, const struct walfile_manifest *old,
 {
 	struct store ps;
 	struct store_thread th;
+	struct stats unused;    /* what the private store counts */
 	char path[4096];
 	int err;
 
@@ -302,7 +304,7 @@ static int fold(struct wal *w, const struct walfile_manifest *old,
 	if (!err && atomic_load(&w->compact->cancel))
 		err = -ECANCELED;
 	if (!err)
-		err = store_thread_init(&th, &ps, NULL, NULL);
+		err = store_thread_init(&th, &ps, &unused, NULL, NULL);
 	if (!err) {
 		walfile_name(path, sizeof(path), w->cfg.dir, WALFILE_SNAP,
 			     snap);

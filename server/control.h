@@ -4,9 +4,10 @@
  * HTTP/1.1 server (shared/DESIGN.md "Control plane").
  *
  * Routes: GET /health ("ok", 503 while shutting down), GET /metrics
- * (Prometheus text), GET /handler/ (JSON list of names), GET or POST
- * /handler/<name> (run it). HEAD is accepted wherever GET is. Built-in
- * handlers: keys, waiters, barriers, stats, ping.
+ * (Prometheus text, metrics.h), GET /handler/ (JSON list of names), GET or
+ * POST /handler/<name> (run it). HEAD is accepted wherever GET is.
+ * Built-in handlers: stats (the metrics as JSON), ping, and the views of
+ * views.h: keys, waiters, barriers, and delete (POST only).
  *
  * Sans-I/O like http.h: an HTTP client is a connection hosting the control
  * plane as a guest protocol (control_guest_ops): the reactor feeds each
@@ -29,8 +30,6 @@ struct conn_guest_ops;
 struct control;
 struct control_conn;
 struct server;
-struct stats;
-struct store;
 struct store_thread;
 
 struct control_request {
@@ -45,8 +44,11 @@ struct control_request {
 struct control_response {
 	int status;               /* 200 unless the handler says otherwise */
 	const char *content_type; /* static string; plain text unless set */
+	const char *headers;      /* static "Name: value\r\n" lines, or NULL */
 	struct buf body;          /* owned by the control plane; append here */
 };
+
+#define CONTROL_CT_JSON "application/json"
 
 /*
  * A handler fills @resp from @req. Returns 0, or -errno for a failure that
@@ -80,9 +82,16 @@ const char *control_name(const struct control *c, size_t i);
 /* While on, /health answers 503 and every response closes its connection. */
 void control_shutting_down(struct control *c, bool on);
 
-/* Query parameter @name of @req (first occurrence), or NULL. */
+/* Query parameter @name of @req (http_param), or NULL. */
 const char *control_param(const struct control_request *req, const char *name,
 			  size_t *len);
+
+/*
+ * Make @resp the JSON error {"error": why} with @status (its body so far is
+ * dropped; resp->headers is kept, e.g. a 405's Allow). Returns 0 or
+ * -ENOMEM.
+ */
+int control_error(struct control_response *resp, int status, const char *why);
 
 /*
  * Route one request and append the complete HTTP response to @out. @flags
@@ -90,16 +99,6 @@ const char *control_param(const struct control_request *req, const char *name,
  */
 int control_handle(struct control *c, const struct control_request *req,
 		   struct buf *out, unsigned flags);
-
-/*
- * The metrics in Prometheus text format (@json false) or as one JSON object
- * (@json true), appended to @out: the I/O @backend (NULL: not reported; a
- * ringstore_info gauge, or the "backend" field), @n per-reactor counter
- * blocks @rs (index = reactor id) and the live sizes of @st. Returns 0 or
- * -ENOMEM.
- */
-int control_metrics(struct buf *out, bool json, const char *backend,
-		    const struct stats *const *rs, size_t n, struct store *st);
 
 /* One HTTP connection's state. Returns NULL on ENOMEM. */
 struct control_conn *control_conn_create(struct control *c);

@@ -345,14 +345,14 @@ int http_feed(struct http_parser *hp, const uint8_t *p, size_t n, size_t *used)
 	return 1;
 }
 
-const char *http_param(const struct http_parser *hp, const char *name,
-		       size_t *len)
+const char *http_param(const struct http_param *params, size_t n,
+		       const char *name, size_t *len)
 {
-	for (size_t i = 0; i < hp->nparams; i++) {
-		if (!strcmp(hp->params[i].name, name)) {
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(params[i].name, name)) {
 			if (len)
-				*len = hp->params[i].value_len;
-			return hp->params[i].value;
+				*len = params[i].value_len;
+			return params[i].value;
 		}
 	}
 	return NULL;

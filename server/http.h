@@ -74,9 +74,13 @@ void http_parser_free(struct http_parser *hp);
  */
 int http_feed(struct http_parser *hp, const uint8_t *p, size_t n, size_t *used);
 
-/* The value of query parameter @name (first occurrence), or NULL. */
-const char *http_param(const struct http_parser *hp, const char *name,
-		       size_t *len);
+/*
+ * The value of query parameter @name (its first occurrence) among the @n
+ * @params of a request (a parser's, or a copy of them), or NULL. *@len, if
+ * @len, gets the value's length.
+ */
+const char *http_param(const struct http_param *params, size_t n,
+		       const char *name, size_t *len);
 
 /* "OK", "Not Found", ...; "Unknown" for a status not in the table. */
 const char *http_status_text(int status);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "hash.h"
+#include "stats.h"
 #include "store_impl.h"
 
 /* The most a MULTI_GET reserves ahead for the rest of its reply. */
@@ -137,7 +138,7 @@ static struct table_entry *mget_cached(struct store_thread *th,
 	    memcmp(c->req, r->list, len) != 0 ||
 	    !gens_unchanged(th->st, c->snap, c->ngens))
 		return NULL;
-	c->hits++;
+	stat_add(&th->stats->mget_cache_hits, 1);
 	return c->reply;
 }
 
@@ -222,7 +223,7 @@ static int mget_build(struct store_thread *th, const struct proto_req *r,
 	c->reply = blob;
 	c->ngens = n;
 	memcpy(c->snap, snap, n * sizeof(*snap));
-	c->builds++;
+	stat_add(&th->stats->mget_cache_builds, 1);
 	return 0;
 }
 

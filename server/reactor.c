@@ -304,18 +304,6 @@ static void loop(struct reactor *r)
 			break;
 		}
 		unsigned n = r->ops->dispatch(r->io);
-		/* Before the replies go out, so a client that saw its reply
-		 * sees the counts. One writer: plain stores. */
-		atomic_store_explicit(&r->stats.writes_in_place,
-				      r->th.in_place, memory_order_relaxed);
-		if (r->th.mget) {
-			atomic_store_explicit(&r->stats.mget_cache_hits,
-					      r->th.mget->hits,
-					      memory_order_relaxed);
-			atomic_store_explicit(&r->stats.mget_cache_builds,
-					      r->th.mget->builds,
-					      memory_order_relaxed);
-		}
 		conn_expire(&r->ct);
 		/* --fsync always: this pass's records are on disk before any
 		 * of its replies leaves (group commit, wal.h). If the log
@@ -359,8 +347,8 @@ static void *reactor_main(void *arg)
 	ret = r->ops->init(r->io);
 
 	if (!ret)
-		ret = store_thread_init(&r->th, &r->srv->store, xmsg_deliver,
-					&r->ct);
+		ret = store_thread_init(&r->th, &r->srv->store, &r->stats,
+					xmsg_deliver, &r->ct);
 	if (!ret && r->listen_fd >= 0)
 		ret = r->ops->listen(r->io, r->listen_fd, IO_LISTEN_STORE);
 	if (!ret && r->id == 0 && r->srv->control_fd >= 0) {

@@ -33,6 +33,7 @@
 #include "outq.h"
 #include "proto.h"
 #include "queues.h"
+#include "stats.h"
 #include "store.h"
 #include "table.h"
 #include "waiters.h"
@@ -42,6 +43,7 @@
 /* One thread executing records against a store. */
 struct replayer {
 	struct store_thread th;
+	struct stats stats;     /* what replay's requests count, dropped */
 	struct wait_state ws;
 	struct outq out;        /* replies, dropped */
 	struct recover_result *res;
@@ -62,7 +64,7 @@ static int replayer_init(struct replayer *rp, struct store *st,
 	memset(rp, 0, sizeof(*rp));
 	rp->res = res;
 	wait_state_init(&rp->ws, (struct waiter_ref){ 0 });
-	return store_thread_init(&rp->th, st, no_deliver, NULL);
+	return store_thread_init(&rp->th, st, &rp->stats, no_deliver, NULL);
 }
 
 static void replayer_done(struct replayer *rp)

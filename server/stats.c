@@ -50,7 +50,7 @@ void stats_sum(struct stats *dst, const struct stats *src)
 
 /* Append " name=value" (or just " name" for a heading) to out. */
 static size_t add(char *out, size_t len, size_t n, const char *name,
-		  const uint64_t *v)
+		  const stat_t *v)
 {
 	int w;
 
@@ -58,7 +58,7 @@ static size_t add(char *out, size_t len, size_t n, const char *name,
 		return n;
 	if (v)
 		w = snprintf(out + n, len - n, " %s=%llu", name,
-			     (unsigned long long)*v);
+			     (unsigned long long)stat_get(v));
 	else
 		w = snprintf(out + n, len - n, " %s", name);
 	return w < 0 ? n : n + (size_t)w;
@@ -66,34 +66,24 @@ static size_t add(char *out, size_t len, size_t n, const char *name,
 
 void stats_format(const struct stats *s, char *out, size_t len)
 {
-	const struct {
-		const char *name;
-		const stat_t *v;
-	} head[] = {
-		{ "accepted", &s->accepted },   { "active", &s->active },
-		{ "bytes_in", &s->bytes_in },   { "bytes_out", &s->bytes_out },
-		{ "loops", &s->loops },         { "cqes", &s->cqes },
-		{ "enobufs", &s->enobufs },
-		{ "accept_errors", &s->accept_errors },
-		{ "rejected", &s->rejected },
-	};
-	uint64_t v;
 	size_t n = (size_t)snprintf(out, len, "stats:");
 
-	for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++) {
-		v = stat_get(head[i].v);
-		n = add(out, len, n, head[i].name, &v);
+	/* The table's fields marked for the line, in its order. */
+#define X_FIELD(field, ...) X_SCALAR(field, __VA_ARGS__)
+#define X_PER_REACTOR(field, line) X_SCALAR(field, NULL, line)
+#define X_SCALAR(field, value, line)                                          \
+	if (line)                                                             \
+		n = add(out, len, n, #field, &s->field);
+#define X_ARRAY(field, count, first, name_of, line)                           \
+	if (line) {                                                           \
+		n = add(out, len, n, #field ":", NULL);                       \
+		for (unsigned i = first; i < count; i++)                      \
+			n = add(out, len, n, name_of(i), &s->field[i]);       \
 	}
-	n = add(out, len, n, "closed:", NULL);
-	for (int i = 0; i < STATS_CLOSE__COUNT; i++) {
-		v = stat_get(&s->closed[i]);
-		n = add(out, len, n, stats_close_id(i), &v);
-	}
-	n = add(out, len, n, "proto_errors:", NULL);
-	for (int i = 1; i < PROTO_E__COUNT; i++) {
-		v = stat_get(&s->proto_errors[i]);
-		n = add(out, len, n, proto_err_name(i), &v);
-	}
-	v = stat_get(&s->closed[STATS_CLOSE_BAD_NUMBER]);
-	add(out, len, n, "bad_number", &v);
+	STATS_METRICS(STATS_X_NONE, X_FIELD, X_ARRAY, X_PER_REACTOR,
+		      STATS_X_NONE, STATS_X_NONE)
+#undef X_FIELD
+#undef X_PER_REACTOR
+#undef X_SCALAR
+#undef X_ARRAY
 }

@@ -28,6 +28,7 @@
 #include "outq.h"
 #include "qsbr.h"
 #include "queues.h"
+#include "stats.h"
 #include "store_impl.h"
 #include "table.h"
 
@@ -73,10 +74,12 @@ void store_destroy(struct store *st)
 }
 
 int store_thread_init(struct store_thread *th, struct store *st,
-		      waiters_deliver_fn deliver, void *darg)
+		      struct stats *stats, waiters_deliver_fn deliver,
+		      void *darg)
 {
 	memset(th, 0, sizeof(*th));
 	th->st = st;
+	th->stats = stats;
 	th->deliver = deliver;
 	th->darg = darg;
 	th->gen = atomic_fetch_add(&st->ngens, 1);
@@ -301,7 +304,7 @@ static int do_set(struct store_thread *th, const struct proto_slice *k,
 	gen_begin(th);
 	ret = table_set(th->st->table, th->qt, h, k->p, k->len, v->p, v->len);
 	if (ret > 0)
-		th->in_place++;
+		stat_add(&th->stats->writes_in_place, 1);
 	return ret;
 }
 
@@ -447,34 +450,38 @@ static int op_get(struct store_thread *th, const struct proto_slice *k,
 	return e ? store_put_value(out, e) : store_put_bytes(out, NULL, 0);
 }
 
+int store_delete_key(struct store_thread *th, const void *key, size_t klen)
+{
+	struct proto_slice k = { .p = key, .len = klen };
+	uint64_t h = hash_key(key, klen);
+	struct table_entry *cur;
+	struct wal_rec rec;
+	int ret = 0;
+
+	wal_lock(th->ww.w, h);
+	do {
+		cur = get(th, h, &k);
+		if (!cur)
+			break;
+		ret = log_begin(th, OP_DELETE_KEY, &k, NULL, &rec);
+		if (ret)
+			break;
+		gen_begin(th);
+		ret = table_cas(th->st->table, th->qt, h, key, klen, cur,
+				table_read_begin(cur), NULL);
+		log_end(th, &rec, ret);
+	} while (ret == -EAGAIN);
+	wal_unlock(th->ww.w, h);
+	gen_end(th); /* our last table write, for callers outside exec */
+	return cur ? (ret ? ret : 1) : 0;
+}
 
 static int op_delete(struct store_thread *th, const struct proto_req *r,
 		     struct outq *out)
 {
-	uint64_t h = hash_key(r->key.p, r->key.len);
-	struct table_entry *cur;
-	struct wal_rec rec;
-	int ret;
+	int ret = store_delete_key(th, r->key.p, r->key.len);
 
-	wal_lock(th->ww.w, h);
-	do {
-		cur = get(th, h, &r->key);
-		if (!cur) {
-			ret = 1; /* absent: nothing to change */
-			break;
-		}
-		ret = log_begin(th, OP_DELETE_KEY, &r->key, NULL, &rec);
-		if (ret)
-			break;
-		gen_begin(th);
-		ret = table_cas(th->st->table, th->qt, h, r->key.p, r->key.len,
-				cur, table_read_begin(cur), NULL);
-		log_end(th, &rec, ret);
-	} while (ret == -EAGAIN);
-	wal_unlock(th->ww.w, h);
-	if (ret < 0)
-		return ret;
-	return put_i64(out, ret ? 0 : 1);
+	return ret < 0 ? ret : put_i64(out, ret);
 }
 
 static int op_append(struct store_thread *th, const struct proto_req *r)
@@ -634,7 +641,8 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 		/* Writes in place, or a failure after some may have been:
 		 * the pairs written need the fence before their wake-ups. */
 		if (ret) {
-			th->in_place += ret > 0 ? (uint64_t)ret : 0;
+			stat_add(&th->stats->writes_in_place,
+				 ret > 0 ? (uint64_t)ret : 0);
 			atomic_thread_fence(memory_order_seq_cst);
 		}
 		ret = ret < 0 ? ret : 0;

@@ -51,6 +51,7 @@ struct outq;
 struct qsbr;
 struct qsbr_thread;
 struct queues;
+struct stats;
 struct table;
 
 #define STORE_MAX_THREADS 256
@@ -87,7 +88,6 @@ struct mget_cache {
 	uint64_t snap[STORE_MAX_THREADS];
 	struct table_entry **ents; /* owned scratch: one per key */
 	size_t ents_cap;
-	uint64_t hits, builds;     /* for tests and stats */
 };
 
 struct store_thread {
@@ -101,7 +101,8 @@ struct store_thread {
 	uint64_t genv;             /* our generation (we are its only writer) */
 	struct mget_cache *mget;   /* owned; NULL until first needed */
 	struct wal_writer ww;      /* this thread's records (wal.h) */
-	uint64_t in_place;         /* values rewritten in place (stats) */
+	struct stats *stats;       /* borrowed: where this thread counts
+				    * (writes in place, the reply cache) */
 };
 
 /*
@@ -112,10 +113,15 @@ struct store_thread {
 int store_init(struct store *st, size_t initial_keys, unsigned threads);
 void store_destroy(struct store *st);
 
-/* Register the calling thread. Returns 0, -EINVAL (every thread store_init
- * allowed is registered) or -ENOMEM. */
+/*
+ * Register the calling thread, which counts into @stats (borrowed: the
+ * reactor's counters; it must outlive @th, and this thread is its only
+ * writer). Returns 0, -EINVAL (every thread store_init allowed is
+ * registered) or -ENOMEM.
+ */
 int store_thread_init(struct store_thread *th, struct store *st,
-		      waiters_deliver_fn deliver, void *darg);
+		      struct stats *stats, waiters_deliver_fn deliver,
+		      void *darg);
 void store_thread_destroy(struct store_thread *th);
 
 /*
@@ -126,6 +132,15 @@ void store_thread_destroy(struct store_thread *th);
  */
 int store_exec(struct store_thread *th, struct wait_state *ws,
 	       const struct proto_req *req, struct outq *out);
+
+/*
+ * Delete @key as DELETE_KEY does (its waiters are not woken). This is the
+ * one path by which a key leaves the table: DELETE_KEY and the control
+ * plane's prefix delete both come through here (so a hook on deletions,
+ * such as a write log, belongs here). Returns 1 if the key was deleted, 0
+ * if it was absent, or -ENOMEM (the table could not grow).
+ */
+int store_delete_key(struct store_thread *th, const void *key, size_t klen);
 
 /*
  * A wake-up for wait @seq of @ws arrived on the owner's thread: answer it

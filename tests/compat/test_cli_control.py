@@ -39,6 +39,7 @@ def torch_client(srv, **kw):
 def test_status_plain_and_json(cp):
     c = torch_client(cp, world_size=4)
     c.set("a", "1")
+    assert c.check(["a"])  # SET has no reply: this one makes sure it ran
     r = cli(cp, "status")
     assert r.returncode == 0, r.stderr
     lines = dict(l.split(": ", 1) for l in r.stdout.splitlines())
@@ -97,3 +98,37 @@ def test_unix_socket_and_errors(cp_factory, tmp_path):
     assert r.returncode == 2
     r = cli(srv, "keys", "a", "b", "c", control=f"unix:{path}")
     assert r.returncode == 1
+
+
+def test_delete_prefix(cp):
+    """delete-prefix PREFIX posts until nothing remains (the server deletes
+    10,000 keys per request) and prints the totals; like every CLI key PREFIX
+    gets TCPStore's '/' unless --raw. Deleting nothing exits 4, like
+    `delete`."""
+    c = torch_client(cp)
+    n = 10_025
+    c.multi_set([f"nccl_storekey_{i}" for i in range(n)], ["id"] * n)
+    c.set("keep/nccl_storekey_0", "v")
+    # SET and MULTI_SET have no reply: a request that has one makes sure
+    # they ran before the CLI looks.
+    assert c.num_keys() == n + 1
+    r = cli(cp, "delete-prefix", "nccl_storekey_")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"deleted: {n}", "absent: 0"]
+    assert c.num_keys() == 1 and c.get("keep/nccl_storekey_0") == b"v"
+    r = cli(cp, "delete-prefix", "nccl_storekey_")
+    assert r.returncode == 4 and r.stdout.splitlines()[0] == "deleted: 0"
+    # --raw: the prefix as stored; --json: the server's document.
+    r = cli(cp, "--raw", "--json", "delete-prefix", "/keep/")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["deleted"], doc["remaining"], doc["sample"]) == \
+        (1, 0, ["/keep/nccl_storekey_0"])
+    assert c.num_keys() == 0
+    # A prefix is required; --help deletes nothing.
+    assert cli(cp, "delete-prefix").returncode == 1
+    assert cli(cp, "delete-prefix", "").returncode == 1
+    c.set("--help", "x")
+    r = cli(cp, "delete-prefix", "--help")
+    assert r.returncode == 0 and "delete-prefix PREFIX" in r.stdout
+    assert c.num_keys() == 1

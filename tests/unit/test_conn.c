@@ -97,7 +97,8 @@ static int setup(void **state)
 	assert_non_null(f);
 	proto_limits_default(&f->srv.cfg.limits);
 	assert_int_equal(store_init(&f->srv.store, 16, 1), 0);
-	assert_int_equal(store_thread_init(&f->th, &f->srv.store, no_deliver,
+	assert_int_equal(store_thread_init(&f->th, &f->srv.store, &f->stats,
+					   no_deliver,
 					   NULL),
 			 0);
 	f->t = (struct conn_table){ .srv = &f->srv, .th = &f->th,

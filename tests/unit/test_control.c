@@ -5,7 +5,7 @@
  * store_exec, as the reactor would), and the responses are parsed back.
  * Checks routing and errors, every built-in handler, JSON validity (a small
  * strict validator below) and the Prometheus text line format. Reactor
- * counters are tested through control_metrics with fake per-reactor blocks;
+ * counters are tested through metrics_write with fake per-reactor blocks;
  * the control plane itself is created without a server (srv = NULL).
  */
 #include <errno.h>
@@ -20,17 +20,23 @@
 
 #include <cmocka.h>
 
+#include "compiler.h"
+#include "hash.h"
+
 #include "control.h"
+#include "metrics.h"
 #include "outq.h"
 #include "proto.h"
 #include "stats.h"
 #include "store.h"
+#include "table.h"
 
 #define NCLIENTS 4
 
 struct fixture {
 	struct store st;
 	struct store_thread th;
+	struct stats stats; /* th's counters */
 	struct control *c;
 	struct control_conn *cc;
 	struct wait_state ws[NCLIENTS];
@@ -57,7 +63,8 @@ static int setup(void **state)
 
 	assert_non_null(f);
 	assert_int_equal(store_init(&f->st, 16, 1), 0);
-	assert_int_equal(store_thread_init(&f->th, &f->st, no_deliver, f), 0);
+	assert_int_equal(store_thread_init(&f->th, &f->st, &f->stats, no_deliver,
+					   f), 0);
 	for (uint32_t i = 0; i < NCLIENTS; i++) {
 		struct sockaddr_in6 *a = &f->ws[i].peer;
 
@@ -189,6 +196,15 @@ static int get(struct fixture *f, const char *path)
 	char req[1024];
 
 	snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+	return http(f, req);
+}
+
+static int post(struct fixture *f, const char *path)
+{
+	char req[1024];
+
+	snprintf(req, sizeof(req), "POST %s HTTP/1.1\r\nHost: x\r\n"
+		 "Content-Length: 0\r\n\r\n", path);
 	return http(f, req);
 }
 
@@ -514,7 +530,7 @@ static void test_registry(void **state)
 {
 	struct fixture *f = *state;
 
-	assert_int_equal(control_count(f->c), 5);
+	assert_int_equal(control_count(f->c), 6);
 	assert_true(control_lookup(f->c, "keys"));
 	assert_false(control_lookup(f->c, "echo"));
 	assert_int_equal(control_register(f->c, "echo", echo, NULL), 0);
@@ -523,14 +539,14 @@ static void test_registry(void **state)
 	assert_int_equal(control_register(f->c, "a/b", echo, NULL), -EINVAL);
 	assert_int_equal(control_register(f->c, "a b", echo, NULL), -EINVAL);
 	assert_int_equal(control_register(f->c, "broken", broken, NULL), 0);
-	assert_string_equal(control_name(f->c, 5), "echo");
-	assert_null(control_name(f->c, 7));
+	assert_string_equal(control_name(f->c, 6), "echo");
+	assert_null(control_name(f->c, 8));
 
 	assert_int_equal(get(f, "/handler/"), 0);
 	assert_int_equal(f->status, 200);
 	assert_true(has_header(f, "Content-Type: application/json"));
-	assert_string_equal(f->body, "[\"barriers\",\"keys\",\"ping\",\"stats\","
-				     "\"waiters\",\"echo\",\"broken\"]\n");
+	assert_string_equal(f->body, "[\"barriers\",\"delete\",\"keys\",\"ping\","
+				     "\"stats\",\"waiters\",\"echo\",\"broken\"]\n");
 	assert_int_equal(get(f, "/handler"), 0);
 	assert_json(f->body);
 
@@ -593,6 +609,161 @@ static void test_keys(void **state)
 	assert_int_equal(f->status, 400);
 	assert_int_equal(get(f, "/handler/keys?limit=-1"), 0);
 	assert_int_equal(f->status, 400);
+}
+
+/* Does the store hold @k? */
+static bool has_key(struct fixture *f, const char *k)
+{
+	return table_get(f->st.table, f->th.qt, hash_key(k, strlen(k)), k,
+			 strlen(k)) != NULL;
+}
+
+/* The number after "@name": in the last response's body. */
+static long long body_num(struct fixture *f, const char *name)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", name);
+	p = strstr(f->body, pat);
+	assert_non_null(p);
+	return strtoll(p + strlen(pat), NULL, 10);
+}
+
+/*
+ * POST /handler/delete?prefix=P: the keys under P, and only those, are
+ * deleted, at most `limit` per request; the rest are left for the next
+ * requests.
+ */
+static void test_delete_prefix(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const under[] = { "/nccl2_reconfigure/u1",
+					     "/nccl2_reconfigure/u2",
+					     "/nccl2_reconfigure/u3" };
+	static const char *const kept[] = { "/nccl2_reconfigure", "/keep",
+					    "nccl2_reconfigure/raw",
+					    "/nccl_storekey_0" };
+	const char *left = NULL;
+
+	for (size_t i = 0; i < ARRAY_SIZE(under); i++)
+		set(f, under[i], strlen(under[i]), "id", 2);
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++)
+		set(f, kept[i], strlen(kept[i]), "v", 1);
+
+	/* It changes the store: POST only; a prefix is required. */
+	static const char *const refused[][2] = {
+		{ "GET", "/handler/delete?prefix=/nccl2" },
+		{ "POST", "/handler/delete" },
+		{ "POST", "/handler/delete?prefix=" },
+		{ "POST", "/handler/delete?prefix=/n&limit=0" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
+		bool is_get = !strcmp(refused[i][0], "GET");
+
+		if (is_get)
+			assert_int_equal(get(f, refused[i][1]), 0);
+		else
+			assert_int_equal(post(f, refused[i][1]), 0);
+		assert_int_equal(f->status, is_get ? 405 : 400);
+		assert_true(!is_get || has_header(f, "Allow: POST"));
+		assert_json(f->body);
+	}
+	assert_int_equal(table_count(f->st.table), 7);
+
+	/* Two now, the third in the next request. */
+	assert_int_equal(post(f, "/handler/delete?prefix=%2Fnccl2_reconfigure"
+			      "%2F&limit=2"), 0);
+	assert_int_equal(f->status, 200);
+	assert_true(has_header(f, "Content-Type: application/json"));
+	assert_json(f->body);
+	assert_non_null(strstr(f->body, "{\"prefix\":\"/nccl2_reconfigure/\","
+					"\"deleted\":2,\"absent\":0,"
+					"\"remaining\":1,\"sample\":[\"/nccl2_"));
+	assert_int_equal(table_count(f->st.table), 5);
+	for (size_t i = 0; i < ARRAY_SIZE(under); i++) {
+		if (!strstr(f->body, under[i])) {
+			assert_null(left);
+			left = under[i];
+			assert_true(has_key(f, left));
+		} else {
+			assert_false(has_key(f, under[i]));
+		}
+	}
+	assert_non_null(left);
+	/* The third key deleted by a client meanwhile: absent, not deleted. */
+	assert_int_equal(proto_enc_key(&f->req, OP_DELETE_KEY, left,
+				       strlen(left)), 0);
+	exec(f, 0);
+	assert_int_equal(post(f, "/handler/delete?prefix=/nccl2_reconfigure/"),
+			 0);
+	assert_json(f->body);
+	assert_non_null(strstr(f->body, "\"deleted\":0,\"absent\":1,"
+					"\"remaining\":0,\"sample\":[]}"));
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++)
+		assert_true(has_key(f, kept[i]));
+
+	/* Nothing left under it: a new walk, nothing deleted. */
+	assert_int_equal(post(f, "/handler/delete?prefix=/nccl2_reconfigure/"),
+			 0);
+	assert_non_null(strstr(f->body, "\"deleted\":0,\"absent\":0,"
+					"\"remaining\":0,"));
+	assert_int_equal(table_count(f->st.table), 4);
+}
+
+/*
+ * Many keys in chunks: each request deletes `limit` of the keys the first
+ * one found; a key set meanwhile is left to the next deletion, and a
+ * request for another prefix drops the pending one.
+ */
+static void test_delete_prefix_chunks(void **state)
+{
+	struct fixture *f = *state;
+	char k[32];
+	long long total = 0, remaining = 2000;
+
+	for (int i = 0; i < 2000; i++) {
+		snprintf(k, sizeof(k), "/big/%d", i);
+		set(f, k, strlen(k), "0123456789", 10);
+	}
+	set(f, "/bigger", 7, "x", 1);
+	for (int i = 0; remaining; i++) {
+		assert_int_equal(post(f, "/handler/delete?prefix=/big/&"
+				      "limit=300"), 0);
+		assert_json(f->body);
+		assert_int_equal(body_num(f, "deleted"),
+				 remaining < 300 ? remaining : 300);
+		total += body_num(f, "deleted");
+		assert_int_equal(body_num(f, "remaining"), 2000 - total);
+		remaining = body_num(f, "remaining");
+		/* The 2,000, /bigger, and /big/new once it is set. */
+		assert_int_equal(table_count(f->st.table),
+				 2001 - total + (i > 0));
+		if (i == 0)
+			set(f, "/big/new", 8, "n", 1);
+	}
+	assert_int_equal(total, 2000);
+	assert_true(has_key(f, "/big/new"));
+	assert_true(has_key(f, "/bigger"));
+	assert_int_equal(post(f, "/handler/delete?prefix=/big/"), 0);
+	assert_int_equal(body_num(f, "deleted"), 1);
+	assert_false(has_key(f, "/big/new"));
+
+	/* Another prefix drops a pending deletion; the first starts over. */
+	for (int i = 0; i < 4; i++) {
+		snprintf(k, sizeof(k), "/p/%d", i);
+		set(f, k, strlen(k), "x", 1);
+	}
+	assert_int_equal(post(f, "/handler/delete?prefix=/p/&limit=1"), 0);
+	assert_int_equal(body_num(f, "remaining"), 3);
+	assert_int_equal(post(f, "/handler/delete?prefix=/bigger&limit=1"), 0);
+	assert_int_equal(body_num(f, "deleted"), 1);
+	set(f, "/p/4", 4, "x", 1);
+	assert_int_equal(post(f, "/handler/delete?prefix=/p/&limit=1"), 0);
+	assert_int_equal(body_num(f, "remaining"), 3);
+	assert_int_equal(post(f, "/handler/delete?prefix=/p/"), 0);
+	assert_int_equal(body_num(f, "deleted"), 3);
+	assert_int_equal(table_count(f->st.table), 0);
 }
 
 static void test_waiters(void **state)
@@ -734,7 +905,7 @@ static void test_metrics(void **state)
 	rs[2] = &s[1];
 	set(f, "/a", 2, "1234", 4);
 
-	assert_int_equal(control_metrics(&out, false, "epoll", rs, 3, &f->st), 0);
+	assert_int_equal(metrics_write(&out, false, "epoll", rs, 3, &f->st), 0);
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_true(check_prometheus(text) > 40);
@@ -755,7 +926,7 @@ static void test_metrics(void **state)
 	assert_non_null(strstr(text, "\nringstore_info{backend=\"epoll\"} 1\n"));
 
 	buf_reset(&out);
-	assert_int_equal(control_metrics(&out, true, "io_uring", rs, 3, &f->st), 0);
+	assert_int_equal(metrics_write(&out, true, "io_uring", rs, 3, &f->st), 0);
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_json(text);
@@ -788,6 +959,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete_prefix, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_delete_prefix_chunks, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_waiters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_barriers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),

@@ -20,6 +20,7 @@
 
 #include "outq.h"
 #include "proto.h"
+#include "stats.h"
 #include "store.h"
 #include "table.h"
 
@@ -33,6 +34,7 @@ struct wake {
 struct fixture {
 	struct store st;
 	struct store_thread th;
+	struct stats stats; /* th's counters */
 	struct wake wakes[MAX_WAKES];
 	int nwakes;
 	struct wait_state ws[4]; /* four clients */
@@ -58,8 +60,8 @@ static int setup_threads(void **state, unsigned threads)
 
 	assert_non_null(f);
 	assert_int_equal(store_init(&f->st, 16, threads), 0);
-	assert_int_equal(store_thread_init(&f->th, &f->st, fake_deliver, f),
-			 0);
+	assert_int_equal(store_thread_init(&f->th, &f->st, &f->stats,
+					   fake_deliver, f), 0);
 	for (uint32_t i = 0; i < 4; i++)
 		wait_state_init(&f->ws[i], (struct waiter_ref){ .slot = i });
 	*state = f;
@@ -245,6 +247,13 @@ static void test_set_get(void **state)
 	want_nothing(f, 0); /* SET has no reply */
 	assert_int_equal(do_key(f, 0, OP_GET, "/a"), 0);
 	want_value(f, 0, "xy");
+	/* The same length again: written in place, and counted in the
+	 * stats the store thread was given. */
+	assert_int_equal(stat_get(&f->stats.writes_in_place), 0);
+	assert_int_equal(do_set(f, 0, "/a", "zw"), 0);
+	assert_int_equal(stat_get(&f->stats.writes_in_place), 1);
+	assert_int_equal(do_key(f, 0, OP_GET, "/a"), 0);
+	want_value(f, 0, "zw");
 	assert_int_equal(do_set(f, 0, "/a", ""), 0);
 	assert_int_equal(do_key(f, 0, OP_GET, "/a"), 0);
 	want_value(f, 0, "");
@@ -309,18 +318,19 @@ static void test_thread_limit(void **state)
 {
 	struct store st;
 	struct store_thread a, b;
+	struct stats sa = { 0 }, sb = { 0 };
 
 	(void)state;
 	assert_int_equal(store_init(&st, 16, 0), -EINVAL);
 	assert_int_equal(store_init(&st, 16, STORE_MAX_THREADS + 1), -EINVAL);
 	assert_int_equal(store_init(&st, 16, 1), 0);
-	assert_int_equal(store_thread_init(&a, &st, NULL, NULL), 0);
-	assert_int_equal(store_thread_init(&b, &st, NULL, NULL), -EINVAL);
+	assert_int_equal(store_thread_init(&a, &st, &sa, NULL, NULL), 0);
+	assert_int_equal(store_thread_init(&b, &st, &sb, NULL, NULL), -EINVAL);
 	store_thread_destroy(&a);
 	store_destroy(&st);
 	assert_int_equal(store_init(&st, 16, 2), 0);
-	assert_int_equal(store_thread_init(&a, &st, NULL, NULL), 0);
-	assert_int_equal(store_thread_init(&b, &st, NULL, NULL), 0);
+	assert_int_equal(store_thread_init(&a, &st, &sa, NULL, NULL), 0);
+	assert_int_equal(store_thread_init(&b, &st, &sb, NULL, NULL), 0);
 	store_thread_destroy(&b);
 	store_thread_destroy(&a);
 	store_destroy(&st);
@@ -512,6 +522,11 @@ static void test_multi_get_set(void **state)
 	memcpy(want + 11, &l, 8); /* missing: empty */
 	memcpy(want + 19, &l, 8); /* present but empty */
 	want_bytes(f, 0, want, sizeof(want));
+	/* Both pairs again, same lengths: both written in place. */
+	assert_int_equal(proto_enc_multi_set(&f->req, 2, keys, kl, vals, vl),
+			 0);
+	assert_int_equal(exec(f, 0), 0);
+	assert_int_equal(stat_get(&f->stats.writes_in_place), 2);
 }
 
 /*
@@ -520,6 +535,17 @@ static void test_multi_get_set(void **state)
  * thread; every reply is checked against the table's values byte for byte.
  */
 #define MG_KEYS 100
+
+/* What f->th counted: replies built and cached, and replies served. */
+static uint64_t cache_builds(struct fixture *f)
+{
+	return stat_get(&f->stats.mget_cache_builds);
+}
+
+static uint64_t cache_hits(struct fixture *f)
+{
+	return stat_get(&f->stats.mget_cache_hits);
+}
 
 static void mg_request(struct fixture *f, size_t n, const char *const *keys)
 {
@@ -560,9 +586,11 @@ static void test_multi_get_cache(void **state)
 	static char kbuf[MG_KEYS][16], vbuf[MG_KEYS][16], big[5001];
 	const char *keys[MG_KEYS + 1], *vals[MG_KEYS + 1], *rev[MG_KEYS];
 	struct store_thread th2;
+	struct stats s2 = { 0 }, s3 = { 0 };
 	uint64_t builds, hits;
 
-	assert_int_equal(store_thread_init(&th2, &f->st, fake_deliver, f), 0);
+	assert_int_equal(store_thread_init(&th2, &f->st, &s2, fake_deliver, f),
+			 0);
 	for (int i = 0; i < MG_KEYS; i++) {
 		snprintf(kbuf[i], sizeof(kbuf[i]), "/c%03d", i);
 		snprintf(vbuf[i], sizeof(vbuf[i]), "v%03d", i);
@@ -574,12 +602,12 @@ static void test_multi_get_cache(void **state)
 	/* Built, then served from the cache. */
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
 	assert_non_null(f->th.mget);
-	assert_int_equal(f->th.mget->builds, 1);
-	assert_int_equal(f->th.mget->hits, 0);
+	assert_int_equal(cache_builds(f), 1);
+	assert_int_equal(cache_hits(f), 0);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->hits, 1);
+	assert_int_equal(cache_hits(f), 1);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->hits, 2);
+	assert_int_equal(cache_hits(f), 2);
 
 	/* A write on another store thread invalidates it. */
 	assert_int_equal(proto_enc_key_val(&f->req, OP_SET, "/c005", 5, "new",
@@ -587,22 +615,22 @@ static void test_multi_get_cache(void **state)
 	assert_int_equal(exec_on(f, &th2, 1), 0);
 	vals[5] = "new";
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->hits, 2);
-	assert_int_equal(f->th.mget->builds, 2);
+	assert_int_equal(cache_hits(f), 2);
+	assert_int_equal(cache_builds(f), 2);
 	/* So does one on our own thread, and a write to a key not in the
 	 * list (any write counts). */
 	assert_int_equal(do_key(f, 1, OP_DELETE_KEY, "/c006"), 0);
 	take(f, 1);
 	vals[6] = NULL;
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->builds, 3);
+	assert_int_equal(cache_builds(f), 3);
 	assert_int_equal(do_add(f, 1, "/elsewhere", 1), 0);
 	take(f, 1);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->builds, 4);
-	assert_int_equal(f->th.mget->hits, 2);
+	assert_int_equal(cache_builds(f), 4);
+	assert_int_equal(cache_hits(f), 2);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->hits, 3);
+	assert_int_equal(cache_hits(f), 3);
 
 	/* Another list of the same length is another request. */
 	{
@@ -611,35 +639,35 @@ static void test_multi_get_cache(void **state)
 		for (int i = 0; i < MG_KEYS; i++)
 			rv[i] = vals[MG_KEYS - 1 - i];
 		mg_check(f, &f->th, MG_KEYS, rev, rv);
-		assert_int_equal(f->th.mget->builds, 5);
+		assert_int_equal(cache_builds(f), 5);
 		mg_check(f, &f->th, MG_KEYS, keys, vals);
-		assert_int_equal(f->th.mget->builds, 6);
-		assert_int_equal(f->th.mget->hits, 3);
+		assert_int_equal(cache_builds(f), 6);
+		assert_int_equal(cache_hits(f), 3);
 	}
 
 	/* A write in progress on another thread (odd generation): answered,
 	 * not cached, until it ends. */
-	builds = f->th.mget->builds;
-	hits = f->th.mget->hits;
+	builds = cache_builds(f);
+	hits = cache_hits(f);
 	atomic_fetch_add(&f->st.gens[th2.gen].v, 1);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->builds, builds);
-	assert_int_equal(f->th.mget->hits, hits);
+	assert_int_equal(cache_builds(f), builds);
+	assert_int_equal(cache_hits(f), hits);
 	atomic_fetch_add(&f->st.gens[th2.gen].v, 1);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
-	assert_int_equal(f->th.mget->builds, builds + 1);
-	assert_int_equal(f->th.mget->hits, hits + 1);
+	assert_int_equal(cache_builds(f), builds + 1);
+	assert_int_equal(cache_hits(f), hits + 1);
 
 	/* A new store thread (ngens changes) invalidates too. */
 	{
 		struct store_thread th3;
 
-		assert_int_equal(store_thread_init(&th3, &f->st, fake_deliver,
-						   f), 0);
+		assert_int_equal(store_thread_init(&th3, &f->st, &s3,
+						   fake_deliver, f), 0);
 		mg_check(f, &f->th, MG_KEYS, keys, vals);
-		assert_int_equal(f->th.mget->builds, builds + 2);
+		assert_int_equal(cache_builds(f), builds + 2);
 		store_thread_destroy(&th3);
 	}
 
@@ -648,18 +676,18 @@ static void test_multi_get_cache(void **state)
 	assert_int_equal(do_set(f, 1, "/big", big), 0);
 	keys[MG_KEYS] = "/big";
 	vals[MG_KEYS] = big;
-	builds = f->th.mget->builds;
-	hits = f->th.mget->hits;
+	builds = cache_builds(f);
+	hits = cache_hits(f);
 	mg_check(f, &f->th, MG_KEYS + 1, keys, vals);
 	mg_check(f, &f->th, MG_KEYS + 1, keys, vals);
-	assert_int_equal(f->th.mget->builds, builds);
-	assert_int_equal(f->th.mget->hits, hits);
+	assert_int_equal(cache_builds(f), builds);
+	assert_int_equal(cache_hits(f), hits);
 
 	/* Below STORE_MGET_CACHE_MIN keys: never cached. */
 	mg_check(f, &f->th, STORE_MGET_CACHE_MIN - 1, keys, vals);
 	mg_check(f, &f->th, STORE_MGET_CACHE_MIN - 1, keys, vals);
-	assert_int_equal(f->th.mget->builds, builds);
-	assert_int_equal(f->th.mget->hits, hits);
+	assert_int_equal(cache_builds(f), builds);
+	assert_int_equal(cache_hits(f), hits);
 	store_thread_destroy(&th2);
 }
 

@@ -37,6 +37,7 @@
 #include "outq.h"
 #include "proto.h"
 #include "queues.h"
+#include "stats.h"
 #include "store.h"
 #include "table.h"
 #include "wal.h"
@@ -126,6 +127,7 @@ static void db_close(struct db *d)
 /* One client on one store thread. */
 struct cli {
 	struct store_thread th;
+	struct stats stats;
 	struct wait_state ws;
 	struct outq out;
 	struct buf req;
@@ -134,7 +136,8 @@ struct cli {
 static void cli_init(struct cli *c, struct db *d)
 {
 	memset(c, 0, sizeof(*c));
-	assert_int_equal(store_thread_init(&c->th, &d->st, no_deliver, NULL),
+	assert_int_equal(store_thread_init(&c->th, &d->st, &c->stats,
+					   no_deliver, NULL),
 			 0);
 	wait_state_init(&c->ws, (struct waiter_ref){ 0 });
 }
@@ -260,9 +263,11 @@ static int cmp_line(const void *a, const void *b)
 static void dump_store(struct store *st, struct dump *d)
 {
 	struct store_thread th;
+	struct stats stats;
 
 	memset(d, 0, sizeof(*d));
-	assert_int_equal(store_thread_init(&th, st, no_deliver, NULL), 0);
+	assert_int_equal(store_thread_init(&th, st, &stats, no_deliver, NULL),
+			 0);
 	assert_int_equal(table_foreach(st->table, th.qt, dump_key, d), 0);
 	assert_int_equal(queues_foreach(st->queues, dump_item, d), 0);
 	qsort(d->line, d->n, sizeof(*d->line), cmp_line);
