@@ -356,7 +356,7 @@ static void *compact_main(void *arg)
 		goto out;
 	}
 	remove_old(w, &old);
-	atomic_fetch_add(&w->compactions, 1);
+	atomic_fetch_add(&w->count[WAL_STAT_COMPACTIONS], 1);
 	log_info("write log: compacted %" PRIu64 " records (%" PRIu64
 		 " bytes of logs) into snapshot %06" PRIu32 " in %.3f s",
 		 res.records, res.bytes, snap,

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "store.h"
 #include "views.h"
+#include "wal.h"
 
 #define CONTROL_MAX_NAME 64
 /* More reply bytes than this queued: answer, then close (a flood). */
@@ -146,6 +147,33 @@ static int h_stats(void *arg, const struct control_request *req,
 	return metrics_of_server(&resp->body, true, c->srv, c->th->st);
 }
 
+/* POST: start compacting the write log now (it runs in the background;
+ * ringstore_log_compactions_total counts those that finished). */
+static int h_compact(void *arg, const struct control_request *req,
+		     struct control_response *resp)
+{
+	struct control *c = arg;
+	struct wal *w = c->th->st->wal;
+	int ret;
+
+	if (strcmp(req->method, "POST")) {
+		resp->headers = "Allow: POST\r\n";
+		return control_error(resp, 405, "compact changes the data "
+						"directory: use POST");
+	}
+	if (!w)
+		return control_error(resp, 409, "no write log: the server runs "
+						"without --data-dir");
+	ret = wal_compact_now(w);
+	if (ret == -EBUSY)
+		return control_error(resp, 409, "a compaction is running");
+	if (ret)
+		return ret;
+	resp->status = 202;
+	resp->content_type = CONTROL_CT_JSON;
+	return buf_append(&resp->body, "{\"started\":true}\n", 16);
+}
+
 /* ------------------------------------------------------------------ */
 /* Router                                                              */
 
@@ -159,6 +187,7 @@ struct control *control_create(struct server *srv, struct store_thread *th)
 		void *arg;
 	} builtin[] = {
 		{ "barriers", views_barriers, v },
+		{ "compact", h_compact, c },
 		{ "delete", views_delete, v },
 		{ "keys", views_keys, v },
 		{ "ping", h_ping, NULL },

@@ -366,9 +366,11 @@ const char *http_status_text(int status)
 	} texts[] = {
 		{ 100, "Continue" },
 		{ 200, "OK" },
+		{ 202, "Accepted" },
 		{ 400, "Bad Request" },
 		{ 404, "Not Found" },
 		{ 405, "Method Not Allowed" },
+		{ 409, "Conflict" },
 		{ 411, "Length Required" },
 		{ 413, "Content Too Large" },
 		{ 431, "Request Header Fields Too Large" },

@@ -23,6 +23,7 @@
 #include "store.h"
 #include "table.h"
 #include "waiters.h"
+#include "wal.h"
 
 /*
  * One writer for both formats. A family's heading is written with its

@@ -183,7 +183,28 @@ typedef _Atomic uint64_t stat_t;
 	       "(carved), and their free blocks in the shared pool "          \
 	       "(pooled); 0 under AddressSanitizer.")                         \
 	COMPUTED("carved", blk_slab_bytes())                                  \
-	COMPUTED("pooled", blk_pool_bytes())
+	COMPUTED("pooled", blk_pool_bytes())                                  \
+	FAMILY(ringstore_log_records_total, counter, NULL,                    \
+	       "Changes appended to the write log (--data-dir).")             \
+	COMPUTED(NULL, wal_stat(st->wal, WAL_STAT_RECORDS))                   \
+	FAMILY(ringstore_log_written_bytes_total, counter, NULL,              \
+	       "Bytes written to the write log's files.")                     \
+	COMPUTED(NULL, wal_stat(st->wal, WAL_STAT_BYTES))                     \
+	FAMILY(ringstore_log_writes_total, counter, NULL,                     \
+	       "Write system calls to the write log (one per group of "       \
+	       "records).")                                                   \
+	COMPUTED(NULL, wal_stat(st->wal, WAL_STAT_WRITES))                    \
+	FAMILY(ringstore_log_syncs_total, counter, NULL,                      \
+	       "fdatasyncs of the write log: one per loop pass that wrote "   \
+	       "with --fsync always, about one a second with everysec.")      \
+	COMPUTED(NULL, wal_stat(st->wal, WAL_STAT_SYNCS))                     \
+	FAMILY(ringstore_log_compactions_total, counter, NULL,                \
+	       "Compactions of the write log into a snapshot.")               \
+	COMPUTED(NULL, wal_stat(st->wal, WAL_STAT_COMPACTIONS))               \
+	FAMILY(ringstore_log_bytes, gauge, NULL,                              \
+	       "Bytes of write log since the last snapshot (compaction "      \
+	       "starts past --compact-min-bytes and twice the live data).")   \
+	COMPUTED(NULL, wal_log_bytes(st->wal))
 
 #define STATS_X_NONE(...)
 #define STATS_X_FIELD(field, ...) stat_t field;

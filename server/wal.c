@@ -237,7 +237,8 @@ void wal_publish(struct wal_writer *ww, struct wal_rec *r)
 {
 	struct wal *w = ww->w;
 
-	atomic_fetch_add_explicit(&w->records, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->count[WAL_STAT_RECORDS], 1,
+				  memory_order_relaxed);
 	if (!r->stub) {
 		publish_at(r->hdr, r->len, 0, r->lsn);
 		return;
@@ -354,8 +355,9 @@ int wal_flush_locked(struct wal *w, uint64_t need, bool sync)
 			/* Write the run so far (and free its buffers). */
 			if (n && !err) {
 				err = write_all(w->fd, iov, n);
-				atomic_fetch_add_explicit(&w->writes, 1,
-							  memory_order_relaxed);
+				atomic_fetch_add_explicit(
+					&w->count[WAL_STAT_WRITES], 1,
+					memory_order_relaxed);
 			}
 			for (int i = 0; i < nj; i++)
 				free(jumbo[i]);
@@ -385,14 +387,16 @@ int wal_flush_locked(struct wal *w, uint64_t need, bool sync)
 		return err;
 	w->file_bytes += bytes;
 	atomic_fetch_add_explicit(&w->log_bytes, bytes, memory_order_relaxed);
-	atomic_fetch_add_explicit(&w->bytes, bytes, memory_order_relaxed);
+	atomic_fetch_add_explicit(&w->count[WAL_STAT_BYTES], bytes,
+				  memory_order_relaxed);
 	/* Release: pairs with take()'s acquire: the ring up to here is free. */
 	atomic_store_explicit(&w->written, pos, memory_order_release);
 	if (sync && atomic_load_explicit(&w->synced, memory_order_relaxed) <
 			    pos) {
 		if (fdatasync(w->fd))
 			return -errno;
-		atomic_fetch_add_explicit(&w->syncs, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&w->count[WAL_STAT_SYNCS], 1,
+					  memory_order_relaxed);
 		atomic_store_explicit(&w->last_sync_ms, now_mono_ms(),
 				      memory_order_relaxed);
 		atomic_store_explicit(&w->synced, pos, memory_order_release);
@@ -658,18 +662,14 @@ int wal_close(struct wal *w)
 	return err;
 }
 
-void wal_get_stats(const struct wal *w, struct wal_stats *s)
+uint64_t wal_stat(const struct wal *w, enum wal_stat s)
 {
-	*s = (struct wal_stats){
-		.records = atomic_load_explicit(&w->records,
-						memory_order_relaxed),
-		.bytes = atomic_load_explicit(&w->bytes, memory_order_relaxed),
-		.writes = atomic_load_explicit(&w->writes,
-					       memory_order_relaxed),
-		.syncs = atomic_load_explicit(&w->syncs, memory_order_relaxed),
-		.compactions = atomic_load_explicit(&w->compactions,
-						    memory_order_relaxed),
-		.log_bytes = atomic_load_explicit(&w->log_bytes,
-						  memory_order_relaxed),
-	};
+	return w ? atomic_load_explicit(&w->count[s], memory_order_relaxed)
+		 : 0;
+}
+
+uint64_t wal_log_bytes(const struct wal *w)
+{
+	return w ? atomic_load_explicit(&w->log_bytes, memory_order_relaxed)
+		 : 0;
 }

@@ -151,16 +151,19 @@ void wal_unlock_many(struct wal *w, const uint32_t *held, size_t nheld);
  */
 int wal_commit(struct wal_writer *ww);
 
-/* Counters for the metrics. */
-struct wal_stats {
-	uint64_t records;      /* published */
-	uint64_t bytes;        /* written to log files */
-	uint64_t writes;       /* write system calls */
-	uint64_t syncs;        /* fdatasyncs */
-	uint64_t compactions;  /* finished */
-	uint64_t log_bytes;    /* in the logs since the last snapshot */
+/* The log's own counters (stats.h's table reads them at scrape time). */
+enum wal_stat {
+	WAL_STAT_RECORDS,     /* records published */
+	WAL_STAT_BYTES,       /* bytes written to log files */
+	WAL_STAT_WRITES,      /* write system calls */
+	WAL_STAT_SYNCS,       /* fdatasyncs */
+	WAL_STAT_COMPACTIONS, /* compactions finished */
+	WAL_STAT__COUNT,
 };
-void wal_get_stats(const struct wal *w, struct wal_stats *s);
+/* Counter @s of @w (NULL: no log, 0). */
+uint64_t wal_stat(const struct wal *w, enum wal_stat s);
+/* Bytes in the logs since the last snapshot (a gauge); 0 without a log. */
+uint64_t wal_log_bytes(const struct wal *w);
 
 /* Start a compaction now (the control plane; tests). 0, or -EBUSY while
  * one runs. */

@@ -65,8 +65,8 @@ struct wal {
 
 	struct compaction *compact;   /* owned by compact.c; NULL: none yet */
 
-	/* Counters (wal_get_stats). */
-	_Atomic uint64_t records, bytes, writes, syncs, compactions;
+	/* Counters (wal_stat), each a relaxed add. */
+	_Atomic uint64_t count[WAL_STAT__COUNT];
 };
 
 /*

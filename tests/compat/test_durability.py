@@ -377,3 +377,75 @@ def test_log_thread_sleeps_between_writes(tmp_path):
     used = thread_cpu_ticks(d.proc.pid, "rs-wal") - before
     assert used <= hz // 20, f"rs-wal used {used / hz:.2f} s of CPU in 2 s of idleness"
     d.stop()
+
+
+# ---- the log's metrics and the compaction an operator asks for -------------------
+
+def metrics(port: int) -> dict[str, float]:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^(ringstore_log_\w+) (\S+)$", text, re.M)}
+
+
+def post(port: int, path: str):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", method="POST"), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.mark.timeout_s(120)
+def test_log_metrics_and_compaction_on_request(tmp_path):
+    """/metrics counts the log's records, bytes, writes and syncs; POST
+    /handler/compact starts a compaction, which the counter and the data
+    directory (a snapshot) show, and the state survives a SIGKILL after it."""
+    d = Durable(tmp_path, "--fsync", "always", "--control-port", "0")
+    port = d.start()
+    ctl = int(re.search(r"ringstore control on \S+:(\d+)",
+                        (tmp_path / f"ringstore-{d.starts}.out").read_text()).group(1))
+    m0 = metrics(ctl)
+    assert m0["ringstore_log_records_total"] == 0
+    import torch.distributed as dist
+
+    st = dist.TCPStore("127.0.0.1", port, is_master=False,
+                       timeout=datetime.timedelta(seconds=30))
+    for i in range(200):
+        st.set("k", str(i))       # 200 records of one key: 199 are dead weight
+    assert st.add("n", 5) == 5    # a reply: everything before it is synced
+    m1 = metrics(ctl)
+    assert m1["ringstore_log_records_total"] == 201
+    assert m1["ringstore_log_syncs_total"] >= 1
+    assert m1["ringstore_log_written_bytes_total"] > 201 * 16
+    assert m1["ringstore_log_writes_total"] >= m1["ringstore_log_syncs_total"]
+    status, body = post(ctl, "/handler/compact")
+    assert status == 202, body
+    deadline = time.monotonic() + 60
+    while metrics(ctl)["ringstore_log_compactions_total"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert list(d.dir.glob("snap-*.rs")), sorted(p.name for p in d.dir.iterdir())
+    assert metrics(ctl)["ringstore_log_bytes"] < m1["ringstore_log_written_bytes_total"]
+    d.kill()
+    d.start()
+    with d.raw() as c:
+        assert get(c, "k") == b"199" and get(c, "n") == b"5"
+    d.stop()
+
+
+def test_compact_without_a_log_says_so(tmp_path):
+    p, _, _ = start_ringstore_args(["--port", "0", "--bind", "127.0.0.1",
+                                    "--control-port", "0"], tmp_path)
+    ctl = int(re.search(r"ringstore control on \S+:(\d+)",
+                        (tmp_path / "ringstore.out").read_text()).group(1))
+    status, body = post(ctl, "/handler/compact")
+    assert status == 409 and "without --data-dir" in body, (status, body)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0
+    unregister_proc(p)
