@@ -530,7 +530,7 @@ static void test_registry(void **state)
 {
 	struct fixture *f = *state;
 
-	assert_int_equal(control_count(f->c), 6);
+	assert_int_equal(control_count(f->c), 7);
 	assert_true(control_lookup(f->c, "keys"));
 	assert_false(control_lookup(f->c, "echo"));
 	assert_int_equal(control_register(f->c, "echo", echo, NULL), 0);
@@ -539,14 +539,15 @@ static void test_registry(void **state)
 	assert_int_equal(control_register(f->c, "a/b", echo, NULL), -EINVAL);
 	assert_int_equal(control_register(f->c, "a b", echo, NULL), -EINVAL);
 	assert_int_equal(control_register(f->c, "broken", broken, NULL), 0);
-	assert_string_equal(control_name(f->c, 6), "echo");
-	assert_null(control_name(f->c, 8));
+	assert_string_equal(control_name(f->c, 7), "echo");
+	assert_null(control_name(f->c, 9));
 
 	assert_int_equal(get(f, "/handler/"), 0);
 	assert_int_equal(f->status, 200);
 	assert_true(has_header(f, "Content-Type: application/json"));
-	assert_string_equal(f->body, "[\"barriers\",\"delete\",\"keys\",\"ping\","
-				     "\"stats\",\"waiters\",\"echo\",\"broken\"]\n");
+	assert_string_equal(f->body, "[\"barriers\",\"compact\",\"delete\","
+				     "\"keys\",\"ping\",\"stats\",\"waiters\","
+				     "\"echo\",\"broken\"]\n");
 	assert_int_equal(get(f, "/handler"), 0);
 	assert_json(f->body);
 
