@@ -643,6 +643,64 @@ static struct proc_sample proc_sample(int pid)
 }
 
 /*
+ * The write log's counters of a ringstore (--server-metrics HOST:PORT): its
+ * control plane's GET /metrics, two samples of it. Zeros (ok false) when it
+ * cannot be read.
+ */
+struct log_sample {
+	bool ok;
+	double syncs;
+	double bytes;
+};
+
+static struct log_sample log_sample(const char *addr)
+{
+	struct log_sample s = { 0 };
+	static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+	char host[256], *text = NULL, *p;
+	size_t len = 0, cap = 0;
+	const char *colon;
+	int fd;
+
+	if (!addr || !(colon = strrchr(addr, ':')) ||
+	    (size_t)(colon - addr) >= sizeof(host))
+		return s;
+	memcpy(host, addr, (size_t)(colon - addr));
+	host[colon - addr] = '\0';
+	fd = net_connect(host, (uint16_t)atoi(colon + 1), NULL, 5000);
+	if (fd < 0)
+		return s;
+	if (write(fd, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1) {
+		for (;;) {
+			if (len + 4096 + 1 > cap) {
+				char *t = realloc(text, cap = 2 * cap + 8192);
+				if (!t)
+					break;
+				text = t;
+			}
+			ssize_t n = read(fd, text + len, cap - len - 1);
+			if (n <= 0)
+				break;
+			len += (size_t)n;
+		}
+	}
+	close(fd);
+	if (!text)
+		return s;
+	text[len] = '\0';
+	static const char syncs[] = "\nringstore_log_syncs_total ";
+	static const char bytes[] = "\nringstore_log_written_bytes_total ";
+	if ((p = strstr(text, syncs)))
+		s.syncs = strtod(p + sizeof(syncs) - 1, NULL);
+	if ((p = strstr(text, bytes))) {
+		s.bytes = strtod(p + sizeof(bytes) - 1, NULL);
+		s.ok = true;
+	}
+	free(text);
+	return s;
+}
+
+/*
  * TcpExt ListenOverflows from /proc/net/netstat: SYNs or handshake ACKs the
  * kernel dropped because some listener's accept queue was full (host-wide,
  * so only meaningful while nothing else opens connections). 0 if unknown.
@@ -931,6 +989,7 @@ int bench_run(struct bench *b)
 	uint64_t t_start = now_mono_ns(), t_run0, t_run1;
 	double connect_s = 0, c_cpu0, c_cpu1;
 	struct proc_sample s_run0, s_run1;
+	struct log_sample l_run0 = log_sample(o->server_metrics), l_run1;
 	bool timed_out = false, failed = false;
 
 	/*
@@ -971,6 +1030,7 @@ int bench_run(struct bench *b)
 			}
 		}
 		s_run0 = proc_sample(o->server_pid);
+		l_run0 = log_sample(o->server_metrics);
 		c_cpu0 = self_cpu_s();
 		atomic_store(&b->phase, PH_RUN);
 	}
@@ -1007,6 +1067,7 @@ int bench_run(struct bench *b)
 	}
 	t_run1 = now_mono_ns();
 	s_run1 = proc_sample(o->server_pid);
+	l_run1 = log_sample(o->server_metrics);
 	c_cpu1 = self_cpu_s();
 	if (in_run)
 		s_idle = s_run1;
@@ -1109,14 +1170,19 @@ int bench_run(struct bench *b)
 		       "\"cpu_share\": %.4f, \"cpu_s_per_mop\": %.4f, "
 		       "\"cpu_s_per_mkey\": %.4f, \"rss_before_kb\": %llu, "
 		       "\"rss_idle_kb\": %llu, \"rss_end_kb\": %llu, "
-		       "\"hwm_kb\": %llu, \"rss_per_conn_bytes\": %.1f}, ",
+		       "\"hwm_kb\": %llu, \"rss_per_conn_bytes\": %.1f, "
+		       "\"log_syncs\": %.0f, \"log_bytes\": %.0f}, ",
 		       o->server_pid, JNUM(srv_cpu), JNUM(srv_cpu / secs),
 		       JNUM(ops ? srv_cpu / (ops / 1e6) : NAN),
 		       JNUM(keys ? srv_cpu / (keys / 1e6) : NAN),
 		       (unsigned long long)s_before.rss_kb,
 		       (unsigned long long)s_idle.rss_kb,
 		       (unsigned long long)s_end.rss_kb,
-		       (unsigned long long)s_end.hwm_kb, JNUM(rss_per_conn));
+		       (unsigned long long)s_end.hwm_kb, JNUM(rss_per_conn),
+		       JNUM(l_run0.ok && l_run1.ok ? l_run1.syncs - l_run0.syncs
+						   : NAN),
+		       JNUM(l_run0.ok && l_run1.ok ? l_run1.bytes - l_run0.bytes
+						   : NAN));
 		printf("\"client\": {\"cpu_s\": %.4f, \"cpu_share\": %.4f}}\n",
 		       cli_cpu, cli_cpu / secs);
 	} else {

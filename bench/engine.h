@@ -83,6 +83,7 @@ struct bench_opts {
 	bool json;
 	const struct bench_workload *wl; /* borrowed, static */
 	int server_pid;
+	const char *server_metrics; /* HOST:PORT of its /metrics, or NULL */
 	uint32_t src_addrs;
 	uint32_t connect_inflight;
 	double rate;       /* heartbeat: CHECKs per connection per second */

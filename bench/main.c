@@ -44,6 +44,9 @@ static void usage(FILE *f)
 		"  --connect-inflight N    connects in flight (default 256)\n"
 		"  --server-pid PID        sample the server's CPU (utime+stime over\n"
 		"                          the measured window) and RSS from /proc\n"
+		"  --server-metrics H:P    read ringstore's write-log counters from its\n"
+		"                          control plane (GET /metrics) at both ends\n"
+		"                          of the measured window: syncs and bytes\n"
 		"  --label TEXT            copied into the JSON report\n"
 		"  --json                  one JSON object on stdout\n"
 		"  --no-progress           no live line on stderr\n"
@@ -70,7 +73,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 	enum {
 		O_ADDR = 256, O_CONNS, O_PIPE, O_KEYS, O_KB, O_VB, O_KS, O_DUR,
 		O_OPS, O_THR, O_JSON, O_WL, O_PID, O_SRC, O_CI, O_RATE, O_QMAX,
-		O_NOPROG, O_LABEL, O_TRATE, O_ROUNDS,
+		O_NOPROG, O_LABEL, O_TRATE, O_ROUNDS, O_METRICS,
 	};
 	static const struct option lo[] = {
 		{ "addr", 1, NULL, O_ADDR },
@@ -86,6 +89,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 		{ "json", 0, NULL, O_JSON },
 		{ "workload", 1, NULL, O_WL },
 		{ "server-pid", 1, NULL, O_PID },
+		{ "server-metrics", 1, NULL, O_METRICS },
 		{ "src-addrs", 1, NULL, O_SRC },
 		{ "connect-inflight", 1, NULL, O_CI },
 		{ "rate", 1, NULL, O_RATE },
@@ -114,6 +118,7 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 		case O_JSON: o->json = true; break;
 		case O_NOPROG: o->progress = false; break;
 		case O_LABEL: o->label = optarg; break;
+		case O_METRICS: o->server_metrics = optarg; break;
 		case O_WL:
 			o->wl = workload_find(optarg);
 			err = !o->wl;
