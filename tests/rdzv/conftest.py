@@ -110,6 +110,30 @@ def _start(kind: str, tmp: Path) -> Server:
     return Server(kind, "127.0.0.1", int(m.group(2)), p, log)
 
 
+class Proxied(Server):
+    """``server`` behind a StoreProxy (tests/rdzv/proxy.py): ``endpoint`` and
+    ``client()`` go through the proxy, ``direct()`` to the server itself (to
+    change keys behind the clients' backs while the proxy is down)."""
+
+    def __init__(self, server: Server, proxy):
+        super().__init__(server.kind, proxy.host, proxy.port, server.proc, server.log)
+        self.server, self.proxy = server, proxy
+
+    def direct(self, timeout=30.0):
+        return self.server.client(timeout)
+
+
+@pytest.fixture
+def proxied(server):
+    from proxy import StoreProxy
+
+    p = StoreProxy(server.host, server.port, spawn=spawn)
+    try:
+        yield Proxied(server, p)
+    finally:
+        p.close()
+
+
 @pytest.fixture(scope="session", params=TARGETS)
 def server(request, tmp_path_factory) -> Server:
     """One server per target for the session: every test uses its own run id."""
