@@ -8,6 +8,12 @@ uses its own rendezvous run id), parametrized over two targets:
   torch      PyTorch's own libuv TCPStore server (scripts/torch_store_server.py),
              which proves the backend needs nothing but PyTorch's protocol.
 ``RINGSTORE_TARGET=ringstore|torch`` restricts the run to one target.
+``proxied`` is that server behind a StoreProxy (proxy.py, its own process)
+that a test can take down and bring back, or make lose one reply: a store
+restart under the clients, with ``direct()`` to change keys behind their
+backs meanwhile. A test that restarts the real server behind the proxy
+needs only ``proxy.down()`` before and ``proxy.up(new_port)`` after.
+Tests that use neither (test_state_machine.py, test_client.py) run once.
 
 The checkout's python/ directory goes first on sys.path and on the PYTHONPATH
 of every child (agents, workers), so the code under test is the checkout's;
