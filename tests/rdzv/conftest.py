@@ -8,6 +8,12 @@ uses its own rendezvous run id), parametrized over two targets:
   torch      PyTorch's own libuv TCPStore server (scripts/torch_store_server.py),
              which proves the backend needs nothing but PyTorch's protocol.
 ``RINGSTORE_TARGET=ringstore|torch`` restricts the run to one target.
+``proxied`` is that server behind a StoreProxy (proxy.py, its own process)
+that a test can take down and bring back, or make lose one reply: a store
+restart under the clients, with ``direct()`` to change keys behind their
+backs meanwhile. A test that restarts the real server behind the proxy
+needs only ``proxy.down()`` before and ``proxy.up(new_port)`` after.
+Tests that use neither (test_state_machine.py, test_client.py) run once.
 
 The checkout's python/ directory goes first on sys.path and on the PYTHONPATH
 of every child (agents, workers), so the code under test is the checkout's;
@@ -108,6 +114,30 @@ def _start(kind: str, tmp: Path) -> Server:
         pytest.fail(f"{kind} server did not start: {line!r}\n{log.read_text()[-2000:]}",
                     pytrace=False)
     return Server(kind, "127.0.0.1", int(m.group(2)), p, log)
+
+
+class Proxied(Server):
+    """``server`` behind a StoreProxy (tests/rdzv/proxy.py): ``endpoint`` and
+    ``client()`` go through the proxy, ``direct()`` to the server itself (to
+    change keys behind the clients' backs while the proxy is down)."""
+
+    def __init__(self, server: Server, proxy):
+        super().__init__(server.kind, proxy.host, proxy.port, server.proc, server.log)
+        self.server, self.proxy = server, proxy
+
+    def direct(self, timeout=30.0):
+        return self.server.client(timeout)
+
+
+@pytest.fixture
+def proxied(server):
+    from proxy import StoreProxy
+
+    p = StoreProxy(server.host, server.port, spawn=spawn)
+    try:
+        yield Proxied(server, p)
+    finally:
+        p.close()
 
 
 @pytest.fixture(scope="session", params=TARGETS)

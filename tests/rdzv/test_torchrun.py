@@ -5,7 +5,13 @@ Agents are ``python -m torch.distributed.run`` processes; the backend is found
 through the installed package's ``torchrun.handlers`` entry point. Workers
 (worker.py) init gloo over env:// and all_reduce; MASTER_ADDR/MASTER_PORT must
 be the store server itself (no agent hosts a store). Every test runs against
-ringstore and against PyTorch's own TCPStore server (conftest ``server``).
+ringstore and against PyTorch's own TCPStore server (conftest ``server``); the
+store-restart tests put a StoreProxy (proxy.py) in front of it and take the
+store away mid-training.
+
+What a round was is read from the workers' records (their per-round key
+prefix, GROUP_WORLD_SIZE) rather than from the store: the agents' shutdown()
+collects the run's keys, and the tests check that it does.
 
 No test sleeps to "let things happen": each waits for observable state (worker
 records, process exits) under generous bounds.
@@ -25,14 +31,18 @@ import pytest
 from conftest import kill_group, spawn
 
 HERE = Path(__file__).resolve().parent
-CONF = "last_call_timeout=2,join_timeout=90,keep_alive_interval=1,read_timeout=30"
+CONF = ("last_call_timeout=2,join_timeout=90,keep_alive_interval=1,read_timeout=30,"
+        "commit_wait=0.5")
+# what shutdown() leaves of a run: O(1) keys, however many rounds it had
+LEFT_AFTER_SHUTDOWN = {"closed", "round", "gc", "gclease"}
 
 
 class Job:
     def __init__(self, server, outdir: Path, run_id: str, nnodes: str, nproc: int,
-                 target: int, max_restarts: int = 0):
+                 target: int, max_restarts: int = 0, mode: str = "plain"):
         self.server, self.outdir, self.run_id = server, outdir, run_id
         self.nnodes, self.nproc, self.target, self.max_restarts = nnodes, nproc, target, max_restarts
+        self.mode = mode
         self.agents: list[tuple[subprocess.Popen, Path]] = []
 
     def start_agent(self) -> subprocess.Popen:
@@ -46,7 +56,7 @@ class Job:
                 f"--rdzv-endpoint={self.server.endpoint}", f"--rdzv-id={self.run_id}",
                 f"--rdzv-conf={CONF}", f"--max-restarts={self.max_restarts}",
                 "--monitor-interval=0.2", str(HERE / "worker.py"), str(self.outdir),
-                str(self.target)]
+                str(self.target), self.mode]
         with open(log, "w") as f:
             p = spawn(args, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=str(self.outdir))
         self.agents.append((p, log))
@@ -80,11 +90,32 @@ class Job:
                 rcs.append(None)
         return rcs
 
+    def wait_logs(self, text: str, timeout: float) -> None:
+        """Wait until every agent's log contains text."""
+        end = time.monotonic() + timeout
+        while not all(text in log.read_text() for _, log in self.agents):
+            dead = [(i, p.returncode) for i, (p, _) in enumerate(self.agents)
+                    if p.poll() is not None]
+            assert not dead and time.monotonic() < end, (
+                f"waiting for {text!r} in every agent log; exited agents {dead}\n" + self.logs())
+            time.sleep(0.05)
+
     def logs(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, log in self.agents)
 
 
-def check_final_round(job: Job, world: int):
+def round_of(rec: dict) -> int:
+    """The rendezvous round of a worker record, from its key prefix."""
+    return int(rec["ringstore_worker_prefix"].split("/")[2])
+
+
+def run_keys(st, run_id: str) -> set[str]:
+    base = f"rdzv/{run_id}/"
+    return {k[len(base):] for k in st.list_keys() if k.startswith(base)}
+
+
+def check_final_round(job: Job, world: int) -> int:
+    """The last round's workers: ranks 0..world-1, one round; returns it."""
     done = [r for r in job.records() if r["event"] == "done"]
     assert sorted(int(r["rank"]) for r in done) == list(range(world)), done
     for r in done:
@@ -93,14 +124,10 @@ def check_final_round(job: Job, world: int):
         assert (r["master_addr"], r["master_port"]) == (job.server.host, str(job.server.port)), r
         assert r["torchelastic_use_agent_store"] == "True", r
     assert sorted({int(r["group_rank"]) for r in done}) == list(range(world // job.nproc))
-
-
-def final_round(st, run_id: str) -> int:
-    """The last round of run_id that closed."""
-    r = 0
-    while st.check([f"rdzv/{run_id}/{r + 1}/done"]):
-        r += 1
-    return r
+    assert {int(r["group_world_size"]) for r in done} == {world // job.nproc}, done
+    rounds = {round_of(r) for r in done}
+    assert len(rounds) == 1, done
+    return rounds.pop()
 
 
 @pytest.mark.timeout_s(150)
@@ -109,15 +136,15 @@ def test_two_agents_two_workers_all_reduce(server, tmp_path):
     job.start_agent()
     job.start_agent()
     assert job.wait_all() == [0, 0], job.logs()
-    check_final_round(job, 4)
-    st = server.client()
-    # the round's agent keys live under the backend's per-job, per-round prefix
-    assert st.check(["rdzv/job2x2/0/done", "rdzv/job2x2/0/agent/torchelastic/role_info/0"])
-    assert st.get("rdzv/job2x2/0/done") == b"2"
-    assert st.check(["rdzv/job2x2/closed"])  # the agents' shutdown() closed it
-    # the workers' env:// store had the per-round prefix (ringstore._worker_hook)
-    assert st.check([f"rdzv/job2x2/0/worker/default_pg/0//marker/{r}" for r in range(4)])
+    assert check_final_round(job, 4) == 0
+    ups = [r for r in job.records() if r["event"] == "up"]
+    # the workers' env:// store had the per-round prefix (ringstore._worker_hook),
+    # and the agents' keys (RendezvousInfo.store) their per-round prefix
+    assert all(r["marker_under_prefix"] and r["role_info_under_prefix"] for r in ups), ups
     assert {r["ringstore_worker_prefix"] for r in job.records()} == {"rdzv/job2x2/0/worker"}
+    # the agents' shutdown() closed the rendezvous, and the last one out
+    # collected every key of its rounds
+    assert run_keys(server.client(), "job2x2") == LEFT_AFTER_SHUTDOWN
 
 
 @pytest.mark.timeout_s(180)
@@ -133,14 +160,13 @@ def test_elastic_scale_up(server, tmp_path):
     job.start_agent()
     rcs = job.wait_all()
     assert rcs == [0, 0, 0], job.logs()
-    check_final_round(job, 6)
-    st = server.client()
-    assert st.get("rdzv/jobup/0/done") == b"2"
+    assert {round_of(r) for r in first} == {0}
     # normally round 1 has all 3; if a restarting agent came later than the last
     # call, round 1 closed with 2 and round 2 then had all 3
-    last = final_round(st, "jobup")
-    assert last >= 1 and st.get(f"rdzv/jobup/{last}/done") == b"3"
-    assert st.check([f"rdzv/jobup/{last}/worker/default_pg/0//marker/{r}" for r in range(6)])
+    assert check_final_round(job, 6) >= 1
+    ups = [r for r in job.records() if r["event"] == "up"]
+    assert all(r["marker_under_prefix"] and r["role_info_under_prefix"] for r in ups), ups
+    assert run_keys(server.client(), "jobup") == LEFT_AFTER_SHUTDOWN
 
 
 @pytest.mark.timeout_s(180)
@@ -166,10 +192,8 @@ def test_killed_agent_survivors_finish(server, tmp_path):
     survivors = [p for p, _ in job.agents if p is not victim]
     for p in survivors:
         assert p.wait(timeout=150) == 0, job.logs()
-    check_final_round(job, 4)
-    st = server.client()
     # only the 2 survivors exist, so round 1 closes with exactly them
-    assert final_round(st, "jobkill") == 1 and st.get("rdzv/jobkill/1/done") == b"2"
+    assert check_final_round(job, 4) == 1
 
 
 @pytest.mark.timeout_s(120)
@@ -183,3 +207,50 @@ def test_closed_rendezvous_rejects_late_node(server, tmp_path):
     rc = late.wait(timeout=60)
     assert rc != 0
     assert "RendezvousClosedError" in job.agents[1][1].read_text(), job.logs()
+
+
+@pytest.mark.timeout_s(240)
+def test_store_restart_workers_fail_and_next_round_forms(proxied, tmp_path):
+    """The store goes away mid-training (every connection reset, new ones
+    refused) while the workers ADD through it every step. Their stock
+    clients cannot reconnect: they fail, torchrun restarts them, and the next
+    round forms through the store once it is back; the agents' own
+    connections (rendezvous, heartbeats, the agents' store) reconnect, and
+    every agent exits 0 with every worker of the last round finished."""
+    job = Job(proxied, tmp_path, "jobrestart", "2", 2, target=4, max_restarts=3, mode="store")
+    job.start_agent()
+    job.start_agent()
+    first = job.wait_records(lambda r: r["event"] == "up", 4, 120)
+    assert {round_of(r) for r in first} == {0}
+    proxied.proxy.down()
+    job.wait_records(lambda r: r["event"] == "store_failed", 4, 60)
+    proxied.proxy.up()
+    assert job.wait_all(150) == [0, 0], job.logs()
+    last = check_final_round(job, 4)
+    assert last >= 1  # round numbers go on from the store's
+    done = [r for r in job.records() if r["event"] == "done"]
+    assert all(int(r["torchelastic_restart_count"]) >= 1 for r in done), done
+    assert "reconnected" in job.logs()
+    assert run_keys(proxied.direct(), "jobrestart") == LEFT_AFTER_SHUTDOWN
+
+
+@pytest.mark.timeout_s(240)
+def test_store_restart_agents_survive_while_workers_train(proxied, tmp_path):
+    """Workers that do not touch the store after init train on through a
+    store restart: the agents' heartbeats reconnect instead of stopping, and
+    torchrun's exit barrier (on the agents' reconnecting store) completes."""
+    job = Job(proxied, tmp_path, "jobsurvive", "2", 2, target=4, mode="release")
+    job.start_agent()
+    job.start_agent()
+    job.wait_records(lambda r: r["event"] == "up", 4, 120)
+    proxied.proxy.down()
+    job.wait_logs("connection lost", 60)  # every agent's heartbeat noticed
+    proxied.proxy.up()
+    job.wait_logs("reconnected", 90)
+    (tmp_path / "release").touch()
+    assert job.wait_all(120) == [0, 0], job.logs()
+    assert check_final_round(job, 4) == 0
+    done = [r for r in job.records() if r["event"] == "done"]
+    assert {r["torchelastic_restart_count"] for r in done} == {"0"}, done
+    assert "Error waiting on exit barrier" not in job.logs()
+    assert run_keys(proxied.direct(), "jobsurvive") == LEFT_AFTER_SHUTDOWN
