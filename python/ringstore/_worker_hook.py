@@ -12,6 +12,15 @@ line imports this module in exactly those processes. It wraps
 ``torch.distributed.rendezvous._create_c10d_store`` once that module loads, so
 that the agent-store case returns ``PrefixStore(prefix, store)``. Nothing is
 imported eagerly, and any failure leaves torch untouched (with a warning).
+
+Every torch version needs it, 2.14 and 2.15 included. Their
+``_agent_store_serves(hostname, port)`` only narrows when the agent's store is
+used (MASTER_ADDR and MASTER_PORT must be the ones given); the store torch
+then builds is still a plain client under the fixed prefix
+``/worker/attempt_<restart count>``, which repeats across the rounds that a
+membership change starts (no restart is counted) and is shared by every job
+on the store. The hook decides as torch does: with ``_agent_store_serves``
+where it exists, else ``_torchelastic_use_agent_store()`` (2.13).
 """
 import importlib.abc
 import importlib.machinery
@@ -28,10 +37,14 @@ def _patch(mod) -> None:
     if getattr(orig, "_ringstore_prefix", False):
         return
 
-    def _create_c10d_store(*args, **kwargs):
-        store = orig(*args, **kwargs)
+    serves = getattr(mod, "_agent_store_serves", None)  # torch >= 2.14
+
+    def _create_c10d_store(hostname, port, *args, **kwargs):
+        store = orig(hostname, port, *args, **kwargs)
         prefix = os.environ.get(ENV)
-        if prefix and mod._torchelastic_use_agent_store():
+        agent = (serves(hostname, port) if serves is not None
+                 else mod._torchelastic_use_agent_store())
+        if prefix and agent:
             from torch.distributed import PrefixStore
 
             return PrefixStore(prefix, store)

@@ -36,7 +36,20 @@ from itertools import count
 # rendezvous package) is asked for torchrun_handler while this module is
 # still half-imported.
 def create_handler(params):
-    """The handler creator torchrun's registry calls with the --rdzv-* parameters."""
+    """The handler creator torchrun's registry calls with the --rdzv-* parameters.
+
+    Once, before the handler connects (never when it reconnects): if the
+    endpoint is this machine (c10d's rule; ``is_host`` decides either way) and
+    nothing listens on its port, start the bundled ``ringstore`` for this job,
+    detached (:mod:`ringstore._host`). A store that goes away later is
+    reconnected to, never replaced.
+    """
+    from ringstore._host import StoreStartError, ensure_store_for
+
+    try:
+        ensure_store_for(params, default_port=DEFAULT_PORT)
+    except StoreStartError as e:
+        raise RendezvousConnectionError(f"ringstore rendezvous: {e}") from e
     return RingstoreRendezvousHandler(params)
 
 
@@ -117,7 +130,7 @@ DEFAULTS = {
 MAY_BE_ZERO = ("commit_wait",)
 # Accepted for compatibility with the c10d backend's command lines; unused
 # because this backend never hosts a store and only uses TCP.
-IGNORED = ("is_host", "store_type", "timeout")
+IGNORED = ("store_type", "timeout")
 
 _local_ids = count()
 
@@ -198,7 +211,9 @@ class RingstoreRendezvousHandler(RendezvousHandler):
                 raise ValueError(f"rdzv-conf {key}={value!r} is not a number") from e
             if cfg[key] < 0 or (cfg[key] == 0 and key not in MAY_BE_ZERO):
                 raise ValueError(f"rdzv-conf {key} must be positive, not {value!r}")
-        unknown = set(params.config) - set(DEFAULTS) - set(IGNORED)
+        from ringstore._host import CONF_KEYS as HOST_KEYS  # create_handler's
+
+        unknown = set(params.config) - set(DEFAULTS) - set(IGNORED) - set(HOST_KEYS)
         if unknown:
             log.warning("ringstore rendezvous: ignoring unknown rdzv-conf keys %s", sorted(unknown))
         self._interval = cfg["keep_alive_interval"]

@@ -18,7 +18,7 @@ Tests that use neither (test_state_machine.py, test_client.py) run once.
 The checkout's python/ directory goes first on sys.path and on the PYTHONPATH
 of every child (agents, workers), so the code under test is the checkout's;
 torchrun still finds the backend only through the installed package's
-``torchrun.handlers`` entry point (``pip install ./python``), which the
+``torchrun.handlers`` entry point (``pip install .``, or scripts/deps), which the
 session checks first.
 
 Each test runs under a watchdog (``@pytest.mark.timeout_s(N)``, default 60 s):
@@ -56,7 +56,7 @@ def pytest_configure(config):
 def pytest_sessionstart(session):
     eps = importlib.metadata.entry_points(group="torchrun.handlers")
     if not any(e.name == "ringstore" for e in eps):
-        pytest.exit("the ringstore package is not installed (pip install ./python, "
+        pytest.exit("the ringstore package is not installed (pip install ., "
                     "or scripts/deps): torchrun cannot find --rdzv-backend=ringstore", 2)
 
 

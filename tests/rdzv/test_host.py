@@ -5,8 +5,8 @@ ensure_store() is called in this process (the "agent"), with the build's
 server ($RINGSTORE_BIN) and a state directory under the test's tmp_path;
 racing agents are separate processes released at one moment; the last test
 is a real torchrun job (2 agents x 2 workers, gloo) where nothing listens on
-the endpoint beforehand, its agents run through hosting_torchrun.py (the
-handler's call to ensure_store_for, until rendezvous.py makes it itself).
+the endpoint beforehand: the handler's creation (create_handler) starts the
+store.
 
 A store that this process started is its child and is reaped with it; one
 that an agent process started is found through /proc (its --data-dir is
@@ -290,7 +290,7 @@ def test_torchrun_job_hosts_its_own_store(state, port, tmp_path):
         log = tmp_path / f"agent{i}.log"
         with open(log, "w") as f:
             agents.append((spawn(
-                [sys.executable, str(HERE / "hosting_torchrun.py"), "--nnodes=2",
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
                  "--nproc-per-node=2", "--rdzv-backend=ringstore",
                  f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=hosted",
                  f"--rdzv-conf={conf}", "--max-restarts=0", "--monitor-interval=0.2",
@@ -304,13 +304,11 @@ def test_torchrun_job_hosts_its_own_store(state, port, tmp_path):
     assert sorted(int(r["rank"]) for r in done) == [0, 1, 2, 3], done
     assert {(r["master_addr"], r["master_port"], r["sum"]) for r in done} == {
         ("127.0.0.1", str(port), 10)}
-    # one agent started the store, the other found it
-    said = [("started a store" in t, "found a store" in t) for t in logs]
-    assert sorted(said) == [(False, True), (True, False)], "\n".join(logs)
-    line = next(ln for t in logs for ln in t.splitlines() if "started a store" in ln)
-    pid = int(line.split("started a store for this job: pid ", 1)[1].split(",")[0])
+    # one store was started, for this job, with its data dir and log there
     job = state / "hosted"
-    assert f"data dir {job / 'data'}, log {job / 'ringstore.log'}" in line
+    text = (job / "ringstore.log").read_text()
+    assert text.count("ringstore listening on") == 1, text
+    pid = int((job / "data" / "LOCK").read_text())
     # it outlived its agent and ended by itself once the last client left
     wait_for(lambda: gone(pid), "the job's store to exit", timeout=60)
     assert "(--idle-exit): shutting down" in (job / "ringstore.log").read_text()
