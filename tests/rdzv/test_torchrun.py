@@ -254,3 +254,57 @@ def test_store_restart_agents_survive_while_workers_train(proxied, tmp_path):
     assert {r["torchelastic_restart_count"] for r in done} == {"0"}, done
     assert "Error waiting on exit barrier" not in job.logs()
     assert run_keys(proxied.direct(), "jobsurvive") == LEFT_AFTER_SHUTDOWN
+
+
+def _start_durable(binary: Path, port: int, data: Path, log: Path) -> subprocess.Popen:
+    """ringstore on @port with the write log in @data (its default --fsync
+    everysec), once it listens."""
+    with open(log, "ab") as err:
+        p = spawn([str(binary), "--port", str(port), "--bind", "127.0.0.1", "--data-dir",
+                   str(data)], stdout=subprocess.PIPE, stderr=err,
+                  stdin=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    assert line.startswith("ringstore listening on "), (line, log.read_text()[-2000:])
+    return p
+
+
+@pytest.mark.timeout_s(300)
+def test_store_sigkill_and_restart_with_its_data_dir(server, tmp_path):
+    """issue 30's job: the workers ADD through the store every step; ringstore
+    is SIGKILLed mid-training and started again on the same port with the same
+    data dir, at the default --fsync everysec (so it may come back without its
+    last writes). The workers' stock clients fail, torchrun restarts them, the
+    next round forms through the restarted store with the round numbers the
+    log carried on, the agents' connections reconnect, and every agent exits 0
+    with every worker of the last round finished."""
+    if server.kind != "ringstore":
+        pytest.skip("the write log is ringstore's")
+    from conftest import Server, ringstore_bin
+
+    import socket
+    with socket.socket() as s:  # a port for both lives of the server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, log = tmp_path / "data", tmp_path / "store.log"
+    proc = _start_durable(ringstore_bin(), port, data, log)
+    try:
+        srv = Server("ringstore", "127.0.0.1", port, proc, log)
+        job = Job(srv, tmp_path, "jobkill", "2", 2, target=4, max_restarts=3, mode="store")
+        job.start_agent()
+        job.start_agent()
+        first = job.wait_records(lambda r: r["event"] == "up", 4, 120)
+        assert {round_of(r) for r in first} == {0}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        job.wait_records(lambda r: r["event"] == "store_failed", 4, 60)
+        proc = _start_durable(ringstore_bin(), port, data, log)
+        assert "write log: replayed" in log.read_text(), log.read_text()[-2000:]
+        assert job.wait_all(200) == [0, 0], job.logs()
+        last = check_final_round(job, 4)
+        assert last >= 1  # the restarted store carried the round numbers on
+        done = [r for r in job.records() if r["event"] == "done"]
+        assert all(int(r["torchelastic_restart_count"]) >= 1 for r in done), done
+        assert "reconnected" in job.logs()
+        assert run_keys(srv.client(), "jobkill") == LEFT_AFTER_SHUTDOWN
+    finally:
+        kill_group(proc)
