@@ -78,7 +78,10 @@ def child(args) -> int:
                 params = RendezvousParameters(
                     "ringstore", args.endpoint, args.run_id, n, n, local_addr="127.0.0.1",
                     last_call_timeout="600", join_timeout="900", read_timeout="900",
-                    keep_alive_interval="30")
+                    keep_alive_interval="30",
+                    # A store that keeps every write (no restart here):
+                    # the round's time without the durability wait.
+                    commit_wait="0")
                 h = Timed(params)
             else:
                 from torch.distributed.elastic.rendezvous.c10d_rendezvous_backend import \
