@@ -44,7 +44,11 @@
 #include "now.h"
 #include "uring.h"
 
-enum ud_kind { UD_CONNECT = 1, UD_RECV, UD_SEND };
+enum ud_kind {
+	UD_CONNECT = 1,
+	UD_RECV,
+	UD_SEND
+};
 
 #define BENCH_MAX_RETRIES 20
 
@@ -72,8 +76,8 @@ static void mark_dirty(struct bench_thread *t, struct bench_conn *c)
 	t->dirty[t->ndirty++] = c;
 }
 
-void bench_tx_begin(struct bench_thread *t, struct bench_conn *c,
-		    uint16_t ops, uint16_t keys, uint64_t t0)
+void bench_tx_begin(struct bench_thread *t, struct bench_conn *c, uint16_t ops,
+		    uint16_t keys, uint64_t t0)
 {
 	struct bench_tx *x = &c->tx[(c->th + c->tn) & (BENCH_TXQ - 1)];
 
@@ -322,8 +326,8 @@ static void conn_input(struct bench_thread *t, struct bench_conn *c,
 		}
 		struct bench_exp *e = &c->exp[c->eh];
 		if (!c->scanning) {
-			proto_reply_init(&c->sc, (enum proto_op)e->op,
-					 e->nkeys, 64u << 20);
+			proto_reply_init(&c->sc, (enum proto_op)e->op, e->nkeys,
+					 64u << 20);
 			c->scanning = true;
 			c->caplen = 0;
 		}
@@ -381,8 +385,8 @@ static void on_recv(struct bench_thread *t, struct bench_conn *c,
 	if (!more)
 		c->recv_armed = false;
 	if (res == 0 || (res < 0 && res != -ENOBUFS)) {
-		const char *why = res == 0 ? "closed by the server" :
-					     strerror(-res);
+		const char *why = res == 0 ? "closed by the server"
+					   : strerror(-res);
 		if (c->state == CS_HANDSHAKE)
 			conn_retry(t, c, why, now);
 		else
@@ -500,8 +504,8 @@ static void *thread_main(void *arg)
 		cap = 1;
 	t->seen_phase = -1;
 	for (;;) {
-		int phase = atomic_load_explicit(&b->phase,
-						 memory_order_acquire);
+		int phase =
+			atomic_load_explicit(&b->phase, memory_order_acquire);
 		uint64_t now = now_mono_ns();
 
 		if (phase != t->seen_phase) {
@@ -542,8 +546,7 @@ static void *thread_main(void *arg)
 		io_uring_submit_and_wait_timeout(&t->ring, &cqe, 1, &ts, NULL);
 		unsigned head, n = 0;
 		now = now_mono_ns();
-		io_uring_for_each_cqe(&t->ring, head, cqe)
-		{
+		io_uring_for_each_cqe (&t->ring, head, cqe) {
 			handle_cqe(t, cqe, now);
 			if (++n % 64 == 0)
 				now = now_mono_ns();
@@ -584,8 +587,7 @@ static double proc_cpu_precise(int pid)
 	struct timespec ts;
 	clockid_t clk;
 
-	if (clock_getcpuclockid((pid_t)pid, &clk) ||
-	    clock_gettime(clk, &ts))
+	if (clock_getcpuclockid((pid_t)pid, &clk) || clock_gettime(clk, &ts))
 		return -1;
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
@@ -619,9 +621,10 @@ static struct proc_sample proc_sample(int pid)
 	line[n] = '\0';
 	char *p = strrchr(line, ')');
 	unsigned long long ut = 0, st = 0;
-	if (!p || sscanf(p + 2,
-			 "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-			 &ut, &st) != 2)
+	if (!p ||
+	    sscanf(p + 2,
+		   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+		   &st) != 2)
 		return s;
 	s.cpu_s = proc_cpu_precise(pid);
 	if (s.cpu_s < 0)
@@ -741,8 +744,13 @@ static double self_cpu_s(void)
 }
 
 const struct bench_opts bench_fallback = {
-	.conns = 64, .pipeline = 8, .keys = 16, .key_bytes = 16,
-	.value_bytes = 64, .keyspace = 10000, .rounds = 1,
+	.conns = 64,
+	.pipeline = 8,
+	.keys = 16,
+	.key_bytes = 16,
+	.value_bytes = 64,
+	.keyspace = 10000,
+	.rounds = 1,
 };
 
 void bench_opts_fill(struct bench_opts *o, const struct bench_opts *d)
@@ -794,7 +802,8 @@ static int probe(const struct bench_opts *o)
 	const struct timeval limit = { .tv_sec = 10 };
 
 	for (int slept = 0;; slept += 20) {
-		int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int fd =
+			socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		int err;
 
 		if (fd < 0)
@@ -807,7 +816,8 @@ static int probe(const struct bench_opts *o)
 		if (err == EINPROGRESS)
 			err = ETIMEDOUT;
 		close(fd);
-		if (err != ECONNREFUSED || slept >= PROBE_WAIT_MS || g_interrupted) {
+		if (err != ECONNREFUSED || slept >= PROBE_WAIT_MS ||
+		    g_interrupted) {
 			if (err)
 				fprintf(stderr,
 					"ringstore-bench: cannot connect to "
@@ -840,7 +850,8 @@ static struct totals sum_pub(const struct bench *b)
 
 	for (uint32_t i = 0; i < b->o.threads; i++) {
 		struct bench_pub *p = &b->threads[i].pub;
-		s.ready += atomic_load_explicit(&p->ready, memory_order_relaxed);
+		s.ready +=
+			atomic_load_explicit(&p->ready, memory_order_relaxed);
 		s.dead += atomic_load_explicit(&p->dead, memory_order_relaxed);
 		s.ops += atomic_load_explicit(&p->ops, memory_order_relaxed);
 		s.keys += atomic_load_explicit(&p->keys, memory_order_relaxed);
@@ -866,9 +877,8 @@ static void progress(struct bench *b, uint64_t now, uint64_t *last_ns,
 	double dt = (double)(now - *last_ns) / 1e9;
 	fprintf(stderr,
 		"\r%-8s conns %llu/%u dead %llu  ops %llu  %.0f ops/s  done %llu   ",
-		phase_name(atomic_load(&b->phase)),
-		(unsigned long long)s.ready, total,
-		(unsigned long long)s.dead, (unsigned long long)s.ops,
+		phase_name(atomic_load(&b->phase)), (unsigned long long)s.ready,
+		total, (unsigned long long)s.dead, (unsigned long long)s.ops,
 		(double)(s.ops - *last_ops) / dt, (unsigned long long)s.done);
 	*last_ns = now;
 	*last_ops = s.ops;
@@ -893,7 +903,8 @@ static bool prepared(struct bench *b, uint32_t total)
 {
 	(void)total;
 	/* seq_cst: pairs with the workloads' atomic_fetch_sub of prep_left. */
-	return atomic_load(&b->prep_left) <= 0 || sum_pub(b).dead > b->prep_dead;
+	return atomic_load(&b->prep_left) <= 0 ||
+	       sum_pub(b).dead > b->prep_dead;
 }
 
 /*
@@ -938,7 +949,8 @@ int bench_run(struct bench *b)
 	int ret;
 
 	if (resolve(o) < 0) {
-		fprintf(stderr, "ringstore-bench: cannot resolve %s\n", o->host);
+		fprintf(stderr, "ringstore-bench: cannot resolve %s\n",
+			o->host);
 		return -EHOSTUNREACH;
 	}
 	signal(SIGINT, on_sigint);
@@ -949,7 +961,8 @@ int bench_run(struct bench *b)
 		o->threads = total;
 	g_nsrc = o->src_addrs;
 	if (!g_nsrc && total > BENCH_PORTS_PER_SRC)
-		g_nsrc = (total + BENCH_PORTS_PER_SRC - 1) / BENCH_PORTS_PER_SRC;
+		g_nsrc =
+			(total + BENCH_PORTS_PER_SRC - 1) / BENCH_PORTS_PER_SRC;
 	raise_nofile(total);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -957,7 +970,8 @@ int bench_run(struct bench *b)
 	if (!b->value)
 		return -ENOMEM;
 	memset(b->value, 'v', o->value_bytes + 1);
-	b->run_id = (now_mono_ns() ^ ((uint64_t)getpid() << 20)) % 100000000000ull;
+	b->run_id =
+		(now_mono_ns() ^ ((uint64_t)getpid() << 20)) % 100000000000ull;
 	b->threads = calloc(o->threads, sizeof(*b->threads));
 	if (!b->threads)
 		return -ENOMEM;
@@ -984,7 +998,8 @@ int bench_run(struct bench *b)
 	}
 
 	bool in_run = wl->connects_in_run;
-	struct proc_sample s_before = proc_sample(o->server_pid), s_idle = { 0 };
+	struct proc_sample s_before = proc_sample(o->server_pid),
+			   s_idle = { 0 };
 	uint64_t lo0 = listen_overflows();
 	uint64_t t_start = now_mono_ns(), t_run0, t_run1;
 	double connect_s = 0, c_cpu0, c_cpu1;
@@ -1009,8 +1024,8 @@ int bench_run(struct bench *b)
 		}
 	}
 	if (!in_run) {
-		timed_out |= !wait_for(b, all_connected, 120 + total / 200.0,
-				       total);
+		timed_out |=
+			!wait_for(b, all_connected, 120 + total / 200.0, total);
 		connect_s = (double)(now_mono_ns() - t_start) / 1e9;
 		usleep(300000);
 		s_idle = proc_sample(o->server_pid);
@@ -1084,7 +1099,8 @@ int bench_run(struct bench *b)
 	/* Merge. */
 	static struct hist lat;
 	uint64_t ops = 0, keys = 0, errors = 0, resets = 0, done = 0, dead = 0;
-	uint64_t ready = 0, empty = 0, untimed = 0, last_conn = 0, last_done = 0;
+	uint64_t ready = 0, empty = 0, untimed = 0, last_conn = 0,
+		 last_done = 0;
 	uint64_t rx = 0, tx = 0;
 	hist_init(&lat);
 	for (uint32_t i = 0; i < o->threads; i++) {
@@ -1107,7 +1123,8 @@ int bench_run(struct bench *b)
 			last_done = t->last_done_ns;
 	}
 	double secs = (double)(t_run1 - t_run0) / 1e9;
-	double srv_cpu = s_run0.ok && s_run1.ok ? s_run1.cpu_s - s_run0.cpu_s : NAN;
+	double srv_cpu = s_run0.ok && s_run1.ok ? s_run1.cpu_s - s_run0.cpu_s
+						: NAN;
 	double cli_cpu = c_cpu1 - c_cpu0;
 	double rdzv_ms = NAN, rate = NAN, fan_ms = NAN;
 	uint64_t fire = atomic_load(&b->fire_ns);
@@ -1115,9 +1132,11 @@ int bench_run(struct bench *b)
 		if (last_done > t_start)
 			rdzv_ms = (double)(last_done - t_start) / 1e6;
 		if (last_conn > t_start)
-			rate = (double)total / ((double)(last_conn - t_start) / 1e9);
-		connect_s = last_conn > t_start ?
-				    (double)(last_conn - t_start) / 1e9 : NAN;
+			rate = (double)total /
+			       ((double)(last_conn - t_start) / 1e9);
+		connect_s = last_conn > t_start
+				    ? (double)(last_conn - t_start) / 1e9
+				    : NAN;
 	} else if (connect_s > 0) {
 		rate = (double)total / connect_s;
 	}
@@ -1125,8 +1144,9 @@ int bench_run(struct bench *b)
 		fan_ms = (double)(last_done - fire) / 1e6;
 	double rss_per_conn = NAN;
 	if (s_before.ok && s_idle.ok && total)
-		rss_per_conn = ((double)s_idle.rss_kb - (double)s_before.rss_kb) *
-			       1024.0 / total;
+		rss_per_conn =
+			((double)s_idle.rss_kb - (double)s_before.rss_kb) *
+			1024.0 / total;
 
 #define JNUM(x) (isfinite(x) ? (x) : -1.0)
 	if (o->json) {
@@ -1135,9 +1155,9 @@ int bench_run(struct bench *b)
 		       "\"pipeline\": %u, "
 		       "\"keys_per_req\": %u, \"key_bytes\": %u, "
 		       "\"value_bytes\": %u, \"keyspace\": %llu, ",
-		       wl->name, o->label ? o->label : "",
-		       o->conns, total, o->threads, cpus_affinity(), o->pipeline,
-		       o->keys, o->key_bytes, o->value_bytes,
+		       wl->name, o->label ? o->label : "", o->conns, total,
+		       o->threads, cpus_affinity(), o->pipeline, o->keys,
+		       o->key_bytes, o->value_bytes,
 		       (unsigned long long)o->keyspace);
 		printf("\"seconds\": %.6f, \"ops\": %llu, \"keys\": %llu, "
 		       "\"untimed_ops\": %llu, \"ops_per_s\": %.1f, "
@@ -1163,9 +1183,9 @@ int bench_run(struct bench *b)
 		       (unsigned long long)errors, (unsigned long long)resets,
 		       (unsigned long long)dead, (unsigned long long)ready,
 		       (unsigned long long)done, timed_out ? "true" : "false",
-		       (unsigned long long)empty,
-		       (unsigned long long)overflows, JNUM(connect_s), JNUM(rate),
-		       JNUM(rdzv_ms), JNUM(fan_ms));
+		       (unsigned long long)empty, (unsigned long long)overflows,
+		       JNUM(connect_s), JNUM(rate), JNUM(rdzv_ms),
+		       JNUM(fan_ms));
 		printf("\"server\": {\"pid\": %d, \"cpu_s\": %.4f, "
 		       "\"cpu_share\": %.4f, \"cpu_s_per_mop\": %.4f, "
 		       "\"cpu_s_per_mkey\": %.4f, \"rss_before_kb\": %llu, "
@@ -1188,8 +1208,8 @@ int bench_run(struct bench *b)
 	} else {
 		printf("workload %s: %u conns, %u threads, pipeline %u, %u keys/req, "
 		       "%u B keys, %u B values\n",
-		       wl->name, total, o->threads,
-		       o->pipeline, o->keys, o->key_bytes, o->value_bytes);
+		       wl->name, total, o->threads, o->pipeline, o->keys,
+		       o->key_bytes, o->value_bytes);
 		printf("  %.2f s: %llu ops (%.0f ops/s), %llu keys (%.0f keys/s), "
 		       "%llu errors, %llu resets\n",
 		       secs, (unsigned long long)ops, ops / secs,
@@ -1235,8 +1255,9 @@ int bench_run(struct bench *b)
 	 * once: a failed prepare has said it already). */
 	bool all_dead = sum_pub(b).dead >= total;
 	if (all_dead && !failed)
-		fprintf(stderr, "ringstore-bench: all %u connections to %s "
-				"port %u failed; nothing was measured\n",
+		fprintf(stderr,
+			"ringstore-bench: all %u connections to %s "
+			"port %u failed; nothing was measured\n",
 			total, o->host, o->port);
 	for (uint32_t i = 0; i < o->threads; i++)
 		thread_free(&b->threads[i]);

@@ -62,7 +62,7 @@ enum bench_conn_state {
 	CS_CONNECTING, /* a connect SQE is in flight */
 	CS_HANDSHAKE,  /* VALIDATE + PING sent, waiting for the echo */
 	CS_READY,
-	CS_DEAD,       /* failed for good; counted in errors */
+	CS_DEAD, /* failed for good; counted in errors */
 };
 
 struct bench_workload;
@@ -86,8 +86,8 @@ struct bench_opts {
 	const char *server_metrics; /* HOST:PORT of its /metrics, or NULL */
 	uint32_t src_addrs;
 	uint32_t connect_inflight;
-	double rate;       /* heartbeat: CHECKs per connection per second */
-	double total_rate; /* heartbeat: CHECKs per second, all connections */
+	double rate;        /* heartbeat: CHECKs per connection per second */
+	double total_rate;  /* heartbeat: CHECKs per second, all connections */
 	uint32_t queue_max; /* queue: producers pause above this length */
 	bool progress;
 	const char *label; /* free text copied into the JSON */
@@ -108,23 +108,23 @@ struct bench_tx {
 
 struct bench_conn {
 	int fd;
-	uint32_t id;     /* global index, 0 .. conns-1 */
-	uint32_t idx;    /* index in its thread */
-	uint16_t gen;    /* bumped on every (re)connect; stale CQEs are dropped */
-	uint8_t state;   /* enum bench_conn_state */
+	uint32_t id;   /* global index, 0 .. conns-1 */
+	uint32_t idx;  /* index in its thread */
+	uint16_t gen;  /* bumped on every (re)connect; stale CQEs are dropped */
+	uint8_t state; /* enum bench_conn_state */
 	uint8_t retries;
-	bool sending;    /* a send SQE is in flight on @inflight */
-	bool dirty;      /* on the thread's dirty list */
-	bool recv_armed; /* a multishot recv is in flight */
-	bool scanning;   /* @sc is inside a reply */
+	bool sending;        /* a send SQE is in flight on @inflight */
+	bool dirty;          /* on the thread's dirty list */
+	bool recv_armed;     /* a multishot recv is in flight */
+	bool scanning;       /* @sc is inside a reply */
 	struct buf out;      /* owned: requests not yet handed to the kernel */
 	struct buf inflight; /* owned, lent to the kernel while @sending */
 	struct proto_reply_scanner sc;
 	uint8_t cap[BENCH_CAP]; /* the first bytes of the current reply */
 	uint8_t caplen;
-	uint16_t eh, en;     /* head and count of @exp */
-	uint16_t th, tn;     /* head and count of @tx */
-	uint16_t open_exp;   /* expectations of the transaction being built */
+	uint16_t eh, en;   /* head and count of @exp */
+	uint16_t th, tn;   /* head and count of @tx */
+	uint16_t open_exp; /* expectations of the transaction being built */
 	struct bench_exp exp[BENCH_EXPQ];
 	struct bench_tx tx[BENCH_TXQ];
 	uint64_t t_start; /* when the first connect began */
@@ -141,7 +141,8 @@ struct bench_pub {
 	_Atomic uint64_t dead;
 	_Atomic uint64_t ops;
 	_Atomic uint64_t keys;
-	_Atomic uint64_t done; /* workload-defined: ranks released, waiters woken */
+	_Atomic uint64_t
+		done; /* workload-defined: ranks released, waiters woken */
 };
 
 struct bench_thread {
@@ -167,8 +168,8 @@ struct bench_thread {
 	uint64_t ops, keys, txs, errors, resets, ready, dead, done;
 	uint64_t empty_pops, untimed_ops;
 	uint64_t rx_bytes, tx_bytes; /* during PH_RUN */
-	uint64_t last_connect_ns; /* latest connect completion */
-	uint64_t last_done_ns;    /* latest workload completion (rendezvous, fanout) */
+	uint64_t last_connect_ns;    /* latest connect completion */
+	uint64_t last_done_ns; /* latest workload completion (rendezvous, fanout) */
 	struct hist lat;
 	struct bench_pub pub;
 	/* Workload-private per-thread state. */
@@ -241,7 +242,7 @@ struct bench_workload {
 	 */
 	uint64_t (*done_target)(const struct bench_opts *o, uint32_t total);
 	bool connects_in_run; /* connections are made (and timed) in PH_RUN */
-	bool own_latency;     /* records its own latencies, not per transaction */
+	bool own_latency; /* records its own latencies, not per transaction */
 };
 
 /* xorshift64* on the thread's state: uniform in [0, n). */
@@ -263,8 +264,8 @@ static inline uint64_t bench_rand(struct bench_thread *t, uint64_t n)
  * is measured (latency, ops/s) only if it was opened during PH_RUN and @ops
  * is not 0.
  */
-void bench_tx_begin(struct bench_thread *t, struct bench_conn *c,
-		    uint16_t ops, uint16_t keys, uint64_t t0);
+void bench_tx_begin(struct bench_thread *t, struct bench_conn *c, uint16_t ops,
+		    uint16_t keys, uint64_t t0);
 /* The request just encoded into c->out expects a reply of @op. */
 void bench_expect(struct bench_conn *c, enum proto_op op, uint16_t nkeys);
 /* Close the transaction and schedule c->out for sending. */
@@ -272,8 +273,7 @@ void bench_tx_end(struct bench_thread *t, struct bench_conn *c);
 /* True if @c can take another transaction under the pipeline depth @depth. */
 static inline bool bench_can_issue(const struct bench_conn *c, uint32_t depth)
 {
-	return c->state == CS_READY && c->tn < depth &&
-	       c->en + 4 <= BENCH_EXPQ;
+	return c->state == CS_READY && c->tn < depth && c->en + 4 <= BENCH_EXPQ;
 }
 
 /* The engine's defaults, for what neither the user nor the workload set. */

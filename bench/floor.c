@@ -77,15 +77,19 @@
 #include "tablemodel.h"
 #include "uring.h"
 
-#define FLOOR_SEGS 40           /* output segments per connection and set */
-#define FLOOR_REF_MIN 4096u     /* replies this large go by reference */
-#define FLOOR_HDR 9             /* request bytes kept: opcode + u64 */
+#define FLOOR_SEGS 40       /* output segments per connection and set */
+#define FLOOR_REF_MIN 4096u /* replies this large go by reference */
+#define FLOOR_HDR 9         /* request bytes kept: opcode + u64 */
 #define FLOOR_TMPL_MAX (64u << 20)
 #define FLOOR_BUFSZ 16384
 #define FLOOR_RBUF (64u << 10)
 #define FLOOR_TABLE_BATCH 16 /* as server/table.h's TABLE_BATCH_MAX */
 
-enum { UD_ACCEPT = 1, UD_RECV, UD_SEND };
+enum {
+	UD_ACCEPT = 1,
+	UD_RECV,
+	UD_SEND
+};
 
 /* One piece of output: @len bytes at @ext, or at @off in the set's bytes. */
 struct fseg {
@@ -126,17 +130,17 @@ struct floor {
 	int epfd;
 	uint32_t value_bytes;
 	struct proto_limits lim;
-	uint8_t *tmpl;   /* owned: tmpl_n canned values, back to back */
-	size_t entry;    /* bytes of one canned value: 8 + value_bytes */
+	uint8_t *tmpl; /* owned: tmpl_n canned values, back to back */
+	size_t entry;  /* bytes of one canned value: 8 + value_bytes */
 	uint32_t tmpl_n;
 	struct fconn **conns; /* owned, indexed by fd */
 	uint32_t maxfd;
 	struct fconn **dirty; /* owned */
 	uint32_t ndirty;
 	struct io_uring ring;
-	struct recv_bufs rb;          /* owned, lent to the kernel */
-	uint32_t nbufs, bufs_min;     /* --recv-buffers, --recv-buffers-min */
-	uint8_t *rbuf; /* epoll: owned receive buffer */
+	struct recv_bufs rb;      /* owned, lent to the kernel */
+	uint32_t nbufs, bufs_min; /* --recv-buffers, --recv-buffers-min */
+	uint8_t *rbuf;            /* epoll: owned receive buffer */
 	uint64_t closed_bad;
 	bool park_waits;
 	size_t zc_min; /* --send-zc: writes of this many bytes go zero-copy */
@@ -197,8 +201,8 @@ static int fout_copy(struct fout *o, const void *p, size_t n)
 	}
 	if (o->nseg == FLOOR_SEGS)
 		return -ENOMEM; /* cannot happen: fout_ref keeps a slot */
-	o->seg[o->nseg++] = (struct fseg){ .off = (uint32_t)off,
-					   .len = (uint32_t)n };
+	o->seg[o->nseg++] =
+		(struct fseg){ .off = (uint32_t)off, .len = (uint32_t)n };
 	return 0;
 }
 
@@ -221,8 +225,8 @@ static int fout_iov(const struct fout *o, struct iovec *iov)
 
 	for (uint32_t i = o->head; i < o->nseg; i++) {
 		const struct fseg *s = &o->seg[i];
-		iov[n].iov_base = (void *)(s->ext ? s->ext :
-					   o->bytes.data + s->off);
+		iov[n].iov_base =
+			(void *)(s->ext ? s->ext : o->bytes.data + s->off);
 		iov[n].iov_len = s->len;
 		n++;
 	}
@@ -306,8 +310,7 @@ static int reply(struct floor *f, struct fconn *c)
 	    (c->hdr[0] == OP_MULTI_GET || c->hdr[0] == OP_MULTI_SET)) {
 		memcpy(&n, c->hdr + 1, 8);
 		tmodel_touch(&f->table, n, FLOOR_TABLE_BATCH,
-			     c->hdr[0] == OP_MULTI_SET,
-			     f->value_bytes);
+			     c->hdr[0] == OP_MULTI_SET, f->value_bytes);
 	}
 	switch (c->hdr[0]) {
 	case OP_VALIDATE:
@@ -320,8 +323,8 @@ static int reply(struct floor *f, struct fconn *c)
 		return fout_copy(o, c->hdr + 1, 4);
 	case OP_CHECK:
 	case OP_WAIT:
-		u8 = c->hdr[0] == OP_CHECK ? PROTO_CHECK_READY :
-					     PROTO_WAIT_STOP;
+		u8 = c->hdr[0] == OP_CHECK ? PROTO_CHECK_READY
+					   : PROTO_WAIT_STOP;
 		return fout_copy(o, &u8, 1);
 	case OP_CANCEL_WAIT:
 		u8 = PROTO_WAIT_CANCELED;
@@ -618,11 +621,10 @@ static int uring_loop(struct floor *f)
 	while (!g_stop) {
 		int ret = io_uring_submit_and_wait_timeout(&f->ring, &cqe, 1,
 							   &ts, NULL);
-		if (ret < 0 && ret != -ETIME && ret != -EINTR &&
-		    ret != -EBUSY)
+		if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY)
 			return ret;
 		n = 0;
-		io_uring_for_each_cqe(&f->ring, head, cqe) {
+		io_uring_for_each_cqe (&f->ring, head, cqe) {
 			uring_cqe(f, cqe);
 			n++;
 		}
@@ -769,8 +771,8 @@ int main(int argc, char **argv)
 	};
 	static struct floor f;
 	const char *host = "127.0.0.1";
-	long port = 29500, vb = 64, nbufs = RECV_BUFS_DEFAULT_COUNT,
-	     nmin = 0, tkeys = 0;
+	long port = 29500, vb = 64, nbufs = RECV_BUFS_DEFAULT_COUNT, nmin = 0,
+	     tkeys = 0;
 	bool nmin_given = false;
 	char addr[128];
 	struct rlimit rl;
@@ -778,13 +780,27 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
-		case 'b': host = optarg; break;
-		case 'p': port = strtol(optarg, NULL, 10); break;
-		case 'v': vb = strtol(optarg, NULL, 10); break;
-		case 'w': f.park_waits = true; break;
-		case 'T': tkeys = strtol(optarg, NULL, 10); break;
-		case 'z': f.zc_min = strtoul(optarg, NULL, 10); break;
-		case 'n': nbufs = strtol(optarg, NULL, 10); break;
+		case 'b':
+			host = optarg;
+			break;
+		case 'p':
+			port = strtol(optarg, NULL, 10);
+			break;
+		case 'v':
+			vb = strtol(optarg, NULL, 10);
+			break;
+		case 'w':
+			f.park_waits = true;
+			break;
+		case 'T':
+			tkeys = strtol(optarg, NULL, 10);
+			break;
+		case 'z':
+			f.zc_min = strtoul(optarg, NULL, 10);
+			break;
+		case 'n':
+			nbufs = strtol(optarg, NULL, 10);
+			break;
 		case 'm':
 			nmin = strtol(optarg, NULL, 10);
 			nmin_given = true;
@@ -807,8 +823,8 @@ int main(int argc, char **argv)
 	}
 	/* The default minimum follows a smaller ring. */
 	if (!nmin_given)
-		nmin = nbufs < RECV_BUFS_DEFAULT_MIN ? nbufs :
-						       RECV_BUFS_DEFAULT_MIN;
+		nmin = nbufs < RECV_BUFS_DEFAULT_MIN ? nbufs
+						     : RECV_BUFS_DEFAULT_MIN;
 	if (optind != argc || port < 0 || port > 65535 || vb < 0 ||
 	    vb > (8l << 20) || nbufs < 1 || nbufs > 32768 ||
 	    (nbufs & (nbufs - 1)) || nmin < 1 || nmin > nbufs || tkeys < 0 ||
@@ -824,8 +840,9 @@ int main(int argc, char **argv)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	f.maxfd = getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur > (1u << 22) ?
-			  (1u << 16) : (uint32_t)rl.rlim_cur;
+	f.maxfd = getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur > (1u << 22)
+			  ? (1u << 16)
+			  : (uint32_t)rl.rlim_cur;
 	f.conns = calloc(f.maxfd, sizeof(*f.conns));
 	f.dirty = calloc(f.maxfd, sizeof(*f.dirty));
 	f.parked = calloc(f.maxfd, sizeof(*f.parked));

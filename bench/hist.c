@@ -54,8 +54,8 @@ void hist_merge(struct hist *dst, const struct hist *src)
 		dst->min = src->min;
 	if (src->max > dst->max)
 		dst->max = src->max;
-	dst->sum = dst->sum + src->sum < dst->sum ? UINT64_MAX :
-						    dst->sum + src->sum;
+	dst->sum = dst->sum + src->sum < dst->sum ? UINT64_MAX
+						  : dst->sum + src->sum;
 }
 
 uint64_t hist_percentile(const struct hist *h, double p)

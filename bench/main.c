@@ -14,7 +14,6 @@
 #include "net.h"
 #include "workload.h"
 
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -71,9 +70,28 @@ static int parse_u64(const char *s, uint64_t *out)
 static int parse_opts(int argc, char **argv, struct bench_opts *o)
 {
 	enum {
-		O_ADDR = 256, O_CONNS, O_PIPE, O_KEYS, O_KB, O_VB, O_KS, O_DUR,
-		O_OPS, O_THR, O_JSON, O_WL, O_PID, O_SRC, O_CI, O_RATE, O_QMAX,
-		O_NOPROG, O_LABEL, O_TRATE, O_ROUNDS, O_METRICS,
+		O_ADDR = 256,
+		O_CONNS,
+		O_PIPE,
+		O_KEYS,
+		O_KB,
+		O_VB,
+		O_KS,
+		O_DUR,
+		O_OPS,
+		O_THR,
+		O_JSON,
+		O_WL,
+		O_PID,
+		O_SRC,
+		O_CI,
+		O_RATE,
+		O_QMAX,
+		O_NOPROG,
+		O_LABEL,
+		O_TRATE,
+		O_ROUNDS,
+		O_METRICS,
 	};
 	static const struct option lo[] = {
 		{ "addr", 1, NULL, O_ADDR },
@@ -107,18 +125,32 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 
 	/* 0 (or UINT32_MAX for the value size) is "unset": see the end. */
 	*o = (struct bench_opts){
-		.value_bytes = UINT32_MAX, .duration = 10, .threads = 1,
-		.wl = workload_find("multi-get"), .connect_inflight = 256,
-		.queue_max = 1000, .progress = isatty(STDERR_FILENO),
+		.value_bytes = UINT32_MAX,
+		.duration = 10,
+		.threads = 1,
+		.wl = workload_find("multi-get"),
+		.connect_inflight = 256,
+		.queue_max = 1000,
+		.progress = isatty(STDERR_FILENO),
 	};
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		int err = 0;
 		switch (c) {
-		case O_ADDR: addr = optarg; break;
-		case O_JSON: o->json = true; break;
-		case O_NOPROG: o->progress = false; break;
-		case O_LABEL: o->label = optarg; break;
-		case O_METRICS: o->server_metrics = optarg; break;
+		case O_ADDR:
+			addr = optarg;
+			break;
+		case O_JSON:
+			o->json = true;
+			break;
+		case O_NOPROG:
+			o->progress = false;
+			break;
+		case O_LABEL:
+			o->label = optarg;
+			break;
+		case O_METRICS:
+			o->server_metrics = optarg;
+			break;
 		case O_WL:
 			o->wl = workload_find(optarg);
 			err = !o->wl;
@@ -145,24 +177,61 @@ static int parse_opts(int argc, char **argv, struct bench_opts *o)
 			if (err)
 				break;
 			switch (c) {
-			case O_CONNS: o->conns = (uint32_t)v; err = !v || v > 1000000; break;
-			case O_PIPE: o->pipeline = (uint32_t)v; err = !v || v > BENCH_MAX_PIPELINE; break;
-			case O_KEYS: o->keys = (uint32_t)v; err = !v || v > 4096; break;
-			case O_KB: o->key_bytes = (uint32_t)v; err = v < 12 || v > 8192; break;
-			case O_VB: o->value_bytes = (uint32_t)v; err = v > (1u << 20); break;
-			case O_KS: o->keyspace = v; err = !v || v >= 100000000ull; break;
-			case O_OPS: o->ops = v; break;
-			case O_THR: o->threads = (uint32_t)v; err = !v || v > 64; break;
-			case O_PID: o->server_pid = (int)v; break;
-			case O_SRC: o->src_addrs = (uint32_t)v; err = v > 65000; break;
-			case O_CI: o->connect_inflight = (uint32_t)v; err = !v; break;
-			case O_QMAX: o->queue_max = (uint32_t)v; break;
-			case O_ROUNDS: o->rounds = (uint32_t)v; err = !v || v > 1000000; break;
+			case O_CONNS:
+				o->conns = (uint32_t)v;
+				err = !v || v > 1000000;
+				break;
+			case O_PIPE:
+				o->pipeline = (uint32_t)v;
+				err = !v || v > BENCH_MAX_PIPELINE;
+				break;
+			case O_KEYS:
+				o->keys = (uint32_t)v;
+				err = !v || v > 4096;
+				break;
+			case O_KB:
+				o->key_bytes = (uint32_t)v;
+				err = v < 12 || v > 8192;
+				break;
+			case O_VB:
+				o->value_bytes = (uint32_t)v;
+				err = v > (1u << 20);
+				break;
+			case O_KS:
+				o->keyspace = v;
+				err = !v || v >= 100000000ull;
+				break;
+			case O_OPS:
+				o->ops = v;
+				break;
+			case O_THR:
+				o->threads = (uint32_t)v;
+				err = !v || v > 64;
+				break;
+			case O_PID:
+				o->server_pid = (int)v;
+				break;
+			case O_SRC:
+				o->src_addrs = (uint32_t)v;
+				err = v > 65000;
+				break;
+			case O_CI:
+				o->connect_inflight = (uint32_t)v;
+				err = !v;
+				break;
+			case O_QMAX:
+				o->queue_max = (uint32_t)v;
+				break;
+			case O_ROUNDS:
+				o->rounds = (uint32_t)v;
+				err = !v || v > 1000000;
+				break;
 			}
 			break;
 		}
 		if (err) {
-			fprintf(stderr, "ringstore-bench: bad value for --%s: %s\n",
+			fprintf(stderr,
+				"ringstore-bench: bad value for --%s: %s\n",
 				lo[c - O_ADDR].name, optarg ? optarg : "");
 			return -EINVAL;
 		}

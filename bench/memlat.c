@@ -50,7 +50,6 @@
 #define MAX_SIZES 32
 #define MAX_BATCH TM_BATCH_MAX
 
-
 struct set {
 	uint8_t *base, *map;
 	size_t lines, map_bytes;
@@ -84,8 +83,8 @@ static int set_init(struct set *s, size_t bytes, int huge, uint64_t *rng)
 	}
 	for (size_t i = 0; i < s->lines; i++) {
 		uint8_t *p = s->base + (size_t)s->order[i] * LINE;
-		uint8_t *next = s->base +
-				(size_t)s->order[(i + 1) % s->lines] * LINE;
+		uint8_t *next =
+			s->base + (size_t)s->order[(i + 1) % s->lines] * LINE;
 
 		memcpy(p, &next, sizeof(next));
 		memset(p + sizeof(next), (int)i, LINE - sizeof(next));
@@ -246,12 +245,13 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "sizes", 1, NULL, 's' }, { "loads", 1, NULL, 'n' },
-		{ "batch", 1, NULL, 'b' }, { "huge", 0, NULL, 'H' },
-		{ "table", 1, NULL, 't' }, { "help", 0, NULL, 'h' },
-		{ 0 }
-	};
+	static const struct option longopts[] = { { "sizes", 1, NULL, 's' },
+						  { "loads", 1, NULL, 'n' },
+						  { "batch", 1, NULL, 'b' },
+						  { "huge", 0, NULL, 'H' },
+						  { "table", 1, NULL, 't' },
+						  { "help", 0, NULL, 'h' },
+						  { 0 } };
 	const char *sizes = "1,2,4,8,16,32,64";
 	long loads = 2000000, batch = 16, table = 0;
 	size_t mib[MAX_SIZES], nsizes = 0;
@@ -262,11 +262,21 @@ int main(int argc, char **argv)
 
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
-		case 's': sizes = optarg; break;
-		case 'n': loads = strtol(optarg, NULL, 10); break;
-		case 'b': batch = strtol(optarg, NULL, 10); break;
-		case 'H': huge = 1; break;
-		case 't': table = strtol(optarg, NULL, 10); break;
+		case 's':
+			sizes = optarg;
+			break;
+		case 'n':
+			loads = strtol(optarg, NULL, 10);
+			break;
+		case 'b':
+			batch = strtol(optarg, NULL, 10);
+			break;
+		case 'H':
+			huge = 1;
+			break;
+		case 't':
+			table = strtol(optarg, NULL, 10);
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -282,9 +292,10 @@ int main(int argc, char **argv)
 	}
 	if (table) {
 		printf("# ringstore-memlat: %s pages, %ld loads, batches of "
-		       "%ld\n", huge ? "huge" : "small", loads, batch);
-		c = run_table((size_t)table, (size_t)loads, (size_t)batch,
-			      huge, &rng, &sink);
+		       "%ld\n",
+		       huge ? "huge" : "small", loads, batch);
+		c = run_table((size_t)table, (size_t)loads, (size_t)batch, huge,
+			      &rng, &sink);
 		fprintf(stderr, "# checksum %lx\n", (unsigned long)sink);
 		return c;
 	}
@@ -294,8 +305,9 @@ int main(int argc, char **argv)
 		long v = strtol(tok, &end, 10);
 
 		if (*end || v < 1 || v > 65536 || nsizes == MAX_SIZES) {
-			fprintf(stderr, "ringstore-memlat: --sizes wants up to "
-					"%d sizes in MiB, 1-65536: '%s'\n",
+			fprintf(stderr,
+				"ringstore-memlat: --sizes wants up to "
+				"%d sizes in MiB, 1-65536: '%s'\n",
 				MAX_SIZES, tok);
 			free(list);
 			return 2;

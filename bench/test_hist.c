@@ -25,7 +25,8 @@ static void test_buckets(void **state)
 	for (uint64_t v = 0; v < (1u << 20); v++) {
 		unsigned i = hist_index(v);
 		assert_true(i >= prev && i <= prev + 1);
-		assert_true(hist_bucket_low(i) <= v && v <= hist_bucket_high(i));
+		assert_true(hist_bucket_low(i) <= v &&
+			    v <= hist_bucket_high(i));
 		prev = i;
 	}
 	for (unsigned k = 6; k < 64; k++) {
@@ -88,7 +89,9 @@ static int cmp_u64(const void *a, const void *b)
 static void test_exponential(void **state)
 {
 	(void)state;
-	enum { N = 200000 };
+	enum {
+		N = 200000
+	};
 	static struct hist h;
 	static uint64_t v[N];
 	uint64_t x = 88172645463325252ull;

@@ -58,11 +58,11 @@
 
 /* Scratch arrays for one request of up to --keys keys. */
 struct wl_scratch {
-	char *keybuf;             /* owned: keys * key_bytes */
-	const void **keys;        /* owned */
-	size_t *klens;            /* owned */
-	const void **vals;        /* owned */
-	size_t *vlens;            /* owned */
+	char *keybuf;      /* owned: keys * key_bytes */
+	const void **keys; /* owned */
+	size_t *klens;     /* owned */
+	const void **vals; /* owned */
+	size_t *vlens;     /* owned */
 };
 
 /* Per-connection states of the multi-step workloads (bench_conn.wl). */
@@ -72,11 +72,27 @@ enum {
 	OPM_GET_NEXT, /* WAIT answered: send the GET */
 };
 enum {
-	RV_INIT = 0, RV_INIT_SENT, RV_COUNT, RV_COUNT_SENT, RV_LAST, RV_OTHER,
-	RV_WAIT_SENT, RV_GET_WAIT, RV_GET_WAIT_SENT, RV_GET, RV_GET_SENT,
+	RV_INIT = 0,
+	RV_INIT_SENT,
+	RV_COUNT,
+	RV_COUNT_SENT,
+	RV_LAST,
+	RV_OTHER,
+	RV_WAIT_SENT,
+	RV_GET_WAIT,
+	RV_GET_WAIT_SENT,
+	RV_GET,
+	RV_GET_SENT,
 	RV_DONE,
 };
-enum { QC_LEN = 0, QC_LEN_SENT, QC_WAIT, QC_WAIT_SENT, QC_POP, QC_POP_SENT };
+enum {
+	QC_LEN = 0,
+	QC_LEN_SENT,
+	QC_WAIT,
+	QC_WAIT_SENT,
+	QC_POP,
+	QC_POP_SENT
+};
 
 /*
  * Write a @len-byte key for (@tag, @n) into @dst: "/b<tag>/" then @n in
@@ -144,8 +160,8 @@ static void wl_fill_keys(struct bench_thread *t, unsigned n, bool random,
 
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t k = random ? bench_rand(t, o->keyspace) : first + i;
-		wl_key(s->keybuf + (size_t)i * o->key_bytes, o->key_bytes,
-		       'k', k);
+		wl_key(s->keybuf + (size_t)i * o->key_bytes, o->key_bytes, 'k',
+		       k);
 	}
 }
 
@@ -347,8 +363,7 @@ static void wl_fanout(struct bench_thread *t, struct bench_conn *c, int phase)
 	}
 }
 
-static void wl_queue(struct bench_thread *t, struct bench_conn *c,
-		     uint64_t now)
+static void wl_queue(struct bench_thread *t, struct bench_conn *c, uint64_t now)
 {
 	const struct bench_opts *o = &t->b->o;
 	size_t kb = o->key_bytes;
@@ -365,8 +380,8 @@ static void wl_queue(struct bench_thread *t, struct bench_conn *c,
 			t->wl_paused--;
 		}
 		bench_tx_begin(t, c, 1, 1, 0);
-		proto_enc_key_val(&c->out, OP_QUEUE_PUSH, key, kb,
-				  t->b->value, o->value_bytes);
+		proto_enc_key_val(&c->out, OP_QUEUE_PUSH, key, kb, t->b->value,
+				  o->value_bytes);
 		proto_enc_key(&c->out, OP_QUEUE_LEN, key, kb);
 		bench_expect(c, OP_QUEUE_LEN, 0);
 		bench_tx_end(t, c);
@@ -488,8 +503,8 @@ static int wl_check(struct bench_conn *c, uint8_t op, const uint8_t *cap,
 	case OP_WAIT:
 		return caplen >= 1 && cap[0] == PROTO_WAIT_STOP ? 0 : -EPROTO;
 	case OP_CHECK:
-		return caplen >= 1 && cap[0] <= PROTO_CHECK_NOT_READY ? 1 :
-									-EPROTO;
+		return caplen >= 1 && cap[0] <= PROTO_CHECK_NOT_READY ? 1
+								      : -EPROTO;
 	default:
 		return 0;
 	}
@@ -588,8 +603,8 @@ static void wl_multi_issue(struct bench_thread *t, struct bench_conn *c,
 		wl_populate(t, c);
 	if (phase != PH_RUN || wl_multi_rate(o) > 0)
 		return; /* paced: the tick issues */
-	for (uint32_t i = 0;
-	     i < o->pipeline && bench_can_issue(c, o->pipeline); i++) {
+	for (uint32_t i = 0; i < o->pipeline && bench_can_issue(c, o->pipeline);
+	     i++) {
 		bool set = mode == 1 || (mode == 2 && bench_rand(t, 2));
 		wl_multi(t, c, set);
 	}
@@ -700,8 +715,9 @@ static int wl_rendezvous_reply(struct bench_thread *t, struct bench_conn *c,
 		c->wl = RV_COUNT;
 		break;
 	case RV_COUNT_SENT:
-		c->wl = cap_i64(cap, caplen) == (int64_t)t->b->o.conns ?
-				RV_LAST : RV_OTHER;
+		c->wl = cap_i64(cap, caplen) == (int64_t)t->b->o.conns
+				? RV_LAST
+				: RV_OTHER;
 		break;
 	case RV_WAIT_SENT:
 		c->wl = RV_GET_WAIT;
@@ -862,73 +878,111 @@ static const struct bench_workload wl_table[] = {
 	{ .name = "multi-get",
 	  .help = "MULTI_GET of --keys random keys, --pipeline in flight;\n"
 		  "the key space is written first",
-	  .dflt = { .keyspace = 100000 }, .prep_count = wl_populate_count,
-	  .issue = wl_get_issue, .reply = wl_populated_reply,
-	  .tick = wl_get_tick, WL_SCRATCH },
+	  .dflt = { .keyspace = 100000 },
+	  .prep_count = wl_populate_count,
+	  .issue = wl_get_issue,
+	  .reply = wl_populated_reply,
+	  .tick = wl_get_tick,
+	  WL_SCRATCH },
 	{ .name = "multi-get-hot",
 	  .help = "multi-get, 256 conns, pipeline 4, 1024-key space",
 	  /* A small key space, which stays in the server's caches. */
 	  .dflt = { .conns = 256, .pipeline = 4, .keyspace = 1024 },
 	  .prep_count = wl_populate_count,
-	  .issue = wl_get_issue, .reply = wl_populated_reply,
-	  .tick = wl_get_tick, WL_SCRATCH },
+	  .issue = wl_get_issue,
+	  .reply = wl_populated_reply,
+	  .tick = wl_get_tick,
+	  WL_SCRATCH },
 	{ .name = "multi-get-wide",
 	  .help = "multi-get, 256 conns, pipeline 4, 100k-key space",
 	  .dflt = { .conns = 256, .pipeline = 4, .keyspace = 100000 },
 	  .prep_count = wl_populate_count,
-	  .issue = wl_get_issue, .reply = wl_populated_reply,
-	  .tick = wl_get_tick, WL_SCRATCH },
+	  .issue = wl_get_issue,
+	  .reply = wl_populated_reply,
+	  .tick = wl_get_tick,
+	  WL_SCRATCH },
 	{ .name = "multi-set",
 	  .help = "MULTI_SET of --keys random keys, each with a PING fence",
-	  .dflt = { .keyspace = 100000 }, .issue = wl_set_issue,
-	  .reply = wl_plain_reply, .tick = wl_set_tick, WL_SCRATCH },
-	{ .name = "multi-mix", .help = "half multi-get, half multi-set",
-	  .dflt = { .keyspace = 100000 }, .prep_count = wl_populate_count,
-	  .issue = wl_mix_issue, .reply = wl_populated_reply,
-	  .tick = wl_mix_tick, WL_SCRATCH },
+	  .dflt = { .keyspace = 100000 },
+	  .issue = wl_set_issue,
+	  .reply = wl_plain_reply,
+	  .tick = wl_set_tick,
+	  WL_SCRATCH },
+	{ .name = "multi-mix",
+	  .help = "half multi-get, half multi-set",
+	  .dflt = { .keyspace = 100000 },
+	  .prep_count = wl_populate_count,
+	  .issue = wl_mix_issue,
+	  .reply = wl_populated_reply,
+	  .tick = wl_mix_tick,
+	  WL_SCRATCH },
 	{ .name = "ops-mix",
 	  .help = "one op in flight per connection: get (WAIT+GET) 40%,\n"
 		  "set 20%, add 20%, check 10%, compare_set 10%",
-	  .adjust = wl_single_adjust, .prep_count = wl_populate_count,
-	  .issue = wl_ops_mix_issue, .reply = wl_ops_mix_reply, WL_SCRATCH },
+	  .adjust = wl_single_adjust,
+	  .prep_count = wl_populate_count,
+	  .issue = wl_ops_mix_issue,
+	  .reply = wl_ops_mix_reply,
+	  WL_SCRATCH },
 	{ .name = "rendezvous",
 	  .help = "every rank connects (timed), ADDs, WAITs for the last\n"
 		  "rank's SET and GETs it",
-	  .adjust = wl_single_adjust, .issue = wl_rendezvous_issue,
-	  .reply = wl_rendezvous_reply, .done_target = wl_all_done,
-	  .connects_in_run = true, .own_latency = true, WL_SCRATCH },
+	  .adjust = wl_single_adjust,
+	  .issue = wl_rendezvous_issue,
+	  .reply = wl_rendezvous_reply,
+	  .done_target = wl_all_done,
+	  .connects_in_run = true,
+	  .own_latency = true,
+	  WL_SCRATCH },
 	{ .name = "fanout",
 	  .help = "--conns WAITs on one key, then one SET wakes them all",
-	  .adjust = wl_single_adjust, .total_conns = wl_fanout_conns,
-	  .prep_count = wl_fanout_prep, .issue = wl_fanout_issue,
-	  .reply = wl_fanout_reply, .done_target = wl_waiters_done,
-	  .own_latency = true, WL_SCRATCH },
+	  .adjust = wl_single_adjust,
+	  .total_conns = wl_fanout_conns,
+	  .prep_count = wl_fanout_prep,
+	  .issue = wl_fanout_issue,
+	  .reply = wl_fanout_reply,
+	  .done_target = wl_waiters_done,
+	  .own_latency = true,
+	  WL_SCRATCH },
 	{ .name = "heartbeat",
 	  .help = "CHECK of one key per connection, --rate per connection\n"
 		  "or --total-rate per second",
-	  .dflt = { .conns = 64 }, .adjust = wl_heartbeat_adjust,
+	  .dflt = { .conns = 64 },
+	  .adjust = wl_heartbeat_adjust,
 	  .prep_count = wl_populate_count,
-	  .issue = wl_heartbeat_issue, .reply = wl_populated_reply,
-	  .tick = wl_heartbeat_tick, WL_SCRATCH },
+	  .issue = wl_heartbeat_issue,
+	  .reply = wl_populated_reply,
+	  .tick = wl_heartbeat_tick,
+	  WL_SCRATCH },
 	{ .name = "heartbeat-16k",
 	  .help = "heartbeat, 16000 conns, 100k CHECKs/s in total",
-	  .dflt = { .conns = 16000 }, .adjust = wl_heartbeat16k_adjust,
-	  .prep_count = wl_populate_count, .issue = wl_heartbeat_issue,
-	  .reply = wl_populated_reply, .tick = wl_heartbeat_tick, WL_SCRATCH },
+	  .dflt = { .conns = 16000 },
+	  .adjust = wl_heartbeat16k_adjust,
+	  .prep_count = wl_populate_count,
+	  .issue = wl_heartbeat_issue,
+	  .reply = wl_populated_reply,
+	  .tick = wl_heartbeat_tick,
+	  WL_SCRATCH },
 	{ .name = "queue",
 	  .help = "producers QUEUE_PUSH, consumers pop like PyTorch's\n"
 		  "blocking queue_pop (QUEUE_LEN, WAIT, QUEUE_POP)",
-	  .dflt = { .conns = 64 }, .adjust = wl_queue_adjust,
+	  .dflt = { .conns = 64 },
+	  .adjust = wl_queue_adjust,
 	  .issue = wl_queue_issue,
-	  .reply = wl_queue_reply, .tick = wl_queue_tick, WL_SCRATCH },
+	  .reply = wl_queue_reply,
+	  .tick = wl_queue_tick,
+	  WL_SCRATCH },
 	{ .name = "nccl-init",
 	  .help = "NCCL's scalable init: --keys (782) values of --value-bytes\n"
 		  "(128) are written, then each of --conns (2000) sends\n"
 		  "--rounds (1) MULTI_GETs of all of them",
 	  .dflt = { .conns = 2000, .keys = 782, .value_bytes = 128 },
-	  .adjust = wl_nccl_adjust, .prep_count = wl_populate_count,
-	  .issue = wl_nccl_issue, .reply = wl_nccl_reply,
-	  .done_target = wl_all_done, WL_SCRATCH },
+	  .adjust = wl_nccl_adjust,
+	  .prep_count = wl_populate_count,
+	  .issue = wl_nccl_issue,
+	  .reply = wl_nccl_reply,
+	  .done_target = wl_all_done,
+	  WL_SCRATCH },
 };
 
 const struct bench_workload *workload_find(const char *name)

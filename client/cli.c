@@ -71,12 +71,11 @@ struct cmd {
 	const char *name;
 	int (*run)(struct cli *cl, int argc, char **argv);
 	int min_args;
-	int max_args; /* -1: no limit */
+	int max_args;  /* -1: no limit */
 	unsigned opts; /* O_* accepted besides --timeout and --help */
 	const char *synopsis;
 	const char *help;
 };
-
 
 /* Map a library error to an exit status and report it. */
 static int fail(const struct cli *cl, int err, const char *what)
@@ -291,8 +290,7 @@ static int parse_seconds(const char *s, int64_t *ms)
 }
 
 /* Build key arrays from argv (C strings, lengths by strlen). */
-static int key_arrays(int argc, char **argv, const void ***keys,
-		      size_t **lens)
+static int key_arrays(int argc, char **argv, const void ***keys, size_t **lens)
 {
 	size_t n = argc > 0 ? (size_t)argc : 1;
 
@@ -504,8 +502,9 @@ static void watch_reconnects(struct cli *cl, uint64_t *seen, double elapsed)
 		       elapsed, n);
 		fflush(stdout);
 	} else {
-		fprintf(stderr, "[%7.1fs] connection lost; reconnected "
-				"(%" PRIu64 " so far)\n",
+		fprintf(stderr,
+			"[%7.1fs] connection lost; reconnected "
+			"(%" PRIu64 " so far)\n",
 			elapsed, n);
 	}
 }
@@ -530,7 +529,8 @@ static int cmd_wait(struct cli *cl, int argc, char **argv)
 			slice = 10;
 		for (;;) {
 			int64_t t = slice;
-			if (deadline >= 0 && deadline - (int64_t)now_mono_ms() < t)
+			if (deadline >= 0 &&
+			    deadline - (int64_t)now_mono_ms() < t)
 				t = deadline - (int64_t)now_mono_ms();
 			if (t < 0)
 				t = 0;
@@ -939,7 +939,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (!strcmp(argv[i], "help")) {
-		const struct cmd *h = i + 1 < argc ? find_cmd(argv[i + 1]) : NULL;
+		const struct cmd *h = i + 1 < argc ? find_cmd(argv[i + 1])
+						   : NULL;
 		if (h)
 			cmd_usage(stdout, h);
 		else
@@ -948,9 +949,10 @@ int main(int argc, char **argv)
 	}
 	if (cli_control_op(argv[i])) {
 		if (!control) {
-			fprintf(stderr, "ringstore-cli: %s needs the control "
-					"plane's address (--control HOST:PORT|"
-					"unix:PATH or $RINGSTORE_CONTROL)\n",
+			fprintf(stderr,
+				"ringstore-cli: %s needs the control "
+				"plane's address (--control HOST:PORT|"
+				"unix:PATH or $RINGSTORE_CONTROL)\n",
 				argv[i]);
 			return EXIT_USAGE;
 		}
@@ -960,8 +962,10 @@ int main(int argc, char **argv)
 	}
 	cl.cmd = find_cmd(argv[i]);
 	if (!cl.cmd) {
-		fprintf(stderr, "ringstore-cli: unknown operation '%s' (try "
-				"--help)\n", argv[i]);
+		fprintf(stderr,
+			"ringstore-cli: unknown operation '%s' (try "
+			"--help)\n",
+			argv[i]);
 		return EXIT_USAGE;
 	}
 
@@ -1051,13 +1055,16 @@ int main(int argc, char **argv)
 	return ret;
 
 bad_opt:
-	fprintf(stderr, "ringstore-cli: bad or incomplete option '%s' (try "
-			"--help)\n", argv[i < argc ? i : argc - 1]);
+	fprintf(stderr,
+		"ringstore-cli: bad or incomplete option '%s' (try "
+		"--help)\n",
+		argv[i < argc ? i : argc - 1]);
 	return EXIT_USAGE;
 bad_sub:
 	free(pos);
-	fprintf(stderr, "ringstore-cli: %s: bad option '%s' (values starting "
-			"with '--' go after '--')\n",
+	fprintf(stderr,
+		"ringstore-cli: %s: bad option '%s' (values starting "
+		"with '--' go after '--')\n",
 		cl.cmd->name, argv[i < argc ? i : argc - 1]);
 	return EXIT_USAGE;
 }

@@ -144,8 +144,8 @@ static void encode_key(const char *key, bool raw, char *enc, size_t len)
  * NUL-terminated body and *status the HTTP status. Returns 0, or an exit
  * status.
  */
-static int http_call(const char *control, const char *method,
-		     const char *path, int *status, char **body)
+static int http_call(const char *control, const char *method, const char *path,
+		     int *status, char **body)
 {
 	char req[1024];
 	size_t cap = 65536, len = 0;
@@ -195,8 +195,10 @@ static int http_call(const char *control, const char *method,
 	buf[len] = '\0';
 	char *sep = strstr(buf, "\r\n\r\n");
 	if (sscanf(buf, "HTTP/1.%*d %d", status) != 1 || !sep) {
-		fprintf(stderr, "ringstore-cli: malformed HTTP response from "
-				"%s\n", control);
+		fprintf(stderr,
+			"ringstore-cli: malformed HTTP response from "
+			"%s\n",
+			control);
 		free(buf);
 		return EXIT_SERVER;
 	}
@@ -237,7 +239,8 @@ static int run_status(const char *control, bool json)
 	}
 	if (json) {
 		printf("%s%s", stats,
-		       stats[0] && stats[strlen(stats) - 1] == '\n' ? "" : "\n");
+		       stats[0] && stats[strlen(stats) - 1] == '\n' ? ""
+								    : "\n");
 	} else {
 		printf("health: %s\n", healthy ? "ok" : "shutting down");
 		static const char *const fields[][2] = {
@@ -264,8 +267,7 @@ static int run_status(const char *control, bool json)
  * POST /handler/delete until nothing remains: the server deletes a bounded
  * chunk per request. Prints the totals, or each response with @json.
  */
-static int run_delete_prefix(const char *control, const char *enc,
-			     bool json)
+static int run_delete_prefix(const char *control, const char *enc, bool json)
 {
 	long long deleted = 0, absent = 0, left, n;
 	char path[2048];
@@ -297,8 +299,8 @@ static int run_delete_prefix(const char *control, const char *enc,
 	return deleted ? EXIT_OK : EXIT_NOT_FOUND;
 }
 
-int cli_control_run(const char *control, const char *op, int argc,
-		    char **argv, bool json, bool raw)
+int cli_control_run(const char *control, const char *op, int argc, char **argv,
+		    bool json, bool raw)
 {
 	char path[2048], enc[1536];
 	int status, ret;
@@ -334,8 +336,8 @@ int cli_control_run(const char *control, const char *op, int argc,
 			return EXIT_USAGE;
 		}
 		encode_key(argc > 0 ? argv[0] : "", raw, enc, sizeof(enc));
-		snprintf(path, sizeof(path), "/handler/keys?prefix=%s%s%s",
-			 enc, argc > 1 ? "&limit=" : "", argc > 1 ? argv[1] : "");
+		snprintf(path, sizeof(path), "/handler/keys?prefix=%s%s%s", enc,
+			 argc > 1 ? "&limit=" : "", argc > 1 ? argv[1] : "");
 	} else {
 		if (argc) {
 			fprintf(stderr, "usage: ringstore-cli %s\n", op);

@@ -16,8 +16,8 @@ bool cli_control_op(const char *op);
  * "unix:PATH") with its @argc arguments; @raw: key prefixes are sent as
  * given (no '/'). Returns the CLI exit status.
  */
-int cli_control_run(const char *control, const char *op, int argc,
-		    char **argv, bool json, bool raw);
+int cli_control_run(const char *control, const char *op, int argc, char **argv,
+		    bool json, bool raw);
 
 /* Lines for the CLI's --help. */
 extern const char cli_control_help[];

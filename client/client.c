@@ -68,14 +68,14 @@ struct rs_client {
 	uint64_t reconnects;  /* connections re-established */
 	char *host;           /* owned: where to (re)connect */
 	uint16_t port;
-	uint32_t nonce;       /* last PING nonce */
-	uint64_t rng;         /* xorshift state for backoff jitter */
-	struct buf out;       /* owned: the request being written */
-	struct buf in;        /* owned: received, not yet consumed bytes */
-	struct buf kbytes;    /* owned: prefixed keys of the current request */
-	const void **kptr;    /* owned array: wire keys (borrowed bytes) */
-	size_t *klen;         /* owned array: wire key lengths */
-	size_t kcap;          /* capacity of kptr and klen */
+	uint32_t nonce;    /* last PING nonce */
+	uint64_t rng;      /* xorshift state for backoff jitter */
+	struct buf out;    /* owned: the request being written */
+	struct buf in;     /* owned: received, not yet consumed bytes */
+	struct buf kbytes; /* owned: prefixed keys of the current request */
+	const void **kptr; /* owned array: wire keys (borrowed bytes) */
+	size_t *klen;      /* owned array: wire key lengths */
+	size_t kcap;       /* capacity of kptr and klen */
 };
 
 /*
@@ -88,9 +88,8 @@ struct attempt {
 	int64_t deadline; /* absolute, ms; -1: none */
 	double interval;  /* next backoff interval, ms */
 	unsigned tries;
-	bool armed;       /* deadline and interval set */
+	bool armed; /* deadline and interval set */
 };
-
 
 /* Absolute deadline for a timeout in ms; -1 means none. */
 static int64_t deadline_after(int64_t timeout_ms)
@@ -692,8 +691,8 @@ static int begin_key(struct rs_client *c, struct attempt *a, const void *key,
  * first half of rs_get, rs_multi_get and a blocking rs_queue_pop.
  */
 static int begin_waited(struct rs_client *c, struct attempt *a, size_t n,
-			const void *const *keys, const size_t *klens,
-			bool wait, int64_t deadline)
+			const void *const *keys, const size_t *klens, bool wait,
+			int64_t deadline)
 {
 	int ret = begin_keys(c, a, n, keys, klens);
 
@@ -922,8 +921,8 @@ static int get_wired(struct rs_client *c, void **val, size_t *vlen)
 	return roundtrip_bytes(c, OP_GET, val, vlen);
 }
 
-RS_API int rs_get(struct rs_client *c, const void *key, size_t klen,
-		  void **val, size_t *vlen)
+RS_API int rs_get(struct rs_client *c, const void *key, size_t klen, void **val,
+		  size_t *vlen)
 {
 	struct attempt a = { 0 };
 	int64_t deadline = wait_deadline(c, RS_TIMEOUT_DEFAULT);
@@ -1053,9 +1052,9 @@ RS_API int rs_compare_set(struct rs_client *c, const void *key, size_t klen,
 		return -EINVAL;
 	do {
 		ret = begin_key(c, &a, key, klen);
-		if (!ret && proto_enc_compare_set(&c->out, c->kptr[0],
-						  c->klen[0], expected, elen,
-						  desired, dlen))
+		if (!ret &&
+		    proto_enc_compare_set(&c->out, c->kptr[0], c->klen[0],
+					  expected, elen, desired, dlen))
 			ret = -ENOMEM;
 		if (!ret) {
 			c->writing = true;

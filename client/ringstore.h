@@ -231,8 +231,8 @@ RS_API int rs_set(struct rs_client *c, const void *key, size_t klen,
  * it with rs_free(). Returns 0, -ETIMEDOUT if the key did not appear in time
  * (connection still usable), or -errno.
  */
-RS_API int rs_get(struct rs_client *c, const void *key, size_t klen,
-		  void **val, size_t *vlen);
+RS_API int rs_get(struct rs_client *c, const void *key, size_t klen, void **val,
+		  size_t *vlen);
 
 /*
  * GET without waiting: CHECK, then GET if the key exists. Same output as

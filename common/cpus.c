@@ -159,8 +159,8 @@ static void unescape_octal(char *s)
 	char *w = s;
 
 	for (char *r = s; *r; r++) {
-		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' &&
-		    r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' &&
+		    r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
 			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 +
 				      (r[3] - '0'));
 			r += 3;
@@ -204,7 +204,7 @@ static int find_mount(char *mountinfo, bool v2, char *root, size_t root_size,
 		opts = strtok_r(NULL, " ", &s2);
 		if (!fs || (v2 ? strcmp(fs, "cgroup2") != 0
 			       : strcmp(fs, "cgroup") != 0 || !opts ||
-					 !has_word(opts, "cpu")))
+					    !has_word(opts, "cpu")))
 			continue;
 		unescape_octal(f[3]);
 		unescape_octal(f[4]);
@@ -292,18 +292,19 @@ double cpus_cgroup_limit(const char *root)
 	/* Lines "ID:CONTROLLERS:PATH"; v2's is "0::PATH". */
 	for (char *line = strtok_r(cg, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
-		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		char *c1 = strchr(line, ':'),
+		     *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 
 		if (!c2)
 			continue;
 		*c1 = '\0';
 		*c2 = '\0';
 		if (strcmp(line, "0") == 0 && c1[1] == '\0')
-			limit = lower(limit,
-				      limit_walk(root, mountinfo, true, c2 + 1));
+			limit = lower(limit, limit_walk(root, mountinfo, true,
+							c2 + 1));
 		else if (has_word(c1 + 1, "cpu"))
-			limit = lower(limit,
-				      limit_walk(root, mountinfo, false, c2 + 1));
+			limit = lower(limit, limit_walk(root, mountinfo, false,
+							c2 + 1));
 	}
 out:
 	free(mountinfo);

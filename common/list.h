@@ -40,59 +40,59 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define LIST_DEFINE(name, type, next, prev)				\
-struct name {								\
-	type *head; /* oldest (or last pushed at the head) */		\
-	type *tail;							\
-};									\
-									\
-/* Append unlinked @n after the tail. */				\
-static inline __attribute__((unused)) void				\
-name##_push_tail(struct name *l, type *n)				\
-{									\
-	assert(!n->next && !n->prev && l->head != n);			\
-	n->prev = l->tail;						\
-	if (l->tail)							\
-		l->tail->next = n;					\
-	else								\
-		l->head = n;						\
-	l->tail = n;							\
-}									\
-									\
-/* Insert unlinked @n before the head. */				\
-static inline __attribute__((unused)) void				\
-name##_push_head(struct name *l, type *n)				\
-{									\
-	assert(!n->next && !n->prev && l->head != n);			\
-	n->next = l->head;						\
-	if (l->head)							\
-		l->head->prev = n;					\
-	else								\
-		l->tail = n;						\
-	l->head = n;							\
-}									\
-									\
-/* Unlink @n, which is on @l, and clear its links. */			\
-static inline __attribute__((unused)) void				\
-name##_remove(struct name *l, type *n)					\
-{									\
-	if (n->prev)							\
-		n->prev->next = n->next;				\
-	else								\
-		l->head = n->next;					\
-	if (n->next)							\
-		n->next->prev = n->prev;				\
-	else								\
-		l->tail = n->prev;					\
-	n->next = NULL;							\
-	n->prev = NULL;							\
-}									\
-									\
-/* Is @n on @l? (It must be on @l or on no list of this kind.) */	\
-static inline __attribute__((unused)) bool				\
-name##_linked(const struct name *l, const type *n)			\
-{									\
-	return n->prev || l->head == n;					\
-}
+#define LIST_DEFINE(name, type, next, prev)                               \
+	struct name {                                                     \
+		type *head; /* oldest (or last pushed at the head) */     \
+		type *tail;                                               \
+	};                                                                \
+                                                                          \
+	/* Append unlinked @n after the tail. */                          \
+	static inline __attribute__((unused)) void name##_push_tail(      \
+		struct name *l, type *n)                                  \
+	{                                                                 \
+		assert(!n->next && !n->prev && l->head != n);             \
+		n->prev = l->tail;                                        \
+		if (l->tail)                                              \
+			l->tail->next = n;                                \
+		else                                                      \
+			l->head = n;                                      \
+		l->tail = n;                                              \
+	}                                                                 \
+                                                                          \
+	/* Insert unlinked @n before the head. */                         \
+	static inline __attribute__((unused)) void name##_push_head(      \
+		struct name *l, type *n)                                  \
+	{                                                                 \
+		assert(!n->next && !n->prev && l->head != n);             \
+		n->next = l->head;                                        \
+		if (l->head)                                              \
+			l->head->prev = n;                                \
+		else                                                      \
+			l->tail = n;                                      \
+		l->head = n;                                              \
+	}                                                                 \
+                                                                          \
+	/* Unlink @n, which is on @l, and clear its links. */             \
+	static inline __attribute__((unused)) void name##_remove(         \
+		struct name *l, type *n)                                  \
+	{                                                                 \
+		if (n->prev)                                              \
+			n->prev->next = n->next;                          \
+		else                                                      \
+			l->head = n->next;                                \
+		if (n->next)                                              \
+			n->next->prev = n->prev;                          \
+		else                                                      \
+			l->tail = n->prev;                                \
+		n->next = NULL;                                           \
+		n->prev = NULL;                                           \
+	}                                                                 \
+                                                                          \
+	/* Is @n on @l? (It must be on @l or on no list of this kind.) */ \
+	static inline __attribute__((unused)) bool name##_linked(         \
+		const struct name *l, const type *n)                      \
+	{                                                                 \
+		return n->prev || l->head == n;                           \
+	}
 
 #endif

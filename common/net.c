@@ -62,8 +62,8 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int backlog,
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    (reuseport &&
 	     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one))) ||
-	    (v6only_off && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
-				      sizeof(zero))) ||
+	    (v6only_off &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero))) ||
 	    bind(fd, sa, len) || listen(fd, backlog)) {
 		int err = -errno;
 		close(fd);
@@ -88,7 +88,8 @@ int net_listen(const char *host, uint16_t port, int backlog, bool reuseport)
 			return fd;
 		struct sockaddr_in a4 = { .sin_family = AF_INET,
 					  .sin_port = htons(port),
-					  .sin_addr.s_addr = htonl(INADDR_ANY) };
+					  .sin_addr.s_addr =
+						  htonl(INADDR_ANY) };
 		return listen_on((struct sockaddr *)&a4, sizeof(a4), backlog,
 				 reuseport, false);
 	}
@@ -109,7 +110,6 @@ int net_listen(const char *host, uint16_t port, int backlog, bool reuseport)
 	freeaddrinfo(res);
 	return fd;
 }
-
 
 static int connect_one(const struct addrinfo *ai, const char *src,
 		       int64_t deadline)
@@ -142,7 +142,9 @@ static int connect_one(const struct addrinfo *ai, const char *src,
 	}
 	for (;;) {
 		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-		int wait = deadline < 0 ? -1 : (int)(deadline - (int64_t)now_mono_ms());
+		int wait = deadline < 0
+				   ? -1
+				   : (int)(deadline - (int64_t)now_mono_ms());
 
 		if (deadline >= 0 && wait <= 0) {
 			close(fd);
@@ -175,7 +177,8 @@ int net_connect(const char *host, uint16_t port, const char *src,
 {
 	struct addrinfo hints = { 0 }, *res, *ai;
 	char portstr[8];
-	int64_t deadline = timeout_ms < 0 ? -1 : (int64_t)now_mono_ms() + timeout_ms;
+	int64_t deadline = timeout_ms < 0 ? -1
+					  : (int64_t)now_mono_ms() + timeout_ms;
 	int fd = -EHOSTUNREACH, err;
 
 	hints.ai_family = AF_UNSPEC;
@@ -262,8 +265,7 @@ int net_set_keepalive(int fd, int idle_s)
 	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) ||
 	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s,
 		       sizeof(idle_s)) ||
-	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl,
-		       sizeof(intvl)) ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) ||
 	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)))
 		return -errno;
 	return 0;
@@ -305,7 +307,8 @@ int net_parse_cidr(const char *s, struct net_cidr *out)
 	if (slash) {
 		errno = 0;
 		prefix = strtoul(slash + 1, &end, 10);
-		if (errno || end == slash + 1 || *end || prefix > (v4 ? 32u : 128u))
+		if (errno || end == slash + 1 || *end ||
+		    prefix > (v4 ? 32u : 128u))
 			return -EINVAL;
 	}
 	out->prefix = (uint8_t)(v4 ? prefix + 96 : prefix);

@@ -49,10 +49,15 @@ struct prog {
 	uint8_t gsz; /* fields in the repeated group (0: no group) */
 };
 
-#define P(...) { .f = { __VA_ARGS__, F_END } }
-#define P_LIST(...)                                                  \
-	{ .f = { F_COUNT, __VA_ARGS__, F_LOOP, F_END },              \
-	  .gsz = sizeof((const uint8_t[]){ __VA_ARGS__ }) }
+#define P(...)                              \
+	{                                   \
+		.f = { __VA_ARGS__, F_END } \
+	}
+#define P_LIST(...)                                             \
+	{                                                       \
+		.f = { F_COUNT, __VA_ARGS__, F_LOOP, F_END },   \
+		.gsz = sizeof((const uint8_t[]){ __VA_ARGS__ }) \
+	}
 
 /* Request bodies, after the opcode byte (PROTOCOL.md section 2). */
 static const struct prog req_prog[OP__COUNT] = {

@@ -25,25 +25,25 @@
 #include "buf.h"
 
 /* X(name, value): every QueryType of torch 2.13's TCPStoreBackend.hpp. */
-#define PROTO_OPS(X)        \
-	X(VALIDATE, 0)      \
-	X(SET, 1)           \
-	X(COMPARE_SET, 2)   \
-	X(GET, 3)           \
-	X(ADD, 4)           \
-	X(CHECK, 5)         \
-	X(WAIT, 6)          \
-	X(GETNUMKEYS, 7)    \
-	X(DELETE_KEY, 8)    \
-	X(APPEND, 9)        \
-	X(MULTI_GET, 10)    \
-	X(MULTI_SET, 11)    \
-	X(CANCEL_WAIT, 12)  \
-	X(PING, 13)         \
-	X(QUEUE_PUSH, 14)   \
-	X(QUEUE_POP, 15)    \
-	X(QUEUE_LEN, 16)    \
-	X(LIST_KEYS, 17)    \
+#define PROTO_OPS(X)       \
+	X(VALIDATE, 0)     \
+	X(SET, 1)          \
+	X(COMPARE_SET, 2)  \
+	X(GET, 3)          \
+	X(ADD, 4)          \
+	X(CHECK, 5)        \
+	X(WAIT, 6)         \
+	X(GETNUMKEYS, 7)   \
+	X(DELETE_KEY, 8)   \
+	X(APPEND, 9)       \
+	X(MULTI_GET, 10)   \
+	X(MULTI_SET, 11)   \
+	X(CANCEL_WAIT, 12) \
+	X(PING, 13)        \
+	X(QUEUE_PUSH, 14)  \
+	X(QUEUE_POP, 15)   \
+	X(QUEUE_LEN, 16)   \
+	X(LIST_KEYS, 17)   \
 	X(BARRIER, 18)
 
 enum proto_op {
@@ -58,18 +58,24 @@ const char *proto_op_name(unsigned op);
 
 #define PROTO_MAGIC 0x3C85F7CEu
 
-enum { PROTO_CHECK_READY = 0, PROTO_CHECK_NOT_READY = 1 };
-enum { PROTO_WAIT_STOP = 0, PROTO_WAIT_CANCELED = 1 };
+enum {
+	PROTO_CHECK_READY = 0,
+	PROTO_CHECK_NOT_READY = 1
+};
+enum {
+	PROTO_WAIT_STOP = 0,
+	PROTO_WAIT_CANCELED = 1
+};
 
 /* Why a request stream was rejected: one counter per reason in the server. */
-#define PROTO_ERRS(X)                                        \
-	X(NONE, "no error")                                  \
-	X(NOT_VALIDATED, "first request is not VALIDATE")    \
-	X(BAD_MAGIC, "VALIDATE with a wrong magic number")   \
-	X(UNKNOWN_OP, "unknown opcode")                      \
-	X(KEY_TOO_LONG, "key longer than the limit")         \
-	X(VALUE_TOO_LONG, "value longer than the limit")     \
-	X(TOO_MANY_KEYS, "key count over the limit")         \
+#define PROTO_ERRS(X)                                      \
+	X(NONE, "no error")                                \
+	X(NOT_VALIDATED, "first request is not VALIDATE")  \
+	X(BAD_MAGIC, "VALIDATE with a wrong magic number") \
+	X(UNKNOWN_OP, "unknown opcode")                    \
+	X(KEY_TOO_LONG, "key longer than the limit")       \
+	X(VALUE_TOO_LONG, "value longer than the limit")   \
+	X(TOO_MANY_KEYS, "key count over the limit")       \
 	X(REQUEST_TOO_LONG, "request larger than the limit")
 
 enum proto_err {
@@ -84,10 +90,10 @@ const char *proto_err_name(enum proto_err e);
 const char *proto_err_text(enum proto_err e);
 
 struct proto_limits {
-	uint64_t max_key;      /* bytes in one key */
-	uint64_t max_value;    /* bytes in one value */
-	uint64_t max_keys;     /* keys in CHECK/WAIT/MULTI_GET, pairs in MULTI_SET */
-	uint64_t max_request;  /* bytes in one whole request, opcode included */
+	uint64_t max_key;   /* bytes in one key */
+	uint64_t max_value; /* bytes in one value */
+	uint64_t max_keys; /* keys in CHECK/WAIT/MULTI_GET, pairs in MULTI_SET */
+	uint64_t max_request; /* bytes in one whole request, opcode included */
 };
 
 #define PROTO_DEFAULT_MAX_KEY 8192u
@@ -105,8 +111,8 @@ void proto_limits_default(struct proto_limits *lim);
  */
 struct proto_decoder {
 	const struct proto_limits *lim; /* borrowed */
-	bool handshake;     /* the next request must be VALIDATE */
-	bool in_req;        /* some bytes of a request have been seen */
+	bool handshake;                 /* the next request must be VALIDATE */
+	bool in_req; /* some bytes of a request have been seen */
 	uint8_t op;
 	uint8_t step;       /* position in the opcode's field program */
 	uint8_t ilen;       /* bytes gathered in ibuf */
@@ -149,13 +155,14 @@ struct proto_slice {
  */
 struct proto_req {
 	enum proto_op op;
-	struct proto_slice key;    /* single-key ops */
-	struct proto_slice val[2]; /* SET/APPEND/QUEUE_PUSH: [0]; COMPARE_SET: expected, desired */
-	int64_t num;               /* ADD delta, BARRIER world size */
-	uint32_t u32;              /* VALIDATE magic, PING nonce */
-	uint64_t count;            /* list length: keys, or pairs for MULTI_SET */
-	const uint8_t *list;       /* first byte of the encoded list */
-	const uint8_t *end;        /* one past the request's last byte */
+	struct proto_slice key; /* single-key ops */
+	struct proto_slice
+		val[2]; /* SET/APPEND/QUEUE_PUSH: [0]; COMPARE_SET: expected, desired */
+	int64_t num;         /* ADD delta, BARRIER world size */
+	uint32_t u32;        /* VALIDATE magic, PING nonce */
+	uint64_t count;      /* list length: keys, or pairs for MULTI_SET */
+	const uint8_t *list; /* first byte of the encoded list */
+	const uint8_t *end;  /* one past the request's last byte */
 };
 
 /*
@@ -196,7 +203,8 @@ int proto_enc_ping(struct buf *b, uint32_t nonce);
 /* Ops with no body: GETNUMKEYS, CANCEL_WAIT, LIST_KEYS. */
 int proto_enc_bare(struct buf *b, enum proto_op op);
 /* Ops with one key: GET, DELETE_KEY, QUEUE_POP, QUEUE_LEN. */
-int proto_enc_key(struct buf *b, enum proto_op op, const void *key, size_t klen);
+int proto_enc_key(struct buf *b, enum proto_op op, const void *key,
+		  size_t klen);
 /* Ops with a key and a value: SET, APPEND, QUEUE_PUSH. */
 int proto_enc_key_val(struct buf *b, enum proto_op op, const void *key,
 		      size_t klen, const void *val, size_t vlen);

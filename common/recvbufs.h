@@ -47,8 +47,8 @@
 struct recv_bufs {
 	struct io_uring_buf_ring *br; /* owned mmap, lent to the kernel */
 	size_t br_bytes;
-	uint8_t *mem;                 /* owned: count * size bytes */
-	uint16_t *spare;              /* owned: ids not in the ring */
+	uint8_t *mem;    /* owned: count * size bytes */
+	uint16_t *spare; /* owned: ids not in the ring */
 	uint32_t nspare;
 	uint32_t count;    /* buffers (ring entries), a power of two */
 	uint32_t size;     /* bytes per buffer */

@@ -42,7 +42,8 @@ static void log_reject(struct admit *a, const struct sockaddr_in6 *peer,
 	}
 	net_format_addr((const struct sockaddr *)peer, name, sizeof(name));
 	log_warn("refusing %s: %s (%s); %llu more refused since the last "
-		 "such line", name, stats_close_text(why), stats_close_id(why),
+		 "such line",
+		 name, stats_close_text(why), stats_close_id(why),
 		 (unsigned long long)a->rejects_unlogged);
 	a->reject_log_ms = now;
 	a->rejects_unlogged = 0;
@@ -145,8 +146,8 @@ void admit_accepted(struct admit *a, enum io_listener l, int fd)
 
 bool admit_accept_failed(struct admit *a, enum io_listener l, int err)
 {
-	bool out_of_fds = err == -EMFILE || err == -ENFILE ||
-			  err == -ENOMEM || err == -ENOBUFS;
+	bool out_of_fds = err == -EMFILE || err == -ENFILE || err == -ENOMEM ||
+			  err == -ENOBUFS;
 
 	if (l == IO_LISTEN_STORE)
 		stat_add(&a->t->stats->accept_errors, 1);

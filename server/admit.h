@@ -19,9 +19,9 @@
 struct conn_table;
 
 struct admit {
-	struct conn_table *t;       /* borrowed */
-	uint32_t next_target;       /* round robin of the single acceptor */
-	uint64_t reject_log_ms;     /* last refusal line */
+	struct conn_table *t;   /* borrowed */
+	uint32_t next_target;   /* round robin of the single acceptor */
+	uint64_t reject_log_ms; /* last refusal line */
 	uint64_t rejects_unlogged;
 };
 

@@ -23,7 +23,7 @@
 #define GRAIN BLKCACHE_GRAIN
 #define NCLASS BLKCACHE_NCLASS
 #define STACK_MIN 64
-#define SLOT_ALIGN 64                   /* a cache line */
+#define SLOT_ALIGN 64 /* a cache line */
 /* Carved per thread at a time, and large enough that a store of billions
  * of bytes stays far from vm.max_map_count (adjacent chunks are mapped
  * alike, so the kernel merges their mappings anyway). */
@@ -52,8 +52,8 @@ static size_t slot_bytes(size_t c)
 static struct {
 	pthread_mutex_t lock;
 	void *head[NCLASS];
-	size_t bytes;   /* in the lists */
-	size_t carved;  /* carved by all threads, ever */
+	size_t bytes;  /* in the lists */
+	size_t carved; /* carved by all threads, ever */
 } pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* The pool's first block of class @c, unlinked; NULL if it has none.
@@ -239,7 +239,8 @@ void blk_free_slow(void *p, size_t size)
 
 	if (!p)
 		return;
-	if (c == NCLASS || blk_cache_tl.bytes + (c + 1) * GRAIN > BLKCACHE_BYTES ||
+	if (c == NCLASS ||
+	    blk_cache_tl.bytes + (c + 1) * GRAIN > BLKCACHE_BYTES ||
 	    (!blk_cache_tl.armed && !arm()) || !stack_room(st)) {
 		if (c != NCLASS && slab_class(c))
 			pool_put(c, &p, 1); /* never malloc's */

@@ -61,7 +61,7 @@
 #define BLKCACHE_POISONS 0
 #endif
 
-#define BLKCACHE_MAX 512                /* largest cached block, bytes */
+#define BLKCACHE_MAX 512                 /* largest cached block, bytes */
 #define BLKCACHE_BYTES ((size_t)8 << 20) /* per thread */
 
 /* A block of at least @size bytes (aligned as malloc's), or NULL. */
@@ -115,8 +115,7 @@ void blk_free_slow(void *p, size_t size);
  */
 #define BLKCACHE_PREFETCH_AHEAD 4
 
-static inline void blk_prefetch_next(const struct blk_stack *st,
-				     size_t bytes)
+static inline void blk_prefetch_next(const struct blk_stack *st, size_t bytes)
 {
 	if (st->n >= BLKCACHE_PREFETCH_AHEAD) {
 		const char *next = st->p[st->n - BLKCACHE_PREFETCH_AHEAD];

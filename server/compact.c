@@ -35,13 +35,13 @@
 
 struct compaction {
 	pthread_mutex_t mu;
-	pthread_cond_t cancelled;    /* with mu: cancel was set */
+	pthread_cond_t cancelled; /* with mu: cancel was set */
 	pthread_t thread;
-	bool running;            /* started, not yet joined */
-	_Atomic bool done;       /* the thread has finished */
+	bool running;      /* started, not yet joined */
+	_Atomic bool done; /* the thread has finished */
 	_Atomic bool cancel;
-	uint64_t retry_at_ms;    /* no automatic start before this */
-	const char *pause_at;    /* RINGSTORE_COMPACT_PAUSE, or NULL */
+	uint64_t retry_at_ms; /* no automatic start before this */
+	const char *pause_at; /* RINGSTORE_COMPACT_PAUSE, or NULL */
 };
 
 /*
@@ -57,7 +57,8 @@ static void pause_point(struct wal *w, const char *step)
 	if (!c->pause_at || strcmp(c->pause_at, step))
 		return;
 	log_warn("write log: compaction paused after '%s' "
-		 "(RINGSTORE_COMPACT_PAUSE)", step);
+		 "(RINGSTORE_COMPACT_PAUSE)",
+		 step);
 	pthread_mutex_lock(&c->mu);
 	while (!atomic_load(&c->cancel))
 		pthread_cond_wait(&c->cancelled, &c->mu);
@@ -71,7 +72,7 @@ struct snap_writer {
 	int fd;
 	uint8_t *buf;
 	size_t used;
-	uint64_t lsn;            /* the snapshot's own numbering */
+	uint64_t lsn; /* the snapshot's own numbering */
 	struct walfile_snap_end end;
 	int err;
 };
@@ -156,8 +157,7 @@ static int dump_key(struct table_entry *e, void *arg)
 	sw_put(sw, OP_SET, table_entry_key(e), e->klen, table_entry_val(e),
 	       e->vlen);
 	sw->end.keys++;
-	if (atomic_load_explicit(&sw->w->compact->cancel,
-				 memory_order_relaxed))
+	if (atomic_load_explicit(&sw->w->compact->cancel, memory_order_relaxed))
 		return -ECANCELED;
 	return sw->err;
 }
@@ -167,8 +167,7 @@ static int dump_item(const uint8_t *key, size_t klen,
 {
 	struct snap_writer *sw = arg;
 
-	sw_put(sw, OP_QUEUE_PUSH, key, klen, table_entry_val(item),
-	       item->vlen);
+	sw_put(sw, OP_QUEUE_PUSH, key, klen, table_entry_val(item), item->vlen);
 	sw->end.items++;
 	return sw->err;
 }
@@ -291,7 +290,7 @@ static int fold(struct wal *w, const struct walfile_manifest *old,
 {
 	struct store ps;
 	struct store_thread th;
-	struct stats unused;    /* what the private store counts */
+	struct stats unused; /* what the private store counts */
 	char path[4096];
 	int err;
 

@@ -51,14 +51,13 @@ struct conn *conn_get(struct conn_table *t, uint32_t slot, uint32_t gen)
 
 static int slots_grow(struct conn_table *t)
 {
-	struct conn **chunks = realloc(t->chunks,
-				       (t->nchunks + 1) * sizeof(*chunks));
+	struct conn **chunks =
+		realloc(t->chunks, (t->nchunks + 1) * sizeof(*chunks));
 	if (!chunks)
 		return -ENOMEM;
 	t->chunks = chunks;
-	uint32_t *fs = realloc(t->free_slots,
-			       (size_t)(t->nchunks + 1) * CONN_CHUNK *
-				       sizeof(*fs));
+	uint32_t *fs = realloc(t->free_slots, (size_t)(t->nchunks + 1) *
+						      CONN_CHUNK * sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
 	t->free_slots = fs;
@@ -131,7 +130,8 @@ struct conn *conn_open(struct conn_table *t, int fd,
 		return NULL;
 	}
 	c = conn_at(t, t->free_slots[--t->nfree]);
-	c->io = (struct io_conn){ .fd = fd, .slot = c->io.slot,
+	c->io = (struct io_conn){ .fd = fd,
+				  .slot = c->io.slot,
 				  .gen = (c->io.gen + 1) & IO_GEN_MASK };
 	c->state = CONN_OPEN;
 	c->fill = 0;
@@ -194,7 +194,8 @@ static void log_close(const struct conn *c, enum stats_close why, int err)
 	peer_name(c, peer, sizeof(peer));
 	if (why == STATS_CLOSE_PROTO)
 		log_warn("closing %s: %s (%s)", peer,
-			 proto_err_text(c->dec.err), proto_err_name(c->dec.err));
+			 proto_err_text(c->dec.err),
+			 proto_err_name(c->dec.err));
 	else if (why == STATS_CLOSE_IO || why == STATS_CLOSE_NOMEM)
 		log_msg(reset ? LOG_LVL_DEBUG : LOG_LVL_WARN,
 			"closing %s: %s (%s)", peer, stats_close_text(why),
@@ -344,8 +345,8 @@ int conn_input(struct conn *c, struct store_thread *th, const uint8_t *p,
 				*why = STATS_CLOSE_NOMEM;
 				return -ENOMEM;
 			}
-			r = run(c, th, buf_head(&c->spill),
-				buf_used(&c->spill), why, stats);
+			r = run(c, th, buf_head(&c->spill), buf_used(&c->spill),
+				why, stats);
 			buf_reset(&c->spill);
 			buf_shrink(&c->spill, CONN_SPILL_KEEP);
 		}

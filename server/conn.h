@@ -74,24 +74,24 @@ struct conn {
 	/* The socket, the slot, the generation (bumped on every reuse of the
 	 * slot) and what the backend keeps of the connection (io.h). */
 	struct io_conn io;
-	uint8_t state;             /* enum conn_state */
-	uint8_t fill;              /* oq[fill] collects new replies */
-	bool sending;              /* a send of ours is with the backend */
-	bool dirty;                /* on the table's dirty list */
-	bool close_after_send;     /* guest: close once the replies are out */
-	struct conn *next_dirty;   /* borrowed link */
+	uint8_t state;           /* enum conn_state */
+	uint8_t fill;            /* oq[fill] collects new replies */
+	bool sending;            /* a send of ours is with the backend */
+	bool dirty;              /* on the table's dirty list */
+	bool close_after_send;   /* guest: close once the replies are out */
+	struct conn *next_dirty; /* borrowed link */
 	struct conn *hs_next, *hs_prev; /* handshake list while validating */
-	uint64_t active_ms;        /* CLOCK_MONOTONIC at accept; guests: at
+	uint64_t active_ms;             /* CLOCK_MONOTONIC at accept; guests: at
 				      their last input */
 	struct proto_decoder dec;
-	struct buf spill;          /* owned: a request split across reads */
-	struct outq oq[2];         /* owned */
+	struct buf spill;  /* owned: a request split across reads */
+	struct outq oq[2]; /* owned */
 	struct wait_state ws;
-	struct iovec *iov;         /* owned: the send in flight's, lent to the
+	struct iovec *iov; /* owned: the send in flight's, lent to the
 				    * backend until it reports `sent` */
 	uint32_t iov_cap;
 	const struct conn_guest_ops *guest; /* NULL: the store protocol */
-	void *guest_state;         /* owned through guest->destroy */
+	void *guest_state;                  /* owned through guest->destroy */
 };
 
 /* Store clients that owe a VALIDATE, oldest first (conn_expire). */
@@ -99,24 +99,24 @@ LIST_DEFINE(conn_hs_list, struct conn, hs_next, hs_prev)
 
 /* One reactor's connections and what their lifecycle touches. */
 struct conn_table {
-	struct server *srv;           /* borrowed */
-	uint32_t reactor;             /* the owning reactor's id */
-	struct store_thread *th;      /* borrowed */
-	struct stats *stats;          /* borrowed: the reactor's counters */
-	const struct io_ops *ops;     /* borrowed */
-	struct io *io;                /* borrowed */
-	bool stopping;                /* no new connections are served */
+	struct server *srv;       /* borrowed */
+	uint32_t reactor;         /* the owning reactor's id */
+	struct store_thread *th;  /* borrowed */
+	struct stats *stats;      /* borrowed: the reactor's counters */
+	const struct io_ops *ops; /* borrowed */
+	struct io *io;            /* borrowed */
+	bool stopping;            /* no new connections are served */
 
-	struct conn **chunks;         /* owned */
+	struct conn **chunks; /* owned */
 	uint32_t nchunks;
-	uint32_t *free_slots;         /* owned stack */
+	uint32_t *free_slots; /* owned stack */
 	uint32_t nfree;
-	uint32_t open;                /* conns not yet released */
-	struct conn *dirty;           /* output or a state change to flush */
-	struct conn_hs_list hs;       /* awaiting VALIDATE, oldest first */
+	uint32_t open;          /* conns not yet released */
+	struct conn *dirty;     /* output or a state change to flush */
+	struct conn_hs_list hs; /* awaiting VALIDATE, oldest first */
 	struct conn *guests[CONN_MAX_GUESTS]; /* open guest connections */
 	uint32_t nguests;
-	uint64_t guest_scan_ms;       /* last idle scan */
+	uint64_t guest_scan_ms; /* last idle scan */
 };
 
 /* Free every connection still in @t (after the backend has quit). */

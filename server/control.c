@@ -36,10 +36,10 @@ struct handler {
 };
 
 struct control {
-	struct server *srv;          /* borrowed, may be NULL */
-	struct store_thread *th;     /* borrowed */
-	struct views *views;         /* owned */
-	struct handler *handlers;    /* owned array */
+	struct server *srv;       /* borrowed, may be NULL */
+	struct store_thread *th;  /* borrowed */
+	struct views *views;      /* owned */
+	struct handler *handlers; /* owned array */
 	size_t nhandlers, cap;
 	struct control_response resp; /* reused for every request */
 	bool shutting_down;
@@ -61,8 +61,8 @@ static struct handler *find(const struct control *c, const char *name)
 	return NULL;
 }
 
-int control_register(struct control *c, const char *name,
-		     control_handler_fn fn, void *arg)
+int control_register(struct control *c, const char *name, control_handler_fn fn,
+		     void *arg)
 {
 	size_t len = strlen(name);
 
@@ -158,12 +158,14 @@ static int h_compact(void *arg, const struct control_request *req,
 
 	if (strcmp(req->method, "POST")) {
 		resp->headers = "Allow: POST\r\n";
-		return control_error(resp, 405, "compact changes the data "
-						"directory: use POST");
+		return control_error(resp, 405,
+				     "compact changes the data "
+				     "directory: use POST");
 	}
 	if (!w)
-		return control_error(resp, 409, "no write log: the server runs "
-						"without --data-dir");
+		return control_error(resp, 409,
+				     "no write log: the server runs "
+				     "without --data-dir");
 	ret = wal_compact_now(w);
 	if (ret == -EBUSY)
 		return control_error(resp, 409, "a compaction is running");
@@ -186,12 +188,9 @@ struct control *control_create(struct server *srv, struct store_thread *th)
 		control_handler_fn fn;
 		void *arg;
 	} builtin[] = {
-		{ "barriers", views_barriers, v },
-		{ "compact", h_compact, c },
-		{ "delete", views_delete, v },
-		{ "keys", views_keys, v },
-		{ "ping", h_ping, NULL },
-		{ "stats", h_stats, c },
+		{ "barriers", views_barriers, v }, { "compact", h_compact, c },
+		{ "delete", views_delete, v },     { "keys", views_keys, v },
+		{ "ping", h_ping, NULL },          { "stats", h_stats, c },
 		{ "waiters", views_waiters, v },
 	};
 
@@ -240,12 +239,11 @@ static int list_handlers(struct control *c, struct control_response *resp)
 
 static int index_page(struct control_response *resp)
 {
-	static const char text[] =
-		"ringstore control plane\n"
-		"GET /health\n"
-		"GET /metrics\n"
-		"GET /handler/\n"
-		"GET|POST /handler/<name>\n";
+	static const char text[] = "ringstore control plane\n"
+				   "GET /health\n"
+				   "GET /metrics\n"
+				   "GET /handler/\n"
+				   "GET|POST /handler/<name>\n";
 
 	return buf_append(&resp->body, text, sizeof(text) - 1);
 }
@@ -294,10 +292,9 @@ static int route(struct control *c, const struct control_request *req)
 		return buf_append(&resp->body, "shutting down", 13);
 	} else if (get && !strcmp(path, "/metrics")) {
 		resp->content_type = CT_PROM;
-		return metrics_of_server(&resp->body, false, c->srv,
-					 c->th->st);
-	} else if (get && (!strcmp(path, "/handler/") ||
-			   !strcmp(path, "/handler"))) {
+		return metrics_of_server(&resp->body, false, c->srv, c->th->st);
+	} else if (get &&
+		   (!strcmp(path, "/handler/") || !strcmp(path, "/handler"))) {
 		return list_handlers(c, resp);
 	} else if (get && !strcmp(path, "/")) {
 		return index_page(resp);
@@ -363,10 +360,10 @@ static int refuse(struct http_parser *hp, struct buf *out)
 	int ret;
 
 	json_error(&o, hp->error ? hp->error : "bad request");
-	ret = o.err ? o.err : http_response(out, hp->status, CONTROL_CT_JSON,
-					    json_bytes_of(&body),
-					    buf_used(&body), NULL,
-					    HTTP_R_CLOSE);
+	ret = o.err ? o.err
+		    : http_response(out, hp->status, CONTROL_CT_JSON,
+				    json_bytes_of(&body), buf_used(&body), NULL,
+				    HTTP_R_CLOSE);
 	buf_free(&body);
 	return ret ? ret : 1;
 }
@@ -418,8 +415,7 @@ int control_conn_input(struct control_conn *cc, const uint8_t *p, size_t n,
 	return 0;
 }
 
-static int guest_input(void *state, const uint8_t *p, size_t n,
-		       struct buf *out)
+static int guest_input(void *state, const uint8_t *p, size_t n, struct buf *out)
 {
 	return control_conn_input(state, p, n, out);
 }

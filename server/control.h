@@ -33,11 +33,11 @@ struct server;
 struct store_thread;
 
 struct control_request {
-	const char *method;               /* "GET", "POST" or "HEAD" */
-	const char *path;                 /* decoded, e.g. "/handler/keys" */
-	const struct http_param *params;  /* decoded query parameters */
+	const char *method;              /* "GET", "POST" or "HEAD" */
+	const char *path;                /* decoded, e.g. "/handler/keys" */
+	const struct http_param *params; /* decoded query parameters */
 	size_t nparams;
-	const uint8_t *body;              /* Content-Length bytes */
+	const uint8_t *body; /* Content-Length bytes */
 	size_t body_len;
 };
 
@@ -71,8 +71,8 @@ void control_destroy(struct control *c);
  * Add handler @name (1 to 64 printable characters, no '/'). @arg is passed
  * to @fn. Returns 0, -EINVAL, -EEXIST or -ENOMEM.
  */
-int control_register(struct control *c, const char *name,
-		     control_handler_fn fn, void *arg);
+int control_register(struct control *c, const char *name, control_handler_fn fn,
+		     void *arg);
 /* Is @name registered? */
 bool control_lookup(const struct control *c, const char *name);
 /* Registered names, in registration order: @i from 0 to count - 1. */

@@ -202,8 +202,7 @@ static int parse_header(struct http_parser *hp, char *line,
 		return fail(hp, 400, "malformed header line", -EBADMSG);
 	for (char *c = line; c < colon; c++)
 		if (!is_tchar((unsigned char)*c))
-			return fail(hp, 400, "malformed header name",
-				    -EBADMSG);
+			return fail(hp, 400, "malformed header name", -EBADMSG);
 	*colon = '\0';
 	v = colon + 1;
 	while (*v == ' ' || *v == '\t')
@@ -272,8 +271,10 @@ static int parse_head(struct http_parser *hp)
 	if (ret)
 		return ret;
 	if (f.chunked)
-		return fail(hp, 411, "Transfer-Encoding is not supported; "
-				     "send Content-Length", -EBADMSG);
+		return fail(hp, 411,
+			    "Transfer-Encoding is not supported; "
+			    "send Content-Length",
+			    -EBADMSG);
 	if (hp->content_length > HTTP_MAX_BODY)
 		return fail(hp, 413, "request body too large", -EMSGSIZE);
 	hp->keep_alive = !f.close && (hp->minor >= 1 || f.keep_alive);

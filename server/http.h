@@ -26,9 +26,9 @@
 
 #include "buf.h"
 
-#define HTTP_MAX_HEAD (8u << 10)  /* request line and headers */
+#define HTTP_MAX_HEAD (8u << 10) /* request line and headers */
 #define HTTP_MAX_BODY (64u << 10)
-#define HTTP_MAX_PARAMS 32        /* query parameters */
+#define HTTP_MAX_PARAMS 32 /* query parameters */
 
 /* One decoded query parameter; both strings are NUL-terminated. */
 struct http_param {
@@ -42,15 +42,15 @@ struct http_param {
  * describe it; they stay valid until the next http_feed or http_parser_free.
  */
 struct http_parser {
-	struct buf head;      /* owned: request line and headers, decoded */
-	struct buf body;      /* owned: the body */
-	bool head_done;       /* the head has been parsed */
-	bool complete;        /* a request is ready; next feed starts anew */
-	int status;           /* after a failed feed: the status to answer */
-	const char *error;    /* ... and why (a static string) */
+	struct buf head;   /* owned: request line and headers, decoded */
+	struct buf body;   /* owned: the body */
+	bool head_done;    /* the head has been parsed */
+	bool complete;     /* a request is ready; next feed starts anew */
+	int status;        /* after a failed feed: the status to answer */
+	const char *error; /* ... and why (a static string) */
 	/* the request */
-	const char *method;   /* "GET", "POST", ... */
-	const char *path;     /* percent-decoded, without the query */
+	const char *method; /* "GET", "POST", ... */
+	const char *path;   /* percent-decoded, without the query */
 	struct http_param params[HTTP_MAX_PARAMS];
 	size_t nparams;
 	size_t content_length;

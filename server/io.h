@@ -75,11 +75,11 @@ struct io;
  * kernel; epoll: whether EPOLLOUT is armed, and a short write's count).
  */
 struct io_conn {
-	int fd;              /* the socket; the reactor opens and closes it */
-	uint32_t slot;       /* the reactor's names for the connection, */
-	uint32_t gen;        /* carried in tags (gen & IO_GEN_MASK) */
-	uint32_t held;       /* operations of the backend in flight on it */
-	bool closed;         /* close() was called */
+	int fd;        /* the socket; the reactor opens and closes it */
+	uint32_t slot; /* the reactor's names for the connection, */
+	uint32_t gen;  /* carried in tags (gen & IO_GEN_MASK) */
+	uint32_t held; /* operations of the backend in flight on it */
+	bool closed;   /* close() was called */
 	_Alignas(8) unsigned char priv[IO_CONN_PRIV];
 };
 
@@ -90,7 +90,8 @@ struct io_conn {
  */
 static inline uint64_t io_tag(unsigned kind, uint32_t gen, uint32_t slot)
 {
-	return (uint64_t)kind << 56 | (uint64_t)(gen & IO_GEN_MASK) << 32 | slot;
+	return (uint64_t)kind << 56 | (uint64_t)(gen & IO_GEN_MASK) << 32 |
+	       slot;
 }
 
 static inline unsigned io_tag_kind(uint64_t t)
@@ -171,17 +172,20 @@ struct io_base {
 	const struct server_config *cfg;
 	struct stats *stats;
 	const struct io_events *ev;
-	void *arg;            /* for ev's callbacks */
-	int listen_fd[2];     /* by enum io_listener; -1 until listen() */
+	void *arg;        /* for ev's callbacks */
+	int listen_fd[2]; /* by enum io_listener; -1 until listen() */
 };
 
 static inline void io_base_init(struct io_base *b,
 				const struct server_config *cfg,
-				struct stats *stats,
-				const struct io_events *ev, void *arg)
+				struct stats *stats, const struct io_events *ev,
+				void *arg)
 {
-	*b = (struct io_base){ .cfg = cfg, .stats = stats, .ev = ev,
-			       .arg = arg, .listen_fd = { -1, -1 } };
+	*b = (struct io_base){ .cfg = cfg,
+			       .stats = stats,
+			       .ev = ev,
+			       .arg = arg,
+			       .listen_fd = { -1, -1 } };
 }
 
 struct io_ops {
@@ -209,8 +213,8 @@ struct io_ops {
 	int (*recv_start)(struct io *io, struct io_conn *ic);
 	/* Write @iov[0..@n) (borrowed until `sent`), with enum
 	 * io_send_flags @flags (see the top). */
-	void (*send)(struct io *io, struct io_conn *ic,
-		     const struct iovec *iov, unsigned n, unsigned flags);
+	void (*send)(struct io *io, struct io_conn *ic, const struct iovec *iov,
+		     unsigned n, unsigned flags);
 	/* The reactor is done with @ic (see the top). */
 	void (*close)(struct io *io, struct io_conn *ic);
 	/* @ic is about to be freed (see the top). NULL: nothing to drop. */

@@ -93,28 +93,28 @@ static inline struct ep_conn *ep_conn(struct io_conn *ic)
 
 /* A message waiting for room in its target's queue. */
 struct pending {
-	struct io *to;                /* borrowed: the target */
+	struct io *to; /* borrowed: the target */
 	struct io_msg m;
 };
 
 struct io {
-	struct io_base b;             /* the reactor's context (io.h) */
+	struct io_base b; /* the reactor's context (io.h) */
 	int epfd;
-	int efd;                      /* eventfd: messages and stop */
-	struct mpsc q;                /* messages to this reactor */
-	atomic_bool signalled;        /* efd written since the last drain */
+	int efd;               /* eventfd: messages and stop */
+	struct mpsc q;         /* messages to this reactor */
+	atomic_bool signalled; /* efd written since the last drain */
 	atomic_bool stop_asked;
 	bool stopped;
 	bool quit;
-	bool listening[2];            /* registered (not resting) */
-	uint64_t rest_until[2];       /* CLOCK_MONOTONIC ms while resting */
-	uint8_t *rbuf;                /* owned: the receive buffer */
+	bool listening[2];      /* registered (not resting) */
+	uint64_t rest_until[2]; /* CLOCK_MONOTONIC ms while resting */
+	uint8_t *rbuf;          /* owned: the receive buffer */
 	size_t rbuf_size;
 	struct epoll_event events[MAX_EVENTS];
 	int nevents;
-	struct pending *pend;         /* owned */
+	struct pending *pend; /* owned */
 	uint32_t npend, pend_cap;
-	struct sender *sender;        /* owned: spread sends; NULL: none */
+	struct sender *sender; /* owned: spread sends; NULL: none */
 };
 
 /* The connection a TAG_CONN tag names, or NULL if its slot was freed. */
@@ -184,7 +184,8 @@ static int ep_init(struct io *io)
 	ret = sender_start(&io->sender, name, sender_woke, io);
 	if (ret)
 		log_info("epoll: cannot start a send helper thread (%s): "
-			 "sends are not spread", strerror(-ret));
+			 "sends are not spread",
+			 strerror(-ret));
 	return 0;
 }
 
@@ -352,8 +353,8 @@ static void on_listener(struct io *io, enum io_listener l)
 			epoll_ctl(io->epfd, EPOLL_CTL_DEL, io->b.listen_fd[l],
 				  NULL);
 			io->listening[l] = false;
-			io->rest_until[l] = now_mono_ms() +
-					    IO_ACCEPT_BACKOFF_MS;
+			io->rest_until[l] =
+				now_mono_ms() + IO_ACCEPT_BACKOFF_MS;
 		}
 	}
 }
@@ -398,8 +399,7 @@ static void on_readable(struct io *io, struct io_conn *ic)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
-		io->b.ev->received(io->b.arg, ic, io->rbuf,
-				   n < 0 ? -errno : n);
+		io->b.ev->received(io->b.arg, ic, io->rbuf, n < 0 ? -errno : n);
 		if (n <= 0 || (size_t)n < io->rbuf_size)
 			return;
 	}
@@ -465,11 +465,10 @@ static bool spread(struct io *io, struct io_conn *ic, const struct iovec *iov,
 	return true;
 }
 
-static void ep_send(struct io *io, struct io_conn *ic,
-		    const struct iovec *iov, unsigned n, unsigned flags)
+static void ep_send(struct io *io, struct io_conn *ic, const struct iovec *iov,
+		    unsigned n, unsigned flags)
 {
-	if ((flags & IO_SEND_ELSEWHERE) && io->sender &&
-	    spread(io, ic, iov, n))
+	if ((flags & IO_SEND_ELSEWHERE) && io->sender && spread(io, ic, iov, n))
 		return;
 	send_ended(io, ic, iov, n, sender_send_now(ic->fd, iov, n));
 }

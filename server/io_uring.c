@@ -67,18 +67,19 @@ enum tag_op {
 	TAG_ACCEPT = 1, /* slot = enum io_listener */
 	TAG_RECV,
 	TAG_SEND,
-	TAG_WAKE,       /* arrives from another reactor: res = wait seq */
-	TAG_NEWCONN,    /* a socket handed over by the acceptor: res = fd */
-	TAG_MSGSENT,    /* our MSG_RING finished: slot = message index */
-	TAG_STOP,       /* the eventfd read */
-	TAG_BACKOFF,    /* accept back-off timer: slot = enum io_listener */
-	TAG_FILES,      /* a socket into the file table at its conn's slot */
-	TAG_UNFILE,     /* a freed conn's slot cleared: nothing to do */
+	TAG_WAKE,    /* arrives from another reactor: res = wait seq */
+	TAG_NEWCONN, /* a socket handed over by the acceptor: res = fd */
+	TAG_MSGSENT, /* our MSG_RING finished: slot = message index */
+	TAG_STOP,    /* the eventfd read */
+	TAG_BACKOFF, /* accept back-off timer: slot = enum io_listener */
+	TAG_FILES,   /* a socket into the file table at its conn's slot */
+	TAG_UNFILE,  /* a freed conn's slot cleared: nothing to do */
 };
 
 #define BGID 0
 
-_Static_assert(sizeof(uint64_t) == sizeof(((struct io_uring_cqe *)0)->user_data),
+_Static_assert(sizeof(uint64_t) ==
+		       sizeof(((struct io_uring_cqe *)0)->user_data),
 	       "user_data is 64 bits");
 
 /* The socket's place in the ring's registered-file table (its slot). */
@@ -112,24 +113,24 @@ struct rmsg {
 };
 
 struct io {
-	struct io_base b;             /* the reactor's context (io.h) */
+	struct io_base b; /* the reactor's context (io.h) */
 	struct io_uring ring;
 	bool ring_ok;
 	bool stopped;
 	bool accept_armed[2];
 
-	struct recv_bufs rb;          /* owned, lent to the kernel */
+	struct recv_bufs rb; /* owned, lent to the kernel */
 
-	struct rmsg *msgs;            /* owned */
+	struct rmsg *msgs; /* owned */
 	uint32_t nmsgs;
 	int32_t msg_free;
 
 	int stop_fd;
-	uint64_t stop_val;            /* lent to the kernel (eventfd read) */
+	uint64_t stop_val; /* lent to the kernel (eventfd read) */
 	struct __kernel_timespec backoff;
-	unsigned seen;                /* CQEs waiting for dispatch */
-	uint32_t nfiles;              /* registered-file slots (0: none) */
-	bool spread;                  /* IO_SEND_ELSEWHERE is carried out */
+	unsigned seen;   /* CQEs waiting for dispatch */
+	uint32_t nfiles; /* registered-file slots (0: none) */
+	bool spread;     /* IO_SEND_ELSEWHERE is carried out */
 };
 
 /* The most registered-file slots a ring asks for (the kernel refuses more
@@ -189,7 +190,8 @@ static void files_setup(struct io *io)
 	ret = io_uring_register_files_sparse(&io->ring, n);
 	if (ret) {
 		log_info("io_uring: no registered-file table (%s): sends "
-			 "name file descriptors", strerror(-ret));
+			 "name file descriptors",
+			 strerror(-ret));
 		return;
 	}
 	io->nfiles = n;
@@ -204,7 +206,8 @@ static void spread_setup(struct io *io)
 
 	if (ret) {
 		log_info("io_uring: cannot limit the ring's kernel workers "
-			 "(%s): sends are not spread", strerror(-ret));
+			 "(%s): sends are not spread",
+			 strerror(-ret));
 		return;
 	}
 	io->spread = true;
@@ -301,8 +304,7 @@ static void on_accept(struct io *io, enum io_listener l,
 		if (!io->accept_armed[l]) {
 			struct io_uring_sqe *sqe = get_sqe(io);
 			io_uring_prep_timeout(sqe, &io->backoff, 0, 0);
-			io_uring_sqe_set_data64(sqe,
-						io_tag(TAG_BACKOFF, 0, l));
+			io_uring_sqe_set_data64(sqe, io_tag(TAG_BACKOFF, 0, l));
 		}
 		return;
 	}
@@ -335,7 +337,8 @@ static void on_file_registered(struct io *io, struct io_conn *ic, int res)
 		ur_conn(ic)->fixed = UR_FIXED_FAILED;
 		stat_add(&io->b.stats->files_failed, 1);
 		log_debug("io_uring: fd %d not registered (%s): its sends "
-			  "name the fd", ic->fd, strerror(res < 0 ? -res : EIO));
+			  "name the fd",
+			  ic->fd, strerror(res < 0 ? -res : EIO));
 	}
 	io->b.ev->released(io->b.arg, ic); /* it may have closed meanwhile */
 }
@@ -375,8 +378,7 @@ static int ur_recv_start(struct io *io, struct io_conn *ic)
 	return 0;
 }
 
-static void on_recv(struct io *io, struct io_conn *ic,
-		    struct io_uring_cqe *cqe)
+static void on_recv(struct io *io, struct io_conn *ic, struct io_uring_cqe *cqe)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
 	int res = cqe->res;
@@ -402,8 +404,8 @@ static void on_recv(struct io *io, struct io_conn *ic,
 		arm_recv(io, ic);
 }
 
-static void ur_send(struct io *io, struct io_conn *ic,
-		    const struct iovec *iov, unsigned n, unsigned flags)
+static void ur_send(struct io *io, struct io_conn *ic, const struct iovec *iov,
+		    unsigned n, unsigned flags)
 {
 	struct io_uring_sqe *sqe = get_sqe(io);
 	struct ur_conn *uc = ur_conn(ic);
@@ -424,7 +426,8 @@ static void ur_send(struct io *io, struct io_conn *ic,
 	if (fixed)
 		sqe->flags |= IOSQE_FIXED_FILE;
 	if ((flags & IO_SEND_ELSEWHERE) && io->spread) {
-		sqe->flags |= IOSQE_ASYNC; /* the ring's io-wq worker sends it */
+		sqe->flags |=
+			IOSQE_ASYNC; /* the ring's io-wq worker sends it */
 		stat_add(&io->b.stats->sends_spread, 1);
 	}
 	io_uring_sqe_set_data64(sqe, io_tag(TAG_SEND, ic->gen, ic->slot));
@@ -478,9 +481,9 @@ static int ur_msg(struct io *from, struct io *to, const struct io_msg *m)
 		return i;
 	from->msgs[i].to = to;
 	from->msgs[i].res = m->arg;
-	from->msgs[i].data = io_tag(m->kind == IO_MSG_WAKE ? TAG_WAKE
-							   : TAG_NEWCONN,
-				    m->gen, m->slot);
+	from->msgs[i].data =
+		io_tag(m->kind == IO_MSG_WAKE ? TAG_WAKE : TAG_NEWCONN, m->gen,
+		       m->slot);
 	msg_submit(from, i);
 	return 0;
 }
@@ -510,8 +513,8 @@ static int ur_wait(struct io *io, int timeout_ms)
 		.tv_nsec = (long)(timeout_ms % 1000) * 1000000L,
 	};
 	struct io_uring_cqe *cqe;
-	int ret = io_uring_submit_and_wait_timeout(&io->ring, &cqe, 1, &ts,
-						   NULL);
+	int ret =
+		io_uring_submit_and_wait_timeout(&io->ring, &cqe, 1, &ts, NULL);
 
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY)
 		return ret;
@@ -583,7 +586,7 @@ static unsigned ur_dispatch(struct io *io)
 	struct io_uring_cqe *cqe;
 	unsigned head, n = 0;
 
-	io_uring_for_each_cqe(&io->ring, head, cqe) {
+	io_uring_for_each_cqe (&io->ring, head, cqe) {
 		handle_cqe(io, cqe);
 		n++;
 	}
@@ -684,9 +687,12 @@ int io_uring_probe(char *why, size_t len)
 		int op;
 		const char *name;
 	} ops[] = {
-		{ IORING_OP_ACCEPT, "ACCEPT" },   { IORING_OP_RECV, "RECV" },
-		{ IORING_OP_SEND, "SEND" },       { IORING_OP_SENDMSG, "SENDMSG" },
-		{ IORING_OP_MSG_RING, "MSG_RING" }, { IORING_OP_READ, "READ" },
+		{ IORING_OP_ACCEPT, "ACCEPT" },
+		{ IORING_OP_RECV, "RECV" },
+		{ IORING_OP_SEND, "SEND" },
+		{ IORING_OP_SENDMSG, "SENDMSG" },
+		{ IORING_OP_MSG_RING, "MSG_RING" },
+		{ IORING_OP_READ, "READ" },
 		{ IORING_OP_TIMEOUT, "TIMEOUT" },
 	};
 	struct io_uring_params p = { 0 };
@@ -695,8 +701,10 @@ int io_uring_probe(char *why, size_t len)
 	int ret = io_uring_queue_init_params(8, &ring, &p);
 
 	if (ret == -EPERM || ret == -EACCES) {
-		snprintf(why, len, "io_uring denied (%s: a seccomp profile or "
-				   "kernel.io_uring_disabled?)", strerror(-ret));
+		snprintf(why, len,
+			 "io_uring denied (%s: a seccomp profile or "
+			 "kernel.io_uring_disabled?)",
+			 strerror(-ret));
 		return ret;
 	}
 	if (ret == -ENOSYS) {

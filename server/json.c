@@ -57,8 +57,9 @@ void json_str(struct json_out *o, const uint8_t *p, size_t n)
 	json_raw(o, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
 		uint8_t ch = p[i];
-		char esc[6] = { '\\', 'u', '0', '0', hex[ch >> 4],
-				hex[ch & 15] };
+		char esc[6] = {
+			'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]
+		};
 
 		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
 			continue;

@@ -28,8 +28,8 @@ void json_raw(struct json_out *o, const void *p, size_t n);
 /* A C string as it is (no quotes, no escaping). */
 void json_text(struct json_out *o, const char *s);
 /* printf-formatted text, straight into the buf's tail. */
-__attribute__((format(printf, 2, 3)))
-void json_printf(struct json_out *o, const char *fmt, ...);
+__attribute__((format(printf, 2, 3))) void json_printf(struct json_out *o,
+						       const char *fmt, ...);
 /* A JSON string of @n arbitrary bytes, quotes included. */
 void json_str(struct json_out *o, const uint8_t *p, size_t n);
 /* A JSON string of a C string. */

@@ -123,7 +123,8 @@ static int foreign_listeners(uint16_t port, const struct laddr *mine,
 				if (ntohs(d->id.idiag_sport) != port)
 					continue;
 				if (d->idiag_family == AF_INET)
-					net_v4_mapped(theirs.a, d->id.idiag_src);
+					net_v4_mapped(theirs.a,
+						      d->id.idiag_src);
 				else
 					memcpy(theirs.a, d->id.idiag_src, 16);
 				for (uint32_t i = 0; i < nours; i++)
@@ -287,13 +288,14 @@ int listen_open(const char *host, uint16_t *port, int backlog, uint32_t n,
 		}
 		if (ret < 0)
 			log_warn("cannot check that no other process listens "
-				 "on port %u: %s", *port, strerror(-ret));
+				 "on port %u: %s",
+				 *port, strerror(-ret));
 		ret = attach_steering(fds[0], n);
 		if (ret)
 			log_warn("cannot attach the reuseport steering "
 				 "program: %s; another process joining port "
-				 "%u could take connections", strerror(-ret),
-				 *port);
+				 "%u could take connections",
+				 strerror(-ret), *port);
 	}
 	return 0;
 fail:

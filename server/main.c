@@ -52,9 +52,9 @@ struct cpu_budget {
 
 /* The sockets main() opens before the reactors and closes after them. */
 struct sockets {
-	int *fds;          /* owned: reactor i's listener (one shared by all
+	int *fds;      /* owned: reactor i's listener (one shared by all
 			    * with --listen-fd) */
-	uint32_t nfds;     /* distinct sockets, at the front of fds */
+	uint32_t nfds; /* distinct sockets, at the front of fds */
 	char addr[NET_ADDRSTRLEN];                /* where clients connect */
 	char control_addr[NET_ADDRSTRLEN + 4096]; /* the control plane's */
 };
@@ -137,9 +137,9 @@ static void configure(struct server_config *cfg, struct options *o,
 	o->cfg.nallow = 0;
 	if (!cfg->threads)
 		cfg->threads = default_threads(cpu->usable);
-	cfg->spread_sends = o->spread_sends < 0
-				    ? default_spread(cpu->affinity, cfg->threads)
-				    : (uint32_t)o->spread_sends;
+	cfg->spread_sends = o->spread_sends < 0 ? default_spread(cpu->affinity,
+								 cfg->threads)
+						: (uint32_t)o->spread_sends;
 	cfg->ring_entries = RING_ENTRIES;
 }
 
@@ -275,7 +275,8 @@ static int listen_wait(struct options *o, uint32_t n, int *fds, char *who,
 		if (now - start >= LISTEN_WAIT_MS) {
 			snprintf(who, wholen,
 				 "a socket that no process here owns, "
-				 "still after %d s", LISTEN_WAIT_MS / 1000);
+				 "still after %d s",
+				 LISTEN_WAIT_MS / 1000);
 			return ret;
 		}
 		if (now == start)
@@ -448,12 +449,13 @@ static int open_control(struct server *srv, struct sockets *sk,
 		return -1;
 	}
 	if (o->control_port >= 0) {
-		fd = net_listen(o->control_bind, (uint16_t)o->control_port,
-				128, false);
+		fd = net_listen(o->control_bind, (uint16_t)o->control_port, 128,
+				false);
 		if (fd < 0) {
 			log_error("cannot listen for the control plane on %s "
-				  "port %d: %s", o->control_bind,
-				  o->control_port, strerror(-fd));
+				  "port %d: %s",
+				  o->control_bind, o->control_port,
+				  strerror(-fd));
 			return -1;
 		}
 		net_local_addr(fd, sk->control_addr, sizeof(sk->control_addr));
@@ -464,8 +466,8 @@ static int open_control(struct server *srv, struct sockets *sk,
 				  strerror(-fd));
 			return -1;
 		}
-		snprintf(sk->control_addr, sizeof(sk->control_addr),
-			 "unix:%s", o->control_socket);
+		snprintf(sk->control_addr, sizeof(sk->control_addr), "unix:%s",
+			 o->control_socket);
 	} else {
 		return 0;
 	}
@@ -519,9 +521,8 @@ static void announce(const struct server *srv, const struct sockets *sk,
 		 "affinity mask%s), limits: key %" PRIu64 " B, value %" PRIu64
 		 " B, %" PRIu64 " keys/request",
 		 RS_VERSION, srv->nreactors, srv->nreactors == 1 ? "" : "s",
-		 srv->io->name, cpu->affinity, quota,
-		 srv->cfg.limits.max_key, srv->cfg.limits.max_value,
-		 srv->cfg.limits.max_keys);
+		 srv->io->name, cpu->affinity, quota, srv->cfg.limits.max_key,
+		 srv->cfg.limits.max_value, srv->cfg.limits.max_keys);
 	if (srv->nreactors > cpu->usable)
 		log_warn("%u reactors on %u usable CPU%s: reactors beyond the "
 			 "CPUs cost CPU per operation and latency; the "
@@ -556,7 +557,8 @@ static void wait_for_signal(const sigset_t *sigs, const struct server *srv,
 			idle_since = now_mono_ms();
 		else if (now_mono_ms() - idle_since >= idle_exit_s * 1000ull) {
 			log_info("no client for %u s (--idle-exit): shutting "
-				 "down", idle_exit_s);
+				 "down",
+				 idle_exit_s);
 			return;
 		}
 	}

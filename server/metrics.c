@@ -33,11 +33,11 @@
 struct metrics_out {
 	struct json_out o;
 	bool json;
-	size_t families;    /* written so far */
-	size_t samples;     /* in the current family */
-	const char *name;   /* of the current family */
+	size_t families;  /* written so far */
+	size_t samples;   /* in the current family */
+	const char *name; /* of the current family */
 	const char *type;
-	const char *label;  /* its label name, or NULL */
+	const char *label; /* its label name, or NULL */
 	const char *help;
 };
 
@@ -49,8 +49,8 @@ static void fam_end(struct metrics_out *m)
 	m->samples = 0;
 }
 
-static void fam_begin(struct metrics_out *m, const char *name,
-		      const char *type, const char *label, const char *help)
+static void fam_begin(struct metrics_out *m, const char *name, const char *type,
+		      const char *label, const char *help)
 {
 	fam_end(m);
 	m->name = name;
@@ -141,16 +141,16 @@ int metrics_write(struct buf *out, bool json, const char *backend,
 			stats_sum(&t, rs[i]);
 	if (json)
 		json_text(&m.o, "{");
-#define X_FAMILY(name, type, label, help)                                     \
+#define X_FAMILY(name, type, label, help) \
 	fam_begin(&m, #name, #type, label, help);
 #define X_FIELD(field, value, line) fam_sample(&m, value, stat_get(&t.field));
-#define X_ARRAY(field, count, first, name_of, line)                           \
-	for (unsigned i = first; i < count; i++)                              \
+#define X_ARRAY(field, count, first, name_of, line) \
+	for (unsigned i = first; i < count; i++)    \
 		fam_sample(&m, name_of(i), stat_get(&t.field[i]));
-#define X_PER_REACTOR(field, line)                                            \
-	for (size_t i = 0; i < nreactors; i++) {                              \
-		snprintf(id, sizeof(id), "%zu", i);                           \
-		fam_sample(&m, id, REACTOR_STAT(rs, i, field));               \
+#define X_PER_REACTOR(field, line)                              \
+	for (size_t i = 0; i < nreactors; i++) {                \
+		snprintf(id, sizeof(id), "%zu", i);             \
+		fam_sample(&m, id, REACTOR_STAT(rs, i, field)); \
 	}
 #define X_COMPUTED(value, expr) fam_sample(&m, value, (uint64_t)(expr));
 #define X_INFO(expr) fam_info(&m, expr);

@@ -35,9 +35,8 @@ static int put_short_values(struct outq *out, struct table_entry *const *e,
 	/* The first batch reserves for the whole reply (as if every batch
 	 * were like it, up to MULTI_GET_PRESIZE_MAX), so a uniform reply is
 	 * one allocation; the room beyond this batch stays unqueued. */
-	room = batches > MULTI_GET_PRESIZE_MAX / need
-		       ? MULTI_GET_PRESIZE_MAX
-		       : need * (size_t)batches;
+	room = batches > MULTI_GET_PRESIZE_MAX / need ? MULTI_GET_PRESIZE_MAX
+						      : need * (size_t)batches;
 	if (!(p = outq_reserve(out, room > need ? room : need)))
 		return -ENOMEM;
 	for (size_t j = 0; j < m; j++) {
@@ -59,8 +58,8 @@ static int put_short_values(struct outq *out, struct table_entry *const *e,
  * Parse the next @m keys at *@cur and look them up into @e, their slot and
  * entry misses overlapped by prefetching.
  */
-static void lookup_batch(struct store_thread *th, const uint8_t **cur,
-			 size_t m, struct table_entry **e)
+static void lookup_batch(struct store_thread *th, const uint8_t **cur, size_t m,
+			 struct table_entry **e)
 {
 	const void *kp[LOOKUP_BATCH];
 	size_t kl[LOOKUP_BATCH];
@@ -86,8 +85,7 @@ static void lookup_batch(struct store_thread *th, const uint8_t **cur,
  * Every store_thread's write generation into @snap; false if one is odd (a
  * write in progress). seq_cst loads: see mget_cached().
  */
-static bool gens_snapshot(const struct store *st, uint64_t *snap,
-			  unsigned *n)
+static bool gens_snapshot(const struct store *st, uint64_t *snap, unsigned *n)
 {
 	*n = atomic_load_explicit(&st->ngens, memory_order_seq_cst);
 	if (*n > STORE_MAX_THREADS)
@@ -164,8 +162,8 @@ static int mget_build(struct store_thread *th, const struct proto_req *r,
 	if (!c && !(c = th->mget = calloc(1, sizeof(*c))))
 		return -ENOMEM;
 	if (c->ents_cap < r->count) {
-		struct table_entry **p = realloc(c->ents,
-						 r->count * sizeof(*p));
+		struct table_entry **p =
+			realloc(c->ents, r->count * sizeof(*p));
 		if (!p)
 			return -ENOMEM;
 		c->ents = p;

@@ -48,8 +48,8 @@ int mpsc_push(struct mpsc *q, const struct io_msg *m)
 		cell = &q->cells[pos & q->mask];
 		/* Pairs with the release in mpsc_pop: the consumer has read
 		 * the cell's previous message before we overwrite it. */
-		size_t seq = atomic_load_explicit(&cell->seq,
-						  memory_order_acquire);
+		size_t seq =
+			atomic_load_explicit(&cell->seq, memory_order_acquire);
 		intptr_t dif = (intptr_t)seq - (intptr_t)pos;
 
 		if (dif == 0) {

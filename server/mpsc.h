@@ -20,10 +20,10 @@
 struct mpsc_cell;
 
 struct mpsc {
-	struct mpsc_cell *cells;          /* owned */
+	struct mpsc_cell *cells; /* owned */
 	size_t mask;
-	alignas(64) atomic_size_t tail;   /* next position to claim */
-	alignas(64) size_t head;          /* the consumer's next position */
+	alignas(64) atomic_size_t tail; /* next position to claim */
+	alignas(64) size_t head;        /* the consumer's next position */
 };
 
 /* @cells: a power of two. Returns 0 or -ENOMEM. */

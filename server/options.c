@@ -66,59 +66,65 @@ enum opt_type {
 };
 
 struct opt {
-	const char *name;     /* the long name, without "--"; a heading's text */
-	char letter;          /* the short name, or 0 */
-	uint8_t kind;         /* enum opt_kind */
-	uint8_t type;         /* enum opt_type of the field at .off */
-	size_t off;           /* offsetof(struct options, the field) */
-	size_t count_off;     /* OPT_CIDR: the uint32_t count's offset */
-	uint64_t lo, hi;      /* OPT_NUM, OPT_SIZE: the range, as given;
+	const char *name; /* the long name, without "--"; a heading's text */
+	char letter;      /* the short name, or 0 */
+	uint8_t kind;     /* enum opt_kind */
+	uint8_t type;     /* enum opt_type of the field at .off */
+	size_t off;       /* offsetof(struct options, the field) */
+	size_t count_off; /* OPT_CIDR: the uint32_t count's offset */
+	uint64_t lo, hi;  /* OPT_NUM, OPT_SIZE: the range, as given;
 			       * OPT_WORD: hi is the last word's index */
-	uint32_t scale;       /* OPT_NUM, OPT_SIZE: the field gets value *
+	uint32_t scale;   /* OPT_NUM, OPT_SIZE: the field gets value *
 			       * scale (seconds given, milliseconds kept) */
-	bool pow2;            /* OPT_NUM, OPT_SIZE: only powers of two */
+	bool pow2;        /* OPT_NUM, OPT_SIZE: only powers of two */
 	const char *const *words; /* OPT_WORD: the words, NULL-terminated */
 	/* The default, read as if given and shown in --help; NULL: the field
 	 * keeps its preset (see preset()), which .help describes. */
 	const char *def;
-	bool stop;            /* --help, --version: the rest is not read */
+	bool stop; /* --help, --version: the rest is not read */
 	/* After the whole line, when this flag was given: a check involving
 	 * other flags. 0, or -EINVAL with @err filled. */
 	int (*check)(const struct options *o, struct options_error *err);
-	const char *metavar;  /* --help: the argument's name */
+	const char *metavar; /* --help: the argument's name */
 	const char *help;
 };
 
 #define FIELD(f) (((struct options *)0)->f)
-#define TYPE_OF(f)                                                        \
+#define TYPE_OF(f) \
 	_Generic(FIELD(f), bool: T_BOOL, uint16_t: T_U16, int: T_INT,     \
 		 uint32_t: T_U32, uint64_t: T_U64, int64_t: T_I64,         \
 		 const char *: T_STR, struct net_cidr *: T_CIDRS)
-#define TYPE_MAX(f)                                                       \
-	_Generic(FIELD(f), bool: 1, uint16_t: UINT16_MAX, int: INT_MAX,   \
-		 uint32_t: UINT32_MAX, uint64_t: UINT64_MAX,               \
-		 int64_t: INT64_MAX)
+#define TYPE_MAX(f)                           \
+	_Generic(FIELD(f), bool : 1, uint16_t \
+		 : UINT16_MAX, int            \
+		 : INT_MAX, uint32_t          \
+		 : UINT32_MAX, uint64_t       \
+		 : UINT64_MAX, int64_t        \
+		 : INT64_MAX)
 /* 0, when @max fits in field @f's type; else the build fails. */
-#define ASSERT_FITS(f, max)                                               \
-	(0 * sizeof(struct {                                              \
-		 _Static_assert((max) <= TYPE_MAX(f),                     \
-				"a flag's range exceeds its field");     \
-		 char c;                                                  \
+#define ASSERT_FITS(f, max)                                          \
+	(0 * sizeof(struct {                                         \
+		 _Static_assert((max) <= TYPE_MAX(f),                \
+				"a flag's range exceeds its field"); \
+		 char c;                                             \
 	 }))
 
 /* The field a flag fills. */
 #define AT(f) .off = offsetof(struct options, f), .type = TYPE_OF(f)
 /* A number in [lo, hi], stored times @scale (1: as given). */
-#define IN(f, lo_, hi_, scale_)                                           \
-	AT(f), .lo = (lo_), .scale = (scale_),                            \
-	.hi = (hi_) + ASSERT_FITS(f, (uint64_t)(hi_) * (scale_))
+#define IN(f, lo_, hi_, scale_)                \
+	AT(f), .lo = (lo_), .scale = (scale_), \
+	       .hi = (hi_) + ASSERT_FITS(f, (uint64_t)(hi_) * (scale_))
 /* One of the words, stored as its index (the last one's is .hi). */
 #define NWORDS(...) ARRAY_SIZE(((const char *[]){ __VA_ARGS__ }))
-#define ONE_OF(f, ...)                                                    \
-	AT(f), .words = (const char *const[]){ __VA_ARGS__, NULL },       \
-	.hi = NWORDS(__VA_ARGS__) - 1 +                                   \
-	      ASSERT_FITS(f, NWORDS(__VA_ARGS__) - 1)
-#define SECTION(text) { .name = (text), .kind = OPT_SECTION }
+#define ONE_OF(f, ...)                                              \
+	AT(f), .words = (const char *const[]){ __VA_ARGS__, NULL }, \
+	       .hi = NWORDS(__VA_ARGS__) - 1 +                      \
+		     ASSERT_FITS(f, NWORDS(__VA_ARGS__) - 1)
+#define SECTION(text)                               \
+	{                                           \
+		.name = (text), .kind = OPT_SECTION \
+	}
 
 static int check_buf_min(const struct options *o, struct options_error *err);
 
@@ -129,8 +135,7 @@ static const struct opt table[] = {
 	{ "bind", 'b', OPT_STRING, AT(bind), .metavar = "ADDR",
 	  .help = "address to bind (default '::' dual-stack, falling back "
 		  "to 0.0.0.0)" },
-	{ "listen-fd", 0, OPT_NUM, IN(listen_fd, 0, INT_MAX, 1),
-	  .metavar = "N",
+	{ "listen-fd", 0, OPT_NUM, IN(listen_fd, 0, INT_MAX, 1), .metavar = "N",
 	  .help = "serve TCP socket N instead, listening on it if it is only "
 		  "bound (like PyTorch's master_listen_fd); systemd socket "
 		  "activation (LISTEN_FDS) is automatic" },
@@ -138,8 +143,7 @@ static const struct opt table[] = {
 	  .help = "listen backlog (default: the kernel maximum)" },
 
 	SECTION("Threads and I/O"),
-	{ "threads", 't', OPT_NUM, IN(cfg.threads, 1, 256, 1),
-	  .metavar = "N",
+	{ "threads", 't', OPT_NUM, IN(cfg.threads, 1, 256, 1), .metavar = "N",
 	  .help = "reactor threads, one event loop each (default: half the "
 		  "CPUs this process may use: its affinity mask, within its "
 		  "cgroup's CPU quota; at least 1, at most 64)" },
@@ -157,9 +161,8 @@ static const struct opt table[] = {
 
 	SECTION("Limits (a request over a limit closes its connection; sizes "
 		"take K/M/G)"),
-	{ "max-key-bytes", 0, OPT_NUM,
-	  IN(cfg.limits.max_key, 1, UINT32_MAX, 1), .def = "8192",
-	  .metavar = "N", .help = "longest key" },
+	{ "max-key-bytes", 0, OPT_NUM, IN(cfg.limits.max_key, 1, UINT32_MAX, 1),
+	  .def = "8192", .metavar = "N", .help = "longest key" },
 	{ "max-value-bytes", 0, OPT_SIZE,
 	  IN(cfg.limits.max_value, 0, UINT32_MAX, 1), .def = "8M",
 	  .metavar = "N", .help = "longest value" },
@@ -184,13 +187,12 @@ static const struct opt table[] = {
 	  .metavar = "N",
 	  .help = "open client connections; more are closed at accept "
 		  "(default: none beyond the fd limit)" },
-	{ "handshake-timeout", 0, OPT_NUM,
-	  IN(cfg.handshake_ms, 0, 86400, 1000), .def = "10", .metavar = "S",
+	{ "handshake-timeout", 0, OPT_NUM, IN(cfg.handshake_ms, 0, 86400, 1000),
+	  .def = "10", .metavar = "S",
 	  .help = "seconds a new connection has to send VALIDATE; 0: no "
 		  "limit" },
 	{ "allow", 0, OPT_CIDR, AT(cfg.allow),
-	  .count_off = offsetof(struct options, cfg.nallow),
-	  .metavar = "CIDR",
+	  .count_off = offsetof(struct options, cfg.nallow), .metavar = "CIDR",
 	  .help = "accept clients only from these networks (repeatable; "
 		  "default: everyone)" },
 	{ "keepalive", 0, OPT_NUM, IN(keepalive, 0, 32767, 1), .def = "60",
@@ -209,11 +211,9 @@ static const struct opt table[] = {
 		  "it cycles through buffers still in cache; equal to "
 		  "--recv-buffers: all of them, always" },
 	{ "recv-buffer-size", 0, OPT_NUM, IN(cfg.buf_size, 512, 1 << 20, 1),
-	  .def = "16384", .metavar = "N",
-	  .help = "bytes per receive buffer" },
+	  .def = "16384", .metavar = "N", .help = "bytes per receive buffer" },
 	{ "initial-keys", 0, OPT_NUM, IN(initial_keys, 16, 1u << 30, 1),
-	  .def = "1024", .metavar = "N",
-	  .help = "table slots to start with" },
+	  .def = "1024", .metavar = "N", .help = "table slots to start with" },
 	{ "mget-cache", 0, OPT_ON_OFF, AT(mget_cache), .def = "on",
 	  .metavar = "on|off",
 	  .help = "answer a repeated identical MULTI_GET of 64 or more keys "
@@ -256,13 +256,12 @@ static const struct opt table[] = {
 	{ "control-port", 0, OPT_NUM, IN(control_port, 0, 65535, 1),
 	  .metavar = "N",
 	  .help = "serve it on TCP port N (0 picks a free one)" },
-	{ "control-bind", 0, OPT_STRING, AT(control_bind),
-	  .def = "127.0.0.1", .metavar = "ADDR", .help = "its address" },
+	{ "control-bind", 0, OPT_STRING, AT(control_bind), .def = "127.0.0.1",
+	  .metavar = "ADDR", .help = "its address" },
 	{ "control-socket", 0, OPT_STRING, AT(control_socket),
 	  .metavar = "PATH", .help = "serve it on a Unix socket instead" },
 	{ "control-idle-timeout", 0, OPT_NUM,
-	  IN(cfg.control_idle_ms, 0, 86400, 1000), .def = "60",
-	  .metavar = "S",
+	  IN(cfg.control_idle_ms, 0, 86400, 1000), .def = "60", .metavar = "S",
 	  .help = "close a control client idle for S seconds (0: never); at "
 		  "most 64 are served at once" },
 
@@ -274,8 +273,7 @@ static const struct opt table[] = {
 		  "passes to a store it starts for its job" },
 	{ "log-level", 'l', OPT_LEVEL, AT(log_level), .def = "info",
 	  .metavar = "LEVEL", .help = "error, warn, info or debug" },
-	{ "help", 'h', OPT_FLAG, AT(help), .stop = true,
-	  .help = "this text" },
+	{ "help", 'h', OPT_FLAG, AT(help), .stop = true, .help = "this text" },
 	{ "version", 'V', OPT_FLAG, AT(version), .stop = true,
 	  .help = "print the version" },
 };
@@ -288,8 +286,10 @@ static const struct opt table[] = {
  * that main() resolves (or, where it is 0 or NULL, leaves as it is). */
 static void preset(struct options *o)
 {
-	*o = (struct options){ .listen_fd = -1, .backlog = -1,
-			       .control_port = -1, .spread_sends = -1 };
+	*o = (struct options){ .listen_fd = -1,
+			       .backlog = -1,
+			       .control_port = -1,
+			       .spread_sends = -1 };
 }
 
 static int fail(struct options_error *err, bool usage, const char *fmt, ...)
@@ -389,7 +389,9 @@ static void list_words(const char *const *words, char *out, size_t len)
 	out[0] = '\0';
 	for (size_t i = 0; words[i] && n < len; i++)
 		n += (size_t)snprintf(out + n, len - n, "%s'%s'",
-				      !i ? "" : words[i + 1] ? ", " : " or ",
+				      !i             ? ""
+				      : words[i + 1] ? ", "
+						     : " or ",
 				      words[i]);
 }
 
@@ -407,8 +409,10 @@ static int add_cidr(struct options *o, const struct opt *e, const char *s,
 	}
 	*arr = a;
 	if (net_parse_cidr(s, &a[*n]))
-		return fail(err, false, "--%s wants an address or "
-			    "ADDR/PREFIX, not '%s'", e->name, s);
+		return fail(err, false,
+			    "--%s wants an address or "
+			    "ADDR/PREFIX, not '%s'",
+			    e->name, s);
 	(*n)++;
 	return 0;
 }
@@ -520,8 +524,7 @@ static unsigned names_prefixed(const char *word, char *out, size_t len)
 			continue;
 		if (n < len)
 			n += (size_t)snprintf(out + n, len - n, "%s--%s",
-					      count ? ", " : "",
-					      table[i].name);
+					      count ? ", " : "", table[i].name);
 		count++;
 	}
 	return count;
@@ -572,8 +575,7 @@ int options_parse(struct options *o, int argc, char **argv,
 	getopt_tables(longopts, shortopts);
 	optind = 0; /* glibc: start afresh, so a second parse works */
 	opterr = 0; /* the messages are ours, in @err */
-	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) !=
-	       -1) {
+	while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
 		const struct opt *e = c == '?' || c == ':' ? NULL : entry_of(c);
 
 		if (!e)
@@ -653,8 +655,8 @@ void options_usage(FILE *f)
 		}
 		snprintf(left, sizeof(left), "  %c%c%c --%s%s%s",
 			 e->letter ? '-' : ' ', e->letter ? e->letter : ' ',
-			 e->letter ? ',' : ' ', e->name,
-			 e->metavar ? " " : "", e->metavar ? e->metavar : "");
+			 e->letter ? ',' : ' ', e->name, e->metavar ? " " : "",
+			 e->metavar ? e->metavar : "");
 		snprintf(text, sizeof(text), "%s%s%s%s", e->help,
 			 e->def ? " (default " : "", e->def ? e->def : "",
 			 e->def ? ")" : "");

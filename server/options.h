@@ -42,14 +42,14 @@ struct options {
 	 * cfg.threads 0: not given (main() sizes it by the CPUs);
 	 * cfg.spread_sends is main()'s, from spread_sends below. */
 	struct server_config cfg;
-	const char *bind;           /* NULL: "::", falling back to 0.0.0.0 */
+	const char *bind; /* NULL: "::", falling back to 0.0.0.0 */
 	uint16_t port;
-	int listen_fd;              /* -1: none (systemd's, if it gave one) */
-	int backlog;                /* -1: the kernel's maximum */
-	size_t initial_keys;        /* table slots to start with */
-	uint64_t max_memory;        /* store bytes; 0: no cap */
-	int keepalive;              /* TCP keepalive idle seconds; 0: off */
-	int control_port;           /* -1: no TCP control listener */
+	int listen_fd;       /* -1: none (systemd's, if it gave one) */
+	int backlog;         /* -1: the kernel's maximum */
+	size_t initial_keys; /* table slots to start with */
+	uint64_t max_memory; /* store bytes; 0: no cap */
+	int keepalive;       /* TCP keepalive idle seconds; 0: off */
+	int control_port;    /* -1: no TCP control listener */
 	const char *control_bind;
 	const char *control_socket; /* Unix socket path, or NULL */
 	uint32_t io;                /* enum options_io */
@@ -68,8 +68,8 @@ struct options {
 
 /* Why a command line was refused. */
 struct options_error {
-	char msg[256];  /* one line, without the program's name */
-	bool usage;     /* not a bad value but a bad line (an unknown flag, a
+	char msg[256]; /* one line, without the program's name */
+	bool usage;    /* not a bad value but a bad line (an unknown flag, a
 			 * missing argument, a stray word): show the usage */
 };
 

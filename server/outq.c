@@ -75,8 +75,7 @@ static int seg_push(struct outq *q, struct outq_seg s)
 			q->head = 0;
 		} else {
 			uint32_t cap = q->cap ? q->cap * 2 : 4;
-			struct outq_seg *n = realloc(q->segs,
-						     cap * sizeof(*n));
+			struct outq_seg *n = realloc(q->segs, cap * sizeof(*n));
 			if (!n)
 				return -ENOMEM;
 			q->segs = n;
@@ -166,8 +165,8 @@ int outq_iov(const struct outq *q, struct iovec *iov, int max)
 
 	for (uint32_t i = q->head; i < q->nsegs && n < max; i++, n++) {
 		const struct outq_seg *s = &q->segs[i];
-		iov[n].iov_base = (void *)(s->ref ? s->p
-						  : q->bytes.data + s->off);
+		iov[n].iov_base =
+			(void *)(s->ref ? s->p : q->bytes.data + s->off);
 		iov[n].iov_len = s->len;
 	}
 	return n;

@@ -45,7 +45,7 @@ struct outq {
 	struct buf bytes;      /* owned: inline reply bytes */
 	struct outq_seg *segs; /* owned array */
 	uint32_t head, nsegs, cap;
-	uint64_t total;        /* bytes not yet sent */
+	uint64_t total; /* bytes not yet sent */
 };
 
 /* Append bytes (copied). Returns 0 or -ENOMEM. */

@@ -86,20 +86,20 @@ struct qsbr_record {
 struct qsbr {
 	_Atomic uint64_t epoch RS_ALIGNED_CACHELINE;
 	_Atomic size_t leaked RS_ALIGNED_CACHELINE;
-	_Atomic unsigned nslots;    /* records [0, nslots) may be in use */
-	_Atomic size_t norphans;    /* objects on the orphan list */
-	pthread_mutex_t lock;       /* registration and orphans */
-	bool used[QSBR_MAX_THREADS];       /* under lock */
-	struct qsbr_thread *orphans;       /* under lock; owned */
+	_Atomic unsigned nslots;     /* records [0, nslots) may be in use */
+	_Atomic size_t norphans;     /* objects on the orphan list */
+	pthread_mutex_t lock;        /* registration and orphans */
+	bool used[QSBR_MAX_THREADS]; /* under lock */
+	struct qsbr_thread *orphans; /* under lock; owned */
 	struct qsbr_record rec[QSBR_MAX_THREADS];
 };
 
 struct qsbr_thread {
-	struct qsbr *q;            /* borrowed */
-	unsigned idx;              /* our record in q->rec */
+	struct qsbr *q; /* borrowed */
+	unsigned idx;   /* our record in q->rec */
 	bool online;
 	struct qsbr_ring ring;
-	struct qsbr_thread *next;  /* orphan list link, under q->lock */
+	struct qsbr_thread *next; /* orphan list link, under q->lock */
 };
 
 static _Atomic uint64_t *seen_of(struct qsbr_thread *t)
@@ -164,10 +164,10 @@ static size_t reclaim(struct qsbr *q, struct qsbr_ring *r)
 		/* fn() will touch an object retired long ago (cold): start
 		 * fetching the one a few places further on. */
 		if (r->n > RECLAIM_AHEAD)
-			__builtin_prefetch(
-				r->items[(r->head + RECLAIM_AHEAD) &
-					 (r->cap - 1)].p,
-				1);
+			__builtin_prefetch(r->items[(r->head + RECLAIM_AHEAD) &
+						    (r->cap - 1)]
+						   .p,
+					   1);
 		it->fn(it->p);
 		r->head = (r->head + 1) & (r->cap - 1);
 		r->n--;
@@ -261,8 +261,7 @@ struct qsbr *qsbr_create(void)
 	atomic_init(&q->leaked, 0);
 	atomic_init(&q->nslots, 0);
 	atomic_init(&q->norphans, 0);
-	for (unsigned i = 0; i < QSBR_MAX_THREADS; i++)
-	{
+	for (unsigned i = 0; i < QSBR_MAX_THREADS; i++) {
 		atomic_init(&q->rec[i].seen, 0);
 		atomic_init(&q->rec[i].pending, 0);
 	}
@@ -348,8 +347,7 @@ void qsbr_unregister(struct qsbr_thread *t)
 		reclaim(q, &t->ring);
 	}
 	/* Our ring is counted in norphans from here on. */
-	atomic_store_explicit(&q->rec[t->idx].pending, 0,
-			      memory_order_relaxed);
+	atomic_store_explicit(&q->rec[t->idx].pending, 0, memory_order_relaxed);
 	pthread_mutex_lock(&q->lock);
 	q->used[t->idx] = false;
 	if (t->ring.n > 0) {
@@ -421,8 +419,7 @@ void qsbr_online(struct qsbr_thread *t)
  * @p. Never fails: when the ring is full and cannot grow even after freeing
  * what is safe, @p is leaked and counted rather than freed early.
  */
-static void retire(struct qsbr_thread *t, void *p, qsbr_free_fn fn,
-		   uint64_t e)
+static void retire(struct qsbr_thread *t, void *p, qsbr_free_fn fn, uint64_t e)
 {
 	struct qsbr_ring *r = &t->ring;
 

@@ -109,8 +109,8 @@ int queues_push(struct queues *qs, uint64_t hash, const uint8_t *key,
 	pthread_mutex_lock(&s->lock);
 	q = find(qs, s, hash, key, klen);
 	if (!q) {
-		struct stripemap_rec *r = stripemap_add(&qs->map, s, hash, key,
-							klen);
+		struct stripemap_rec *r =
+			stripemap_add(&qs->map, s, hash, key, klen);
 		if (!r) {
 			pthread_mutex_unlock(&s->lock);
 			table_entry_unref(it->e);
@@ -154,7 +154,8 @@ int64_t queues_pop(struct queues *qs, uint64_t hash, const uint8_t *key,
 		atomic_fetch_sub(&qs->nonempty, 1);
 	}
 	atomic_fetch_sub_explicit(&qs->items, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&qs->bytes, it->e->vlen, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&qs->bytes, it->e->vlen,
+				  memory_order_relaxed);
 	pthread_mutex_unlock(&s->lock);
 	*out = it->e;
 	free(it);

@@ -50,19 +50,19 @@
 #define GUEST_OUT_KEEP (1u << 20)
 
 struct reactor {
-	struct server *srv;           /* borrowed */
+	struct server *srv; /* borrowed */
 	uint32_t id;
-	int listen_fd;                /* borrowed */
-	const struct io_ops *ops;     /* borrowed: srv->io */
-	struct io *io;                /* owned */
+	int listen_fd;            /* borrowed */
+	const struct io_ops *ops; /* borrowed: srv->io */
+	struct io *io;            /* owned */
 	bool stopping;
-	uint32_t nsends;              /* sends started by this flush */
+	uint32_t nsends; /* sends started by this flush */
 
 	struct conn_table ct;
 	struct admit admit;
 	struct store_thread th;
 	struct stats stats;
-	struct buf guest_out;         /* owned: a guest's answers */
+	struct buf guest_out; /* owned: a guest's answers */
 
 	pthread_t thread;
 	bool started;
@@ -291,7 +291,8 @@ static void loop(struct reactor *r)
 				stop_at = now + 2000;
 			} else if (now > stop_at) {
 				log_warn("reactor %u: %u connections still "
-					 "busy at shutdown", r->id, r->ct.open);
+					 "busy at shutdown",
+					 r->id, r->ct.open);
 				break;
 			}
 		}
@@ -382,18 +383,20 @@ struct reactor *reactor_create(struct server *srv, uint32_t id, int listen_fd)
 	r->id = id;
 	r->listen_fd = listen_fd;
 	r->ops = srv->io;
-	r->ct = (struct conn_table){ .srv = srv, .reactor = id, .th = &r->th,
-				     .stats = &r->stats, .ops = srv->io };
+	r->ct = (struct conn_table){ .srv = srv,
+				     .reactor = id,
+				     .th = &r->th,
+				     .stats = &r->stats,
+				     .ops = srv->io };
 	r->admit.t = &r->ct;
 	if (sem_init(&r->ready, 0, 0)) {
 		free(r);
 		return NULL;
 	}
-	ret = r->ops->create(&r->io, &srv->cfg, &r->stats, &reactor_events,
-			     r);
+	ret = r->ops->create(&r->io, &srv->cfg, &r->stats, &reactor_events, r);
 	if (ret) {
-		log_error("cannot create reactor %u (%s): %s", id,
-			  r->ops->name, strerror(-ret));
+		log_error("cannot create reactor %u (%s): %s", id, r->ops->name,
+			  strerror(-ret));
 		sem_destroy(&r->ready);
 		free(r);
 		return NULL;

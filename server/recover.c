@@ -43,9 +43,9 @@
 /* One thread executing records against a store. */
 struct replayer {
 	struct store_thread th;
-	struct stats stats;     /* what replay's requests count, dropped */
+	struct stats stats; /* what replay's requests count, dropped */
 	struct wait_state ws;
-	struct outq out;        /* replies, dropped */
+	struct outq out; /* replies, dropped */
 	struct recover_result *res;
 	struct walfile_snap_end end; /* counted while a snapshot is read */
 	bool seen_end;
@@ -135,8 +135,7 @@ static int apply(struct replayer *rp, const struct walfile_rec *rec,
  * file could not even be opened.
  */
 static int replay_file(struct replayer *rp, struct walfile_reader *r,
-		       const char *path, enum walfile_kind kind,
-		       bool *open_err)
+		       const char *path, enum walfile_kind kind, bool *open_err)
 {
 	struct walfile_rec rec;
 	int ret;
@@ -382,31 +381,38 @@ static int repair_or_refuse(struct wal *w, struct walfile_manifest *m,
 	}
 	err = move_tail_aside(path, r->bad_off, aside);
 	if (err) {
-		snprintf(why, whylen, "--repair-log: cannot move the end of "
-			 "%s aside: %s", path, strerror(-err));
+		snprintf(why, whylen,
+			 "--repair-log: cannot move the end of "
+			 "%s aside: %s",
+			 path, strerror(-err));
 		return err;
 	}
 	log_warn("--repair-log: %s: %s at offset %zu; kept the records "
-		 "before it, moved the rest to %s", path, r->why, r->bad_off,
-		 aside);
+		 "before it, moved the rest to %s",
+		 path, r->why, r->bad_off, aside);
 	for (uint32_t j = i + 1; j < m->nlogs; j++) {
 		path_of(path, sizeof(path), w->cfg.dir, WALFILE_LOG,
 			m->logs[j]);
 		snprintf(aside, sizeof(aside), "%s.damaged", path);
 		if (rename(path, aside)) {
 			err = -errno;
-			snprintf(why, whylen, "--repair-log: cannot move %s "
-				 "aside: %s", path, strerror(-err));
+			snprintf(why, whylen,
+				 "--repair-log: cannot move %s "
+				 "aside: %s",
+				 path, strerror(-err));
 			return err;
 		}
 		log_warn("--repair-log: moved %s, which comes after the "
-			 "damage, to %s", path, aside);
+			 "damage, to %s",
+			 path, aside);
 	}
 	m->nlogs = i + 1;
 	err = walfile_manifest_write(w->cfg.dir, m);
 	if (err)
-		snprintf(why, whylen, "--repair-log: cannot write the "
-			 "manifest: %s", strerror(-err));
+		snprintf(why, whylen,
+			 "--repair-log: cannot write the "
+			 "manifest: %s",
+			 strerror(-err));
 	return err;
 }
 
@@ -415,7 +421,8 @@ static int create_fresh(struct wal *w, char *why, size_t whylen)
 {
 	int err;
 
-	w->man = (struct walfile_manifest){ .nlogs = 1, .logs = { 1 },
+	w->man = (struct walfile_manifest){ .nlogs = 1,
+					    .logs = { 1 },
 					    .next = 2 };
 	w->next_lsn = WAL_FIRST_LSN;
 	err = wal_open_log(w, 1, WAL_FIRST_LSN, true);
@@ -462,9 +469,11 @@ int recover(struct wal *w, struct store *st, char *why, size_t whylen)
 		path_of(path, sizeof(path), w->cfg.dir, WALFILE_SNAP, m->snap);
 		err = replay_file(&rp, &r, path, WALFILE_SNAP, &open_err);
 		if (err)
-			snprintf(why, whylen, "%s: %s (offset %zu): a snapshot "
+			snprintf(why, whylen,
+				 "%s: %s (offset %zu): a snapshot "
 				 "cannot be repaired; restore %s from a "
-				 "backup", path,
+				 "backup",
+				 path,
 				 open_err && !r.why ? strerror(-err) : r.why,
 				 r.bad_off, w->cfg.dir);
 		walfile_close(&r);
@@ -472,8 +481,8 @@ int recover(struct wal *w, struct store *st, char *why, size_t whylen)
 	for (uint32_t i = 0; !err && i < m->nlogs; i++) {
 		bool newest = i + 1 == m->nlogs;
 
-
-		path_of(path, sizeof(path), w->cfg.dir, WALFILE_LOG, m->logs[i]);
+		path_of(path, sizeof(path), w->cfg.dir, WALFILE_LOG,
+			m->logs[i]);
 		err = replay_file(&rp, &r, path, WALFILE_LOG, &open_err);
 		if (!err && r.start_lsn <= prev_last) {
 			r.why = "a log that starts before the end of the one "
@@ -482,16 +491,18 @@ int recover(struct wal *w, struct store *st, char *why, size_t whylen)
 			open_err = true;
 		}
 		if (err && open_err) {
-			snprintf(why, whylen, "%s: %s; restore %s from a "
-				 "backup", path,
-				 r.why ? r.why : strerror(-err), w->cfg.dir);
+			snprintf(why, whylen,
+				 "%s: %s; restore %s from a "
+				 "backup",
+				 path, r.why ? r.why : strerror(-err),
+				 w->cfg.dir);
 		} else if (err == -EBADMSG && newest &&
 			   !walfile_valid_after(&r)) {
 			/* A torn tail: the crash's, cut off. */
 			log_warn("%s: %s at offset %zu is the end of a write "
 				 "a crash interrupted: cut there (%zu bytes), "
-				 "every record before it kept", path, r.why,
-				 r.bad_off, r.size - r.bad_off);
+				 "every record before it kept",
+				 path, r.why, r.bad_off, r.size - r.bad_off);
 			err = cut(path, r.bad_off);
 			if (err)
 				snprintf(why, whylen, "cannot cut %s: %s", path,
@@ -508,7 +519,7 @@ int recover(struct wal *w, struct store *st, char *why, size_t whylen)
 		if (!err) {
 			prev_last = r.last_lsn;
 			res.end_lsn = r.end_lsn > r.start_lsn ? r.end_lsn
-							       : r.start_lsn;
+							      : r.start_lsn;
 			res.newest_size = r.size;
 			res.log_bytes += r.size;
 		}
@@ -530,8 +541,8 @@ int recover(struct wal *w, struct store *st, char *why, size_t whylen)
 	log_info("write log: replayed %" PRIu64 " records (%zu keys, %" PRIu64
 		 " queue items, %zu bytes stored) from %" PRIu64
 		 " bytes of %s in %.3f s",
-		 res.records, table_count(st->table),
-		 queues_items(st->queues), table_bytes(st->table), res.bytes,
-		 w->cfg.dir, (double)(now_mono_ns() - t0) / 1e9);
+		 res.records, table_count(st->table), queues_items(st->queues),
+		 table_bytes(st->table), res.bytes, w->cfg.dir,
+		 (double)(now_mono_ns() - t0) / 1e9);
 	return 0;
 }

@@ -19,11 +19,11 @@
 struct store;
 
 struct recover_result {
-	uint64_t records;       /* executed (padding excluded) */
-	uint64_t bytes;         /* of the files read */
-	uint64_t end_lsn;       /* the position after the last record */
-	uint64_t newest_size;   /* the last log's bytes (after a cut) */
-	uint64_t log_bytes;     /* the logs' bytes */
+	uint64_t records;     /* executed (padding excluded) */
+	uint64_t bytes;       /* of the files read */
+	uint64_t end_lsn;     /* the position after the last record */
+	uint64_t newest_size; /* the last log's bytes (after a cut) */
+	uint64_t log_bytes;   /* the logs' bytes */
 };
 
 /*

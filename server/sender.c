@@ -34,16 +34,16 @@
 #define WAKE_EVERY 64
 
 struct sender {
-	struct sender_job *jobs;          /* owned: SENDER_SLOTS */
+	struct sender_job *jobs; /* owned: SENDER_SLOTS */
 	void (*wake)(void *arg);
 	void *arg;
 	pthread_t thread;
-	bool running;                     /* the thread was started, not joined */
-	alignas(64) atomic_uint posted;   /* the owner's */
-	uint32_t reaped;                  /* the owner's */
-	alignas(64) atomic_uint done;     /* the helper's */
-	alignas(64) atomic_uint idle;     /* 1: the helper may sleep */
-	atomic_uint wakes;                /* the futex word */
+	bool running;                   /* the thread was started, not joined */
+	alignas(64) atomic_uint posted; /* the owner's */
+	uint32_t reaped;                /* the owner's */
+	alignas(64) atomic_uint done;   /* the helper's */
+	alignas(64) atomic_uint idle;   /* 1: the helper may sleep */
+	atomic_uint wakes;              /* the futex word */
 	atomic_bool quit;
 };
 
@@ -51,8 +51,7 @@ struct sender {
 
 ssize_t sender_send_now(int fd, const struct iovec *iov, unsigned n)
 {
-	struct msghdr msg = { .msg_iov = (struct iovec *)iov,
-			      .msg_iovlen = n };
+	struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = n };
 	ssize_t res;
 
 	/* One iovec (the common case: a reply batch gathered inline) goes
@@ -91,8 +90,8 @@ static void *helper_main(void *arg)
 
 	for (;;) {
 		/* Pairs with the release store of posted in sender_post. */
-		uint32_t posted = atomic_load_explicit(&s->posted,
-						       memory_order_acquire);
+		uint32_t posted =
+			atomic_load_explicit(&s->posted, memory_order_acquire);
 		unsigned w;
 
 		while (next != posted) {
@@ -130,8 +129,8 @@ static void *helper_main(void *arg)
 	}
 }
 
-int sender_start(struct sender **out, const char *name,
-		 void (*wake)(void *arg), void *arg)
+int sender_start(struct sender **out, const char *name, void (*wake)(void *arg),
+		 void *arg)
 {
 	struct sender *s = aligned_alloc(_Alignof(struct sender), sizeof(*s));
 	pthread_attr_t attr;

@@ -43,8 +43,8 @@ struct sender_job {
  * @wake(@arg) is called from the helper's thread after results are ready.
  * Returns 0 or -errno.
  */
-int sender_start(struct sender **out, const char *name,
-		 void (*wake)(void *arg), void *arg);
+int sender_start(struct sender **out, const char *name, void (*wake)(void *arg),
+		 void *arg);
 
 /*
  * Post @job (its res is ignored). Returns false when SENDER_SLOTS jobs are

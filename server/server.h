@@ -30,19 +30,19 @@ struct stats;
 /* The flag that sets each field is in options.c's table. */
 struct server_config {
 	struct proto_limits limits;
-	uint32_t threads;        /* reactors; at least 1 once main() runs */
-	uint64_t max_conns;      /* open client connections; 0: no cap */
-	uint64_t max_output;     /* reply bytes queued for one client */
-	uint32_t handshake_ms;   /* time allowed before VALIDATE; 0: none */
-	struct net_cidr *allow;  /* owned; empty: every address allowed */
+	uint32_t threads;       /* reactors; at least 1 once main() runs */
+	uint64_t max_conns;     /* open client connections; 0: no cap */
+	uint64_t max_output;    /* reply bytes queued for one client */
+	uint32_t handshake_ms;  /* time allowed before VALIDATE; 0: none */
+	struct net_cidr *allow; /* owned; empty: every address allowed */
 	uint32_t nallow;
-	bool single_acceptor;    /* reactor 0 accepts and hands sockets out */
+	bool single_acceptor;     /* reactor 0 accepts and hands sockets out */
 	uint32_t control_idle_ms; /* close idle control clients; 0: never */
-	uint32_t buf_count;   /* receive buffers per reactor (2^n; io_uring) */
-	uint32_t buf_min;     /* the fewest kept in the ring (recvbufs.h) */
-	uint32_t buf_size;    /* bytes per receive buffer */
+	uint32_t buf_count;    /* receive buffers per reactor (2^n; io_uring) */
+	uint32_t buf_min;      /* the fewest kept in the ring (recvbufs.h) */
+	uint32_t buf_size;     /* bytes per receive buffer */
 	uint32_t ring_entries; /* io_uring: SQ entries per ring (not a flag) */
-	bool fixed_files;     /* io_uring: sends name registered files */
+	bool fixed_files;      /* io_uring: sends name registered files */
 	uint32_t spread_sends; /* past this many sends in one flush, every
 				* other one is made on another CPU (the
 				* reactor's send_flags; io.h's
@@ -51,7 +51,7 @@ struct server_config {
 
 struct server {
 	struct server_config cfg;
-	const struct io_ops *io;    /* the I/O backend every reactor runs */
+	const struct io_ops *io; /* the I/O backend every reactor runs */
 	struct store store;
 	struct reactor **reactors;  /* owned, cfg.threads of them */
 	struct io **ios;            /* owned array: reactor i's backend */

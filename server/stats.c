@@ -71,14 +71,14 @@ void stats_format(const struct stats *s, char *out, size_t len)
 	/* The table's fields marked for the line, in its order. */
 #define X_FIELD(field, ...) X_SCALAR(field, __VA_ARGS__)
 #define X_PER_REACTOR(field, line) X_SCALAR(field, NULL, line)
-#define X_SCALAR(field, value, line)                                          \
-	if (line)                                                             \
+#define X_SCALAR(field, value, line) \
+	if (line)                    \
 		n = add(out, len, n, #field, &s->field);
-#define X_ARRAY(field, count, first, name_of, line)                           \
-	if (line) {                                                           \
-		n = add(out, len, n, #field ":", NULL);                       \
-		for (unsigned i = first; i < count; i++)                      \
-			n = add(out, len, n, name_of(i), &s->field[i]);       \
+#define X_ARRAY(field, count, first, name_of, line)                     \
+	if (line) {                                                     \
+		n = add(out, len, n, #field ":", NULL);                 \
+		for (unsigned i = first; i < count; i++)                \
+			n = add(out, len, n, name_of(i), &s->field[i]); \
 	}
 	STATS_METRICS(STATS_X_NONE, X_FIELD, X_ARRAY, X_PER_REACTOR,
 		      STATS_X_NONE, STATS_X_NONE)

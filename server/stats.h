@@ -20,20 +20,20 @@
 #include "proto.h"
 
 /* X(NAME, id, sentence): why connections closed, beyond proto.h's errors. */
-#define STATS_CLOSE_REASONS(X)                                                \
-	X(EOF, eof, "peer closed the connection")                             \
-	X(IO, io, "socket error")                                             \
-	X(PROTO, proto, "protocol violation")                                 \
-	X(BAD_NUMBER, bad_number,                                             \
-	  "ADD or BARRIER on a value that is not an integer")                 \
-	X(NOMEM, nomem, "out of memory")                                      \
-	X(MEMORY_LIMIT, memory_limit, "the store's memory limit is reached")  \
-	X(SLOW_READER, slow_reader,                                           \
-	  "too many reply bytes waiting for the client")                      \
-	X(HANDSHAKE_TIMEOUT, handshake_timeout,                               \
-	  "no VALIDATE within the handshake timeout")                         \
-	X(CONN_LIMIT, conn_limit, "connection limit reached")                 \
-	X(NOT_ALLOWED, not_allowed, "address not in the allow list")          \
+#define STATS_CLOSE_REASONS(X)                                               \
+	X(EOF, eof, "peer closed the connection")                            \
+	X(IO, io, "socket error")                                            \
+	X(PROTO, proto, "protocol violation")                                \
+	X(BAD_NUMBER, bad_number,                                            \
+	  "ADD or BARRIER on a value that is not an integer")                \
+	X(NOMEM, nomem, "out of memory")                                     \
+	X(MEMORY_LIMIT, memory_limit, "the store's memory limit is reached") \
+	X(SLOW_READER, slow_reader,                                          \
+	  "too many reply bytes waiting for the client")                     \
+	X(HANDSHAKE_TIMEOUT, handshake_timeout,                              \
+	  "no VALIDATE within the handshake timeout")                        \
+	X(CONN_LIMIT, conn_limit, "connection limit reached")                \
+	X(NOT_ALLOWED, not_allowed, "address not in the allow list")         \
 	X(SHUTDOWN, shutdown, "server shutting down")
 
 enum stats_close {

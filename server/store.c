@@ -175,8 +175,7 @@ static int log_begin(struct store_thread *th, uint8_t op,
 	rec->p = NULL;
 	if (!th->ww.w)
 		return 0;
-	ret = wal_reserve(&th->ww, 1 + 8 + k->len + (v ? 8 + v->len : 0),
-			  rec);
+	ret = wal_reserve(&th->ww, 1 + 8 + k->len + (v ? 8 + v->len : 0), rec);
 	if (ret)
 		return ret;
 	rec->p[0] = op;
@@ -350,9 +349,9 @@ static int do_add(struct store_thread *th, const struct proto_slice *k,
 		if (cur) {
 			const uint8_t *val = read_val(th, cur, &seq);
 
-			ret = !val ? -ENOMEM
+			ret = !val                                  ? -ENOMEM
 			      : store_parse_i64(val, cur->vlen, &v) ? -EINVAL
-								     : 0;
+								    : 0;
 			if (ret)
 				break;
 		}
@@ -414,8 +413,8 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 			ret = -ENOMEM;
 			break;
 		}
-		if (cur && (cur->vlen != exp->len ||
-			    memcmp(val, exp->p, exp->len))) {
+		if (cur &&
+		    (cur->vlen != exp->len || memcmp(val, exp->p, exp->len))) {
 			/* No swap: the reply is the value as it is. Under
 			 * the stripe lock (a log with several writers) it
 			 * stays put; else as read. */
@@ -429,8 +428,8 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 		if (ret)
 			break;
 		ret = replace(th, h, k, cur, seq,
-			      table_entry_new(h, k->p, k->len, des->p,
-					      des->len, NULL, 0));
+			      table_entry_new(h, k->p, k->len, des->p, des->len,
+					      NULL, 0));
 		log_end(th, &rec, ret);
 	} while (ret == -EAGAIN);
 	wal_unlock(th->ww.w, h);

@@ -55,7 +55,7 @@ struct stats;
 struct table;
 
 #define STORE_MAX_THREADS 256
-#define STORE_MGET_CACHE_MIN 64             /* keys */
+#define STORE_MGET_CACHE_MIN 64                /* keys */
 #define STORE_MGET_CACHE_MAX ((size_t)8 << 20) /* reply bytes */
 
 /* A store_thread's write generation: odd while it is writing. */
@@ -80,7 +80,7 @@ struct store {
 
 /* The reply to the last large MULTI_GET, and what it was built from. */
 struct mget_cache {
-	uint8_t *req;              /* owned: the key list's bytes */
+	uint8_t *req; /* owned: the key list's bytes */
 	size_t req_len;
 	uint64_t count;
 	struct table_entry *reply; /* owned reference: value = reply bytes */
@@ -91,17 +91,17 @@ struct mget_cache {
 };
 
 struct store_thread {
-	struct store *st;          /* borrowed */
-	struct qsbr_thread *qt;    /* owned registration */
+	struct store *st;       /* borrowed */
+	struct qsbr_thread *qt; /* owned registration */
 	waiters_deliver_fn deliver;
 	void *darg;
-	struct buf scratch;        /* owned: LIST_KEYS assembly, values read
+	struct buf scratch;      /* owned: LIST_KEYS assembly, values read
 				    * for read-modify-writes */
-	unsigned gen;              /* our index in st->gens */
-	uint64_t genv;             /* our generation (we are its only writer) */
-	struct mget_cache *mget;   /* owned; NULL until first needed */
-	struct wal_writer ww;      /* this thread's records (wal.h) */
-	struct stats *stats;       /* borrowed: where this thread counts
+	unsigned gen;            /* our index in st->gens */
+	uint64_t genv;           /* our generation (we are its only writer) */
+	struct mget_cache *mget; /* owned; NULL until first needed */
+	struct wal_writer ww;    /* this thread's records (wal.h) */
+	struct stats *stats;     /* borrowed: where this thread counts
 				    * (writes in place, the reply cache) */
 };
 

@@ -25,7 +25,7 @@ void stripemap_init(struct stripemap *m, size_t rec_size, size_t key_off)
 }
 
 void stripemap_fini(struct stripemap *m,
-		   void (*drop)(struct stripemap_rec *r, void *arg), void *arg)
+		    void (*drop)(struct stripemap_rec *r, void *arg), void *arg)
 {
 	for (size_t i = 0; i < STRIPEMAP_STRIPES; i++) {
 		struct stripe *s = &m->stripes[i];

@@ -49,8 +49,8 @@ LIST_DEFINE(stripemap_chain, struct stripemap_rec, next, prev)
 
 struct stripe {
 	pthread_mutex_t lock;
-	atomic_uint_fast64_t count;   /* the owner's (see the top) */
-	struct stripemap_chain recs;  /* owned; newest first */
+	atomic_uint_fast64_t count;  /* the owner's (see the top) */
+	struct stripemap_chain recs; /* owned; newest first */
 } RS_ALIGNED_CACHELINE;
 
 struct stripemap {
@@ -73,7 +73,8 @@ void stripemap_init(struct stripemap *m, size_t rec_size, size_t key_off);
  * what the owner hangs off it) and the locks. No thread may use @m.
  */
 void stripemap_fini(struct stripemap *m,
-		   void (*drop)(struct stripemap_rec *r, void *arg), void *arg);
+		    void (*drop)(struct stripemap_rec *r, void *arg),
+		    void *arg);
 
 /* The stripe of @hash. */
 static inline struct stripe *stripemap_stripe(struct stripemap *m,
@@ -86,11 +87,9 @@ static inline struct stripe *stripemap_stripe(struct stripemap *m,
  * Under @s's lock: the record of key @key (hashed to @hash, in stripe @s),
  * or NULL. Inline: every wake-up and every queue operation looks up.
  */
-static inline struct stripemap_rec *stripemap_find(const struct stripemap *m,
-						   const struct stripe *s,
-						   uint64_t hash,
-						   const uint8_t *key,
-						   size_t klen)
+static inline struct stripemap_rec *
+stripemap_find(const struct stripemap *m, const struct stripe *s, uint64_t hash,
+	       const uint8_t *key, size_t klen)
 {
 	for (struct stripemap_rec *r = s->recs.head; r; r = r->next)
 		if (r->hash == hash && r->klen == klen &&
@@ -106,11 +105,9 @@ static inline struct stripemap_rec *stripemap_find(const struct stripemap *m,
  * ENOMEM. Inline, as stripemap_del: a key's first waiter, and a queue's
  * first item, make a record; the wake-up and the pop that empty it free it.
  */
-static inline struct stripemap_rec *stripemap_add(struct stripemap *m,
-						  struct stripe *s,
-						  uint64_t hash,
-						  const uint8_t *key,
-						  size_t klen)
+static inline struct stripemap_rec *
+stripemap_add(struct stripemap *m, struct stripe *s, uint64_t hash,
+	      const uint8_t *key, size_t klen)
 {
 	struct stripemap_rec *r = malloc(m->rec_size + klen);
 

@@ -124,9 +124,9 @@ struct table_array {
 	size_t cap;   /* power of two */
 	size_t limit; /* claimed slots beyond which an insert grows */
 	_Atomic(struct table_array *) next; /* owned by the chain */
-	_Atomic size_t used;     /* slots with a tag in hw */
-	_Atomic size_t copy_idx; /* next chunk to migrate */
-	_Atomic size_t done;     /* slots frozen and COPIED */
+	_Atomic size_t used;                /* slots with a tag in hw */
+	_Atomic size_t copy_idx;            /* next chunk to migrate */
+	_Atomic size_t done;                /* slots frozen and COPIED */
 	struct table_slot slots[];
 };
 
@@ -135,7 +135,7 @@ struct table {
 	_Atomic(struct table_array *) cur; /* oldest array in use; owned */
 	bool one_writer;                   /* see table_create */
 #ifndef NDEBUG
-	_Atomic(const void *) writer;      /* the one writer's token */
+	_Atomic(const void *) writer; /* the one writer's token */
 #endif
 	_Atomic int64_t count RS_ALIGNED_CACHELINE;
 	_Atomic int64_t bytes;
@@ -196,9 +196,9 @@ static size_t entry_bytes(const struct table_entry *e)
  * Allocate one block holding the key and v1 || v2; refs starts at 1 (the
  * caller's). Returns NULL on ENOMEM or if the sizes overflow.
  */
-struct table_entry *table_entry_new(uint64_t hash, const void *key,
-				    size_t klen, const void *v1, size_t l1,
-				    const void *v2, size_t l2)
+struct table_entry *table_entry_new(uint64_t hash, const void *key, size_t klen,
+				    const void *v1, size_t l1, const void *v2,
+				    size_t l2)
 {
 	struct table_entry *e;
 	size_t total = sizeof(*e);
@@ -262,8 +262,8 @@ static struct table_array *array_new(size_t cap)
 	struct table_array *a;
 	size_t bytes;
 
-	if (cap > (SIZE_MAX - sizeof(*a) - HUGE_PAGE) /
-			  sizeof(struct table_slot))
+	if (cap >
+	    (SIZE_MAX - sizeof(*a) - HUGE_PAGE) / sizeof(struct table_slot))
 		return NULL;
 	bytes = sizeof(*a) + cap * sizeof(struct table_slot);
 	if (bytes < HUGE_PAGE) {
@@ -379,8 +379,8 @@ static inline int probe_read(struct table_array *a, uint64_t hash,
 		struct table_slot *s = &a->slots[i];
 		/* Acquire: pairs with the CAS that set hw (claim or DEAD,
 		 * the latter published after `next`). */
-		uint64_t hw = atomic_load_explicit(&s->hw,
-						   memory_order_acquire);
+		uint64_t hw =
+			atomic_load_explicit(&s->hw, memory_order_acquire);
 		struct table_entry *e;
 		uintptr_t w;
 
@@ -412,9 +412,9 @@ static inline int probe_read(struct table_array *a, uint64_t hash,
  * (the slot is no longer empty, so every pass makes progress). Returns a
  * probe_result or -ENOMEM (from migrating a slot).
  */
-static int probe(struct table *t, struct qsbr_thread *qt,
-		 struct table_array *a, uint64_t hash, const void *key,
-		 size_t klen, bool claim, size_t *idx, uintptr_t *wp)
+static int probe(struct table *t, struct qsbr_thread *qt, struct table_array *a,
+		 uint64_t hash, const void *key, size_t klen, bool claim,
+		 size_t *idx, uintptr_t *wp)
 {
 	for (;;) {
 		int r = probe_read(a, hash, key, klen, idx, wp);
@@ -426,9 +426,9 @@ static int probe(struct table *t, struct qsbr_thread *qt,
 			return r;
 		s = &a->slots[*idx];
 		nx = next_of(a);
-		if (!nx && atomic_load_explicit(&a->used,
-						memory_order_relaxed) >=
-				   a->limit) {
+		if (!nx &&
+		    atomic_load_explicit(&a->used, memory_order_relaxed) >=
+			    a->limit) {
 			/* On ENOMEM, use the room that is left. */
 			(void)grow(t, a);
 			nx = next_of(a);
@@ -530,10 +530,9 @@ static int slot_migrate(struct table *t, struct qsbr_thread *qt,
 	/* acq_rel: acquire the entry we freeze (we may copy it), release
 	 * so that a reader seeing MOVED also sees a->next. */
 	while (!(w & SLOT_MOVED) &&
-	       !atomic_compare_exchange_weak_explicit(&s->ptr, &w,
-						      w | SLOT_MOVED,
-						      memory_order_acq_rel,
-						      memory_order_acquire))
+	       !atomic_compare_exchange_weak_explicit(
+		       &s->ptr, &w, w | SLOT_MOVED, memory_order_acq_rel,
+		       memory_order_acquire))
 		;
 	w |= SLOT_MOVED;
 	if (w & SLOT_COPIED)
@@ -548,10 +547,9 @@ static int slot_migrate(struct table *t, struct qsbr_thread *qt,
 	/* Release: a reader that sees COPIED and goes to the next array
 	 * must see our copy there (pairs with its acquire load of ptr).
 	 * The seq_cst fetch_add on done pairs with advance_cur()'s loads. */
-	if (atomic_compare_exchange_strong_explicit(&s->ptr, &w,
-						    w | SLOT_COPIED,
-						    memory_order_release,
-						    memory_order_relaxed) &&
+	if (atomic_compare_exchange_strong_explicit(
+		    &s->ptr, &w, w | SLOT_COPIED, memory_order_release,
+		    memory_order_relaxed) &&
 	    atomic_fetch_add_explicit(&a->done, 1, memory_order_seq_cst) + 1 ==
 		    a->cap)
 		advance_cur(t, qt);
@@ -584,9 +582,8 @@ static void help_migrate(struct table *t, struct qsbr_thread *qt)
 }
 
 /* The current entry for K starting at array @a, or NULL. Loads only. */
-static inline struct table_entry *lookup(struct table_array *a,
-					 uint64_t hash, const void *key,
-					 size_t klen)
+static inline struct table_entry *lookup(struct table_array *a, uint64_t hash,
+					 const void *key, size_t klen)
 {
 	for (;;) {
 		size_t i;
@@ -643,13 +640,12 @@ struct table *table_create(struct qsbr *q, size_t initial, bool one_writer)
 
 int table_reserve(struct table *t, size_t keys)
 {
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_relaxed);
+	struct table_array *a =
+		atomic_load_explicit(&t->cur, memory_order_relaxed);
 	struct table_array *b;
 	size_t cap = a->cap;
 
-	if (atomic_load_explicit(&t->count, memory_order_relaxed) ||
-	    next_of(a))
+	if (atomic_load_explicit(&t->count, memory_order_relaxed) || next_of(a))
 		return 0; /* not empty: it grows as usual */
 	while (cap / 10 * 7 < keys && cap <= SIZE_MAX / 4)
 		cap *= 2;
@@ -695,8 +691,8 @@ void table_prefetch_begin(struct table *t, struct table_prefetch *p)
 	 * must be ordered after the array's initialization (pairs with the
 	 * seq_cst CAS in advance_cur(), as in table_get; on x86 the same
 	 * plain load as relaxed). */
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_acquire);
+	struct table_array *a =
+		atomic_load_explicit(&t->cur, memory_order_acquire);
 
 	p->slots = (const uint8_t *)a->slots;
 	p->mask = a->cap - 1;
@@ -718,8 +714,8 @@ static inline size_t prefetch_entry_at(struct table_array *a, uint64_t hash,
 	 * the hardware has likely fetched too), stopping at an empty slot. */
 	for (size_t n = 0; n < PREFETCH_SCAN; n++, i = (i + 1) & mask) {
 		struct table_slot *s = &a->slots[i];
-		uint64_t hw = atomic_load_explicit(&s->hw,
-						   memory_order_relaxed);
+		uint64_t hw =
+			atomic_load_explicit(&s->hw, memory_order_relaxed);
 		uintptr_t e, end;
 
 		if (hw == HW_EMPTY)
@@ -759,8 +755,8 @@ static inline struct table_entry *lookup_at(struct table_array *a, size_t i,
 					    size_t klen)
 {
 	/* Acquire: pairs with the release CAS that installed the entry. */
-	uintptr_t w = atomic_load_explicit(&a->slots[i].ptr,
-					   memory_order_acquire);
+	uintptr_t w =
+		atomic_load_explicit(&a->slots[i].ptr, memory_order_acquire);
 	struct table_entry *e = entry_of(w);
 
 	if (!e || !key_eq(e, hash, key, klen))
@@ -779,8 +775,8 @@ void table_get_batch(struct table *t, struct qsbr_thread *qt, size_t m,
 	 * table_get. One load for the batch: a lookup that starts at an
 	 * array cur has since moved past finds the newest value by following
 	 * the chain, and the array stays until our next quiescent point. */
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_acquire);
+	struct table_array *a =
+		atomic_load_explicit(&t->cur, memory_order_acquire);
 	size_t at[TABLE_BATCH_MAX];
 
 	(void)qt;
@@ -789,10 +785,10 @@ void table_get_batch(struct table *t, struct qsbr_thread *qt, size_t m,
 		at[j] = prefetch_entry_at(a, hash[j],
 					  table_entry_span(klen[j], vguess));
 	for (size_t j = 0; j < m; j++)
-		out[j] = at[j] == SLOT_NONE
-				 ? lookup(a, hash[j], key[j], klen[j])
-				 : lookup_at(a, at[j], hash[j], key[j],
-					     klen[j]);
+		out[j] =
+			at[j] == SLOT_NONE
+				? lookup(a, hash[j], key[j], klen[j])
+				: lookup_at(a, at[j], hash[j], key[j], klen[j]);
 }
 
 /* Lock-free lookup; the result is borrowed until the next quiescent point. */
@@ -801,8 +797,8 @@ struct table_entry *table_get(struct table *t, struct qsbr_thread *qt,
 {
 	(void)qt;
 	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
-	return lookup(atomic_load_explicit(&t->cur, memory_order_acquire),
-		      hash, key, klen);
+	return lookup(atomic_load_explicit(&t->cur, memory_order_acquire), hash,
+		      key, klen);
 }
 
 static void account(struct table *t, const struct table_entry *gone,
@@ -885,9 +881,9 @@ static bool value_lock(struct table *t, struct table_entry *e, uint32_t seq)
 	/* seq_cst: the lock is ordered before the slot load that checks the
 	 * entry is still live (table_set) and before the replacing CAS
 	 * (swap), both seq_cst. */
-	return atomic_compare_exchange_strong_explicit(
-		&e->seq, &seq, seq | 1, memory_order_seq_cst,
-		memory_order_relaxed);
+	return atomic_compare_exchange_strong_explicit(&e->seq, &seq, seq | 1,
+						       memory_order_seq_cst,
+						       memory_order_relaxed);
 }
 
 /* Release without a write: readers that waited see the same seq. */
@@ -953,8 +949,8 @@ static int set_at(struct table *t, struct qsbr_thread *qt,
 		goto put;
 	e = entry_of(w);
 	if (e && !(w & (SLOT_TOMB | SLOT_MOVED)) && e->vlen == vlen) {
-		uint32_t seq = atomic_load_explicit(&e->seq,
-						    memory_order_relaxed);
+		uint32_t seq =
+			atomic_load_explicit(&e->seq, memory_order_relaxed);
 
 		if (value_lock(t, e, seq)) {
 			/* seq_cst: after the lock in S (see value_lock). With
@@ -985,8 +981,8 @@ int table_set(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, const void *val, size_t vlen)
 {
 	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
-	return set_at(t, qt, atomic_load_explicit(&t->cur,
-						  memory_order_acquire),
+	return set_at(t, qt,
+		      atomic_load_explicit(&t->cur, memory_order_acquire),
 		      SLOT_NONE, hash, key, klen, val, vlen);
 }
 
@@ -999,8 +995,8 @@ int table_set_batch(struct table *t, struct qsbr_thread *qt, size_t m,
 	 * the batch: writes in place happen only while @a has no next array,
 	 * which makes it the newest array (and still cur); otherwise set_at
 	 * puts a new entry through table_put, which finds the newest array. */
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_acquire);
+	struct table_array *a =
+		atomic_load_explicit(&t->cur, memory_order_acquire);
 	size_t at[TABLE_BATCH_MAX];
 	int in_place = 0;
 
@@ -1166,8 +1162,8 @@ int table_put(struct table *t, struct qsbr_thread *qt, uint64_t hash,
 	      const void *key, size_t klen, struct table_entry *desired)
 {
 	/* Acquire: pairs with the seq_cst CAS in advance_cur(). */
-	struct table_array *a = atomic_load_explicit(&t->cur,
-						     memory_order_acquire);
+	struct table_array *a =
+		atomic_load_explicit(&t->cur, memory_order_acquire);
 	size_t i;
 	uintptr_t w;
 

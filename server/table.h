@@ -51,7 +51,7 @@ struct table_entry {
 	uint64_t vlen;
 	_Atomic uint32_t seq; /* bit 0: a writer holds the value; + 2 a write */
 	uint32_t unused;
-	uint8_t data[];   /* klen key bytes, then vlen value bytes */
+	uint8_t data[]; /* klen key bytes, then vlen value bytes */
 };
 
 /* Values shorter than this may be rewritten in place (see above). At most
@@ -168,9 +168,9 @@ static inline const uint8_t *table_entry_val(const struct table_entry *e)
  * unused part). A NULL @v1 leaves its @l1 bytes for the caller to fill
  * before anyone else sees the entry. Returns NULL on ENOMEM.
  */
-struct table_entry *table_entry_new(uint64_t hash, const void *key,
-				    size_t klen, const void *v1, size_t l1,
-				    const void *v2, size_t l2);
+struct table_entry *table_entry_new(uint64_t hash, const void *key, size_t klen,
+				    const void *v1, size_t l1, const void *v2,
+				    size_t l2);
 void table_entry_ref(struct table_entry *e);
 /* Drops a reference; frees the entry at zero. */
 void table_entry_unref(struct table_entry *e);

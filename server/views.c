@@ -47,22 +47,21 @@ static int entries_push(struct entries *l, struct table_entry *e)
 
 /* A prefix delete in progress (see views_delete). */
 struct deletion {
-	struct buf prefix;       /* owned: the prefix being deleted */
-	struct entries matched;  /* references: the entries the walk matched;
+	struct buf prefix;      /* owned: the prefix being deleted */
+	struct entries matched; /* references: the entries the walk matched;
 				  * those from @next on are not reached yet */
 	size_t next;
 	bool pending;
 };
 
 struct views {
-	struct store_thread *th;  /* borrowed */
-	struct buf scratch;       /* owned: a second list while rendering */
+	struct store_thread *th; /* borrowed */
+	struct buf scratch;      /* owned: a second list while rendering */
 	struct deletion del;
 };
 
 /* Does @e's key start with the @n bytes at @p? */
-static bool has_prefix(const struct table_entry *e, const uint8_t *p,
-		       size_t n)
+static bool has_prefix(const struct table_entry *e, const uint8_t *p, size_t n)
 {
 	return e->klen >= n && !memcmp(table_entry_key(e), p, n);
 }
@@ -143,8 +142,9 @@ int views_keys(void *arg, const struct control_request *req,
 
 	if (param_u64(req, "limit", 1, CONTROL_KEYS_MAX, CONTROL_KEYS_DEFAULT,
 		      &limit))
-		return control_error(resp, 400, "limit must be a number from "
-						"1 to 100000");
+		return control_error(resp, 400,
+				     "limit must be a number from "
+				     "1 to 100000");
 	kw.limit = limit;
 	kw.prefix = (const uint8_t *)control_param(req, "prefix", &kw.plen);
 	if (!kw.prefix)
@@ -155,12 +155,13 @@ int views_keys(void *arg, const struct control_request *req,
 		return ret;
 	}
 	if (kw.found.n)
-		qsort(kw.found.v, kw.found.n, sizeof(*kw.found.v),
-		      key_cmp);
+		qsort(kw.found.v, kw.found.n, sizeof(*kw.found.v), key_cmp);
 
 	resp->content_type = CONTROL_CT_JSON;
-	json_printf(&o, "{\"count\":%zu,\"returned\":%zu,\"truncated\":%s,"
-		    "\"keys\":[", table_count(th->st->table), kw.found.n,
+	json_printf(&o,
+		    "{\"count\":%zu,\"returned\":%zu,\"truncated\":%s,"
+		    "\"keys\":[",
+		    table_count(th->st->table), kw.found.n,
 		    kw.truncated ? "true" : "false");
 	for (size_t i = 0; i < kw.found.n; i++) {
 		const struct table_entry *e = kw.found.v[i];
@@ -215,7 +216,8 @@ static void put_waiter(struct json_out *o, const struct wait_state *ws,
 	net_format_addr((const struct sockaddr *)&ws->peer, peer, sizeof(peer));
 	json_text(o, "{\"peer\":");
 	json_cstr(o, peer);
-	json_printf(o, ",\"reactor\":%" PRIu32 ",\"since\":%.3f,"
+	json_printf(o,
+		    ",\"reactor\":%" PRIu32 ",\"since\":%.3f,"
 		    "\"waiting_s\":%.3f,\"pending_keys\":%" PRIu64,
 		    ws->who.reactor, k->real_s - age, age,
 		    (uint64_t)atomic_load_explicit(&ws->pending,
@@ -250,8 +252,8 @@ static void waiters_visit(void *arg, const uint8_t *key, size_t klen,
 		put_waiter(&ww->o, nd->ws, &ww->now);
 		oldest = age > oldest ? age : oldest;
 	}
-	json_printf(&ww->o, "],\"waiters\":%zu,\"oldest_waiting_s\":%.3f}",
-		    n, oldest);
+	json_printf(&ww->o, "],\"waiters\":%zu,\"oldest_waiting_s\":%.3f}", n,
+		    oldest);
 }
 
 /* GET /handler/waiters: every awaited key, with how many wait and who. */
@@ -318,8 +320,8 @@ static size_t counter_of(const uint8_t *key, size_t klen, uint8_t *buf,
 struct barriers_walk {
 	struct store_thread *th;
 	struct clocks now;
-	struct json_out bar;  /* the BARRIER list */
-	struct json_out cnt;  /* the counter list */
+	struct json_out bar; /* the BARRIER list */
+	struct json_out cnt; /* the counter list */
 	size_t nbar, ncnt;
 	uint8_t ckey[PROTO_DEFAULT_MAX_KEY + 16];
 };
@@ -479,8 +481,8 @@ static int deletion_begin(struct views *v, const uint8_t *p, size_t n)
 	deletion_end(d);
 	ret = buf_append(&d->prefix, p, n);
 	if (!ret)
-		ret = table_foreach(v->th->st->table, v->th->qt,
-				    deletion_visit, &w);
+		ret = table_foreach(v->th->st->table, v->th->qt, deletion_visit,
+				    &w);
 	if (ret) {
 		deletion_end(d);
 		return ret;
@@ -518,18 +520,21 @@ int views_delete(void *arg, const struct control_request *req,
 
 	if (strcmp(req->method, "POST")) {
 		resp->headers = "Allow: POST\r\n";
-		return control_error(resp, 405, "delete changes the store: "
-						"use POST");
+		return control_error(resp, 405,
+				     "delete changes the store: "
+				     "use POST");
 	}
 	p = (const uint8_t *)control_param(req, "prefix", &n);
 	if (!p || !n)
-		return control_error(resp, 400, "a prefix is required (the "
-						"whole store is not deleted "
-						"this way)");
+		return control_error(resp, 400,
+				     "a prefix is required (the "
+				     "whole store is not deleted "
+				     "this way)");
 	if (param_u64(req, "limit", 1, DELETE_LIMIT_MAX, DELETE_LIMIT_DEFAULT,
 		      &limit))
-		return control_error(resp, 400, "limit must be a number from 1 "
-						"to 1000000");
+		return control_error(resp, 400,
+				     "limit must be a number from 1 "
+				     "to 1000000");
 	if (!deletion_of(d, p, n) && (ret = deletion_begin(v, p, n)))
 		return ret;
 	buf_reset(&v->scratch);
@@ -551,7 +556,8 @@ int views_delete(void *arg, const struct control_request *req,
 	resp->content_type = CONTROL_CT_JSON;
 	json_text(&o, "{\"prefix\":");
 	json_str(&o, p, n);
-	json_printf(&o, ",\"deleted\":%" PRIu64 ",\"absent\":%" PRIu64
+	json_printf(&o,
+		    ",\"deleted\":%" PRIu64 ",\"absent\":%" PRIu64
 		    ",\"remaining\":%" PRIu64 ",\"sample\":[",
 		    deleted, absent, (uint64_t)(d->matched.n - d->next));
 	json_raw(&o, json_bytes_of(&v->scratch), buf_used(&v->scratch));

@@ -35,8 +35,8 @@
 LIST_DEFINE(wait_nodes, struct wait_node, next, prev)
 
 struct wait_key {
-	struct stripemap_rec rec;  /* first: chain link, hash, key length */
-	struct wait_nodes nodes;   /* in arrival order; never empty */
+	struct stripemap_rec rec; /* first: chain link, hash, key length */
+	struct wait_nodes nodes;  /* in arrival order; never empty */
 	uint8_t key[];
 };
 _Static_assert(offsetof(struct wait_key, rec) == 0, "stripemap.h");
@@ -138,8 +138,8 @@ static int enlist(struct waiters *w, struct wait_node *node, uint64_t hash,
 	pthread_mutex_lock(&s->lock);
 	wk = find_key(w, s, hash, key, klen);
 	if (!wk) {
-		struct stripemap_rec *r = stripemap_add(&w->map, s, hash, key,
-							klen);
+		struct stripemap_rec *r =
+			stripemap_add(&w->map, s, hash, key, klen);
 		if (!r) {
 			pthread_mutex_unlock(&s->lock);
 			return -ENOMEM;
@@ -173,7 +173,6 @@ static bool withdraw(struct waiters *w, struct wait_node *node)
 	pthread_mutex_unlock(&s->lock);
 	return done;
 }
-
 
 static void begin(struct wait_state *ws, uint64_t n)
 {
@@ -210,8 +209,10 @@ int waiters_wait(struct waiters *w, struct wait_state *ws, const uint8_t *list,
 		uint64_t h = hash_key(k.p, k.len);
 		if (ready(rarg, h, k.p, k.len))
 			continue;
-		ws->nodes[used++] = (struct wait_node){
-			.ws = ws, .hash = h, .key = k.p, .klen = k.len };
+		ws->nodes[used++] = (struct wait_node){ .ws = ws,
+							.hash = h,
+							.key = k.p,
+							.klen = k.len };
 	}
 	if (!used)
 		return 1;
@@ -380,8 +381,8 @@ void waiters_foreach(struct waiters *w, waiters_visit_fn cb, void *arg)
 			continue;
 		pthread_mutex_lock(&s->lock);
 		for (struct stripemap_rec *r = s->recs.head; r; r = r->next) {
-			struct wait_key *wk = container_of(r, struct wait_key,
-							   rec);
+			struct wait_key *wk =
+				container_of(r, struct wait_key, rec);
 			cb(arg, wk->key, r->klen, wk->nodes.head);
 		}
 		pthread_mutex_unlock(&s->lock);

@@ -59,8 +59,8 @@ struct wait_state {
 	uint32_t cap;            /* nodes allocated */
 	struct wait_node *nodes; /* owned; node0 when cap == 1 */
 	struct wait_node node0;
-	uint64_t since_ns;       /* when the current wait began (CLOCK_MONOTONIC) */
-	int64_t barrier_ws;      /* world size of a pending BARRIER, else 0 */
+	uint64_t since_ns;  /* when the current wait began (CLOCK_MONOTONIC) */
+	int64_t barrier_ws; /* world size of a pending BARRIER, else 0 */
 	struct sockaddr_in6 peer; /* the client (IPv4 as v4-mapped), for views */
 };
 

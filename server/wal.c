@@ -151,8 +151,7 @@ static inline _Atomic uint64_t *lsn_word(uint8_t *hdr)
 
 /* Seal a record in the ring (walfile.h's layout; a jumbo stub's length
  * word also carries @flags) and publish it: the LSN goes in last. */
-static void publish_at(uint8_t *hdr, uint32_t len, uint32_t flags,
-		       uint64_t lsn)
+static void publish_at(uint8_t *hdr, uint32_t len, uint32_t flags, uint64_t lsn)
 {
 	uint32_t sum = wal_sum(hdr + WAL_HDR, len, lsn), word = len | flags;
 
@@ -175,8 +174,8 @@ static uint64_t take(struct wal *w, size_t span)
 		uint64_t pad = off + span > w->size ? w->size - off : 0;
 		/* Acquire: pairs with the flusher's release of `written`;
 		 * the ring bytes before it are free to reuse. */
-		uint64_t done = atomic_load_explicit(&w->written,
-						     memory_order_acquire);
+		uint64_t done =
+			atomic_load_explicit(&w->written, memory_order_acquire);
 
 		if (r + pad + span - done > w->size) {
 			wal_flush(w, 0, false);
@@ -274,8 +273,8 @@ void wal_fail(struct wal *w, int err, const char *what)
 	if (!atomic_compare_exchange_strong(&w->failed, &none, err))
 		return;
 	log_error("write log: %s %s: %s; stopping, so that no write that is "
-		  "not in the log is acknowledged", what, w->log_path,
-		  strerror(-err));
+		  "not in the log is acknowledged",
+		  what, w->log_path, strerror(-err));
 	if (w->cfg.on_fail)
 		w->cfg.on_fail();
 }
@@ -375,8 +374,8 @@ int wal_flush_locked(struct wal *w, uint64_t need, bool sync)
 			continue;
 		}
 		size_t span = wal_span(len);
-		if (n && (uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len ==
-				 h)
+		if (n &&
+		    (uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len == h)
 			iov[n - 1].iov_len += span;
 		else
 			iov[n++] = (struct iovec){ h, span };
@@ -391,8 +390,8 @@ int wal_flush_locked(struct wal *w, uint64_t need, bool sync)
 				  memory_order_relaxed);
 	/* Release: pairs with take()'s acquire: the ring up to here is free. */
 	atomic_store_explicit(&w->written, pos, memory_order_release);
-	if (sync && atomic_load_explicit(&w->synced, memory_order_relaxed) <
-			    pos) {
+	if (sync &&
+	    atomic_load_explicit(&w->synced, memory_order_relaxed) < pos) {
 		if (fdatasync(w->fd))
 			return -errno;
 		atomic_fetch_add_explicit(&w->count[WAL_STAT_SYNCS], 1,
@@ -474,16 +473,16 @@ static void *flusher_main(void *arg)
 
 	for (;;) {
 		uint64_t now = now_mono_ms();
-		bool pending = atomic_load_explicit(&w->reserved,
-						    memory_order_relaxed) !=
-			       atomic_load_explicit(&w->written,
-						    memory_order_relaxed);
-		bool unsynced = w->cfg.fsync == WAL_FSYNC_EVERYSEC &&
-				atomic_load_explicit(&w->synced,
-						     memory_order_relaxed) !=
-					atomic_load_explicit(
-						&w->written,
-						memory_order_relaxed);
+		bool pending =
+			atomic_load_explicit(&w->reserved,
+					     memory_order_relaxed) !=
+			atomic_load_explicit(&w->written, memory_order_relaxed);
+		bool unsynced =
+			w->cfg.fsync == WAL_FSYNC_EVERYSEC &&
+			atomic_load_explicit(&w->synced,
+					     memory_order_relaxed) !=
+				atomic_load_explicit(&w->written,
+						     memory_order_relaxed);
 
 		/*
 		 * While records come, write every few milliseconds, whether
@@ -501,11 +500,13 @@ static void *flusher_main(void *arg)
 			break;
 		if (atomic_load_explicit(&w->failed, memory_order_relaxed))
 			continue;
-		wal_flush(w, 0, w->cfg.fsync == WAL_FSYNC_EVERYSEC &&
-				      now_mono_ms() - atomic_load_explicit(
-						&w->last_sync_ms,
-						memory_order_relaxed) >=
-					      SYNC_EVERY_MS);
+		wal_flush(
+			w, 0,
+			w->cfg.fsync == WAL_FSYNC_EVERYSEC &&
+				now_mono_ms() - atomic_load_explicit(
+							&w->last_sync_ms,
+							memory_order_relaxed) >=
+					SYNC_EVERY_MS);
 		compact_maybe(w);
 	}
 	return NULL;
@@ -526,8 +527,7 @@ int wal_start(struct wal *w)
 
 /* ---- opening and closing ----------------------------------------------- */
 
-int wal_open_log(struct wal *w, uint32_t num, uint64_t start_lsn,
-		 bool create)
+int wal_open_log(struct wal *w, uint32_t num, uint64_t start_lsn, bool create)
 {
 	uint8_t hdr[WAL_FILE_HDR];
 	int fd;
@@ -535,8 +535,8 @@ int wal_open_log(struct wal *w, uint32_t num, uint64_t start_lsn,
 	walfile_name(w->log_path, sizeof(w->log_path), w->cfg.dir, WALFILE_LOG,
 		     num);
 	fd = open(w->log_path,
-		  O_WRONLY | O_APPEND | O_CLOEXEC | (create ? O_CREAT | O_EXCL
-							    : 0),
+		  O_WRONLY | O_APPEND | O_CLOEXEC |
+			  (create ? O_CREAT | O_EXCL : 0),
 		  0644);
 	if (fd < 0)
 		return -errno;
@@ -614,12 +614,16 @@ int wal_open(struct wal **out, const struct wal_config *cfg, struct store *st,
 	if (w->lock_fd < 0) {
 		err = w->lock_fd;
 		if (err == -EBUSY)
-			snprintf(why, whylen, "%s is in use by another "
+			snprintf(why, whylen,
+				 "%s is in use by another "
 				 "ringstore (pid %ld): one server per data "
-				 "directory", cfg->dir, pid);
+				 "directory",
+				 cfg->dir, pid);
 		else
-			snprintf(why, whylen, "cannot use %s as the data "
-				 "directory: %s", cfg->dir, strerror(-err));
+			snprintf(why, whylen,
+				 "cannot use %s as the data "
+				 "directory: %s",
+				 cfg->dir, strerror(-err));
 		w->lock_fd = -1;
 		wal_free(w);
 		return err;
@@ -664,8 +668,7 @@ int wal_close(struct wal *w)
 
 uint64_t wal_stat(const struct wal *w, enum wal_stat s)
 {
-	return w ? atomic_load_explicit(&w->count[s], memory_order_relaxed)
-		 : 0;
+	return w ? atomic_load_explicit(&w->count[s], memory_order_relaxed) : 0;
 }
 
 uint64_t wal_log_bytes(const struct wal *w)

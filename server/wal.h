@@ -73,14 +73,14 @@ enum wal_fsync {
 #define WAL_COMPACT_MIN_DEFAULT (64u << 20)
 
 struct wal_config {
-	const char *dir;          /* the data directory (borrowed) */
+	const char *dir; /* the data directory (borrowed) */
 	enum wal_fsync fsync;
-	bool repair;              /* keep the good prefix of a damaged log */
-	uint64_t compact_min;     /* log bytes before compaction is considered */
-	size_t ring_bytes;        /* the in-memory ring (a power of two) */
-	unsigned writers;         /* store threads that write: with one, no
+	bool repair;           /* keep the good prefix of a damaged log */
+	uint64_t compact_min;  /* log bytes before compaction is considered */
+	size_t ring_bytes;     /* the in-memory ring (a power of two) */
+	unsigned writers;      /* store threads that write: with one, no
 				   * stripe locks */
-	void (*on_fail)(void);    /* an I/O error: ask the server to stop */
+	void (*on_fail)(void); /* an I/O error: ask the server to stop */
 	/* Tests only: called by a writer right after it reserved a record,
 	 * before its change (to force interleavings). NULL in the server. */
 	void (*after_reserve)(void *arg);
@@ -89,8 +89,8 @@ struct wal_config {
 
 /* One store thread's handle on the log. */
 struct wal_writer {
-	struct wal *w;            /* NULL: no log */
-	uint64_t end;             /* the end of its last reserved record */
+	struct wal *w; /* NULL: no log */
+	uint64_t end;  /* the end of its last reserved record */
 };
 
 /* A reserved record: write len payload bytes at p, then publish or
@@ -99,8 +99,8 @@ struct wal_rec {
 	uint8_t *p;
 	uint32_t len;
 	uint64_t lsn;
-	uint8_t *hdr;             /* the record's header (ring or jumbo) */
-	uint8_t *stub;            /* a jumbo record's stub in the ring */
+	uint8_t *hdr;  /* the record's header (ring or jumbo) */
+	uint8_t *stub; /* a jumbo record's stub in the ring */
 };
 
 /*

@@ -31,30 +31,31 @@ struct compaction;
 
 struct wal {
 	struct wal_config cfg;
-	struct store *store;          /* borrowed: the live store */
+	struct store *store; /* borrowed: the live store */
 
 	/* The ring (wal.c). */
-	uint8_t *ring;                /* owned */
-	size_t size;                  /* a power of two */
+	uint8_t *ring;                                  /* owned */
+	size_t size;                                    /* a power of two */
 	RS_ALIGNED_CACHELINE _Atomic uint64_t reserved; /* the next LSN */
 	RS_ALIGNED_CACHELINE _Atomic uint64_t written;  /* in the file below */
-	_Atomic uint64_t synced;      /* on disk below */
-	_Atomic int failed;           /* the first I/O error, or 0 */
-	_Atomic bool idle;            /* the flusher sleeps with no deadline */
-	struct wal_stripe *stripes;   /* owned [WAL_STRIPES] */
-	bool locking;                 /* more than one writer */
+	_Atomic uint64_t synced;                        /* on disk below */
+	_Atomic int failed;         /* the first I/O error, or 0 */
+	_Atomic bool idle;          /* the flusher sleeps with no deadline */
+	struct wal_stripe *stripes; /* owned [WAL_STRIPES] */
+	bool locking;               /* more than one writer */
 
 	/* The files, under mu (flushers, rotation, the manifest). */
 	pthread_mutex_t mu;
-	int fd;                       /* the log being appended */
+	int fd; /* the log being appended */
 	uint32_t log_num;
 	char log_path[4096];
-	uint64_t file_bytes;          /* of the log being appended */
-	_Atomic uint64_t log_bytes;   /* of the logs since the snapshot */
+	uint64_t file_bytes;        /* of the log being appended */
+	_Atomic uint64_t log_bytes; /* of the logs since the snapshot */
 	struct walfile_manifest man;
-	int lock_fd;                  /* DIR/LOCK, held while open */
-	uint64_t next_lsn;            /* recover(): where the stream goes on */
-	_Atomic uint64_t last_sync_ms; /* written under mu, read by the flusher */
+	int lock_fd;       /* DIR/LOCK, held while open */
+	uint64_t next_lsn; /* recover(): where the stream goes on */
+	_Atomic uint64_t
+		last_sync_ms; /* written under mu, read by the flusher */
 
 	/* The flusher thread. */
 	pthread_t thread;
@@ -63,7 +64,7 @@ struct wal {
 	pthread_cond_t wake_cv;
 	bool kicked, stop;
 
-	struct compaction *compact;   /* owned by compact.c; NULL: none yet */
+	struct compaction *compact; /* owned by compact.c; NULL: none yet */
 
 	/* Counters (wal_stat), each a relaxed add. */
 	_Atomic uint64_t count[WAL_STAT__COUNT];
@@ -86,8 +87,7 @@ void wal_kick(struct wal *w);
  * created with a header for @start_lsn, or (@create false) opened as it is.
  * 0 or -errno.
  */
-int wal_open_log(struct wal *w, uint32_t num, uint64_t start_lsn,
-		 bool create);
+int wal_open_log(struct wal *w, uint32_t num, uint64_t start_lsn, bool create);
 
 /* recover.c: replay the data directory into @st; fills w->man, w->fd,
  * w->next_lsn, w->file_bytes and w->log_bytes. */

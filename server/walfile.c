@@ -113,9 +113,8 @@ out:
 
 /* Whether a valid record starts at @off, given the last good position
  * (its checksum checked if @sum). */
-static bool valid_at(const struct walfile_reader *r, size_t off,
-		     uint64_t after, bool sum_too, struct walfile_rec *rec,
-		     const char **why)
+static bool valid_at(const struct walfile_reader *r, size_t off, uint64_t after,
+		     bool sum_too, struct walfile_rec *rec, const char **why)
 {
 	uint32_t len, sum;
 	uint64_t lsn;
@@ -143,13 +142,14 @@ static bool valid_at(const struct walfile_reader *r, size_t off,
 		*why = "a checksum mismatch";
 		return false;
 	}
-	*rec = (struct walfile_rec){ .lsn = lsn, .len = len, .off = off,
+	*rec = (struct walfile_rec){ .lsn = lsn,
+				     .len = len,
+				     .off = off,
 				     .payload = r->map + off + WAL_HDR };
 	return true;
 }
 
-static int next(struct walfile_reader *r, struct walfile_rec *rec,
-		bool sum_too)
+static int next(struct walfile_reader *r, struct walfile_rec *rec, bool sum_too)
 {
 	if (r->off == r->size)
 		return 0;
@@ -310,7 +310,8 @@ int walfile_remove_strays(const char *dir, const struct walfile_manifest *m)
 		uint32_t num;
 		char tail[8];
 
-		if (sscanf(de->d_name, "log-%" SCNu32 ".r%7s", &num, tail) == 2 &&
+		if (sscanf(de->d_name, "log-%" SCNu32 ".r%7s", &num, tail) ==
+			    2 &&
 		    !strcmp(tail, "s"))
 			kind = WALFILE_LOG;
 		else if (sscanf(de->d_name, "snap-%" SCNu32 ".r%7s", &num,
@@ -324,7 +325,8 @@ int walfile_remove_strays(const char *dir, const struct walfile_manifest *m)
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		if (unlink(path) == 0) {
 			log_warn("%s: removed, not part of the store (left by "
-				 "a compaction a crash interrupted)", path);
+				 "a compaction a crash interrupted)",
+				 path);
 			n++;
 		}
 	}

@@ -84,14 +84,14 @@ struct walfile_snap_end {
  * its offset and r->why says what was wrong.
  */
 struct walfile_reader {
-	const char *path;       /* borrowed, for messages */
-	const uint8_t *map;     /* owned mapping, NULL for an empty file */
+	const char *path;   /* borrowed, for messages */
+	const uint8_t *map; /* owned mapping, NULL for an empty file */
 	size_t size;
 	enum walfile_kind kind;
-	uint64_t start_lsn;     /* from the header */
-	size_t off;             /* the next record */
-	uint64_t last_lsn;      /* of the last good record (0: none yet) */
-	uint64_t end_lsn;       /* the position after the last good record */
+	uint64_t start_lsn; /* from the header */
+	size_t off;         /* the next record */
+	uint64_t last_lsn;  /* of the last good record (0: none yet) */
+	uint64_t end_lsn;   /* the position after the last good record */
 	size_t bad_off;
 	const char *why;
 };
@@ -101,7 +101,7 @@ struct walfile_rec {
 	uint64_t lsn;
 	const uint8_t *payload;
 	uint32_t len;
-	size_t off;             /* its offset in the file */
+	size_t off; /* its offset in the file */
 };
 
 /*
@@ -127,10 +127,10 @@ void walfile_close(struct walfile_reader *r);
  * walfile_name.
  */
 struct walfile_manifest {
-	uint32_t snap;                   /* 0: none */
+	uint32_t snap; /* 0: none */
 	uint32_t logs[WAL_MAX_FILES];
 	uint32_t nlogs;
-	uint32_t next;                   /* the next number to use */
+	uint32_t next; /* the next number to use */
 };
 
 void walfile_name(char *out, size_t len, const char *dir,

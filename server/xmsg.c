@@ -21,8 +21,7 @@ int xmsg_post(struct conn_table *t, uint32_t target, const struct io_msg *m)
 	return t->ops->msg(t->io, t->srv->ios[target], m);
 }
 
-void xmsg_wake(struct conn_table *t, uint32_t slot, uint32_t gen,
-	       uint32_t seq)
+void xmsg_wake(struct conn_table *t, uint32_t slot, uint32_t gen, uint32_t seq)
 {
 	struct conn *c = conn_get(t, slot, gen);
 	int ret;
@@ -41,8 +40,10 @@ void xmsg_wake(struct conn_table *t, uint32_t slot, uint32_t gen,
 void xmsg_deliver(void *arg, const struct waiter_ref *who, uint32_t seq)
 {
 	struct conn_table *t = arg;
-	struct io_msg m = { .kind = IO_MSG_WAKE, .slot = who->slot,
-			    .gen = who->gen, .arg = (int32_t)seq };
+	struct io_msg m = { .kind = IO_MSG_WAKE,
+			    .slot = who->slot,
+			    .gen = who->gen,
+			    .arg = (int32_t)seq };
 	int ret;
 
 	if (who->reactor == t->reactor) {

@@ -27,7 +27,6 @@ int xmsg_post(struct conn_table *t, uint32_t target, const struct io_msg *m);
 void xmsg_deliver(void *arg, const struct waiter_ref *who, uint32_t seq);
 
 /* A wake-up for a conn of ours (from us or a message): answer it. */
-void xmsg_wake(struct conn_table *t, uint32_t slot, uint32_t gen,
-	       uint32_t seq);
+void xmsg_wake(struct conn_table *t, uint32_t slot, uint32_t gen, uint32_t seq);
 
 #endif

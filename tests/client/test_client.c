@@ -117,8 +117,7 @@ static void test_set_get(void **state)
 	set_str(c, k, "");
 	want_value(c, k, "");
 	K(k2, sizeof(k2), "sg-missing");
-	assert_int_equal(rs_get_nowait(c, k2, strlen(k2), &val, &len),
-			 -ENOENT);
+	assert_int_equal(rs_get_nowait(c, k2, strlen(k2), &val, &len), -ENOENT);
 	assert_ptr_equal(val, (void *)1); /* untouched on failure */
 	assert_int_equal(rs_get_nowait(c, k, strlen(k), &val, &len), 0);
 	assert_int_equal(len, 0);
@@ -157,27 +156,30 @@ static void test_compare_set(void **state)
 	(void)state;
 	K(k, sizeof(k), "cas");
 	/* missing key, non-empty expected: the server echoes expected */
-	assert_int_equal(rs_compare_set(c, k, strlen(k), "x", 1, "y", 1, &cur,
-					&len), 0);
+	assert_int_equal(
+		rs_compare_set(c, k, strlen(k), "x", 1, "y", 1, &cur, &len), 0);
 	assert_int_equal(len, 1);
 	assert_memory_equal(cur, "x", 1);
 	rs_free(cur);
 	assert_int_equal(rs_check(c, 1, (const void *[]){ k },
-				  (size_t[]){ strlen(k) }), 0);
+				  (size_t[]){ strlen(k) }),
+			 0);
 	/* missing key, empty expected: created */
-	assert_int_equal(rs_compare_set(c, k, strlen(k), "", 0, "v1", 2, &cur,
-					&len), 0);
+	assert_int_equal(
+		rs_compare_set(c, k, strlen(k), "", 0, "v1", 2, &cur, &len), 0);
 	assert_int_equal(len, 2);
 	assert_memory_equal(cur, "v1", 2);
 	rs_free(cur);
 	/* wrong expected: current value returned */
-	assert_int_equal(rs_compare_set(c, k, strlen(k), "zz", 2, "v2", 2,
-					&cur, &len), 0);
+	assert_int_equal(rs_compare_set(c, k, strlen(k), "zz", 2, "v2", 2, &cur,
+					&len),
+			 0);
 	assert_memory_equal(cur, "v1", 2);
 	rs_free(cur);
 	/* right expected: swapped */
-	assert_int_equal(rs_compare_set(c, k, strlen(k), "v1", 2, "v2", 2,
-					NULL, NULL), 0);
+	assert_int_equal(rs_compare_set(c, k, strlen(k), "v1", 2, "v2", 2, NULL,
+					NULL),
+			 0);
 	want_value(c, k, "v2");
 	rs_close(c);
 }
@@ -394,7 +396,8 @@ static void test_queue(void **state)
 	assert_int_equal(rs_check(c, 1, &key, &klen), 1);
 	assert_int_equal(rs_wait(c, 1, &key, &klen, 1000), 0);
 	assert_int_equal(rs_queue_pop(c, q, klen, true, RS_TIMEOUT_DEFAULT,
-				      &val, &len), 0);
+				      &val, &len),
+			 0);
 	assert_int_equal(len, 1);
 	assert_memory_equal(val, "1", 1);
 	rs_free(val);
@@ -430,7 +433,8 @@ static void test_queue_pop_released_by_push(void **state)
 	assert_int_equal(pthread_create(&t, NULL, late_set_thread, &ls), 0);
 	int64_t t0 = (int64_t)now_mono_ms();
 	assert_int_equal(rs_queue_pop(c, ls.key, strlen(ls.key), true, 5000,
-				      &val, &len), 0);
+				      &val, &len),
+			 0);
 	assert_true((int64_t)now_mono_ms() - t0 >= 250);
 	assert_int_equal(len, 4);
 	assert_memory_equal(val, "item", 4);
@@ -472,8 +476,7 @@ static void test_list_keys_and_raw(void **state)
 	/* prefixed client wrote "/k": raw sees it with the slash */
 	want_value(r, slash, "prefixed");
 	/* raw key has no slash: invisible to prefixed lookups */
-	assert_int_equal(rs_get_nowait(c, rk, strlen(rk), &val, &len),
-			 -ENOENT);
+	assert_int_equal(rs_get_nowait(c, rk, strlen(rk), &val, &len), -ENOENT);
 
 	assert_int_equal(rs_list_keys(c, &keys, &lens, &n), 0);
 	assert_true(listed(keys, lens, n, k, strlen(k)));
@@ -551,8 +554,8 @@ static void test_barrier_three_clients(void **state)
 		memset(&b[i], 0, sizeof(b[i]));
 		K(b[i].key, sizeof(b[i].key), "barrier");
 		b[i].delay_ms = i * 200;
-		assert_int_equal(pthread_create(&t[i], NULL, barrier_thread,
-						&b[i]), 0);
+		assert_int_equal(
+			pthread_create(&t[i], NULL, barrier_thread, &b[i]), 0);
 	}
 	for (int i = 0; i < 3; i++)
 		pthread_join(t[i], NULL);
@@ -667,10 +670,12 @@ static void test_ping_and_errors(void **state)
 	assert_int_equal(rs_get_nowait(NULL, "k", 1, &val, &len), -EINVAL);
 	assert_int_equal(rs_add(NULL, "k", 1, 1, &v), -EINVAL);
 	assert_int_equal(rs_compare_set(NULL, "k", 1, "", 0, "x", 1, NULL,
-					NULL), -EINVAL);
+					NULL),
+			 -EINVAL);
 	assert_int_equal(rs_set(NULL, "k", 1, "x", 1), -EINVAL);
 	assert_int_equal(rs_wait(NULL, 1, (const void *[]){ "k" },
-				 (size_t[]){ 1 }, 0), -EINVAL);
+				 (size_t[]){ 1 }, 0),
+			 -EINVAL);
 	assert_int_equal(rs_queue_pop(NULL, "k", 1, true, 0, &val, &len),
 			 -EINVAL);
 	assert_int_equal(rs_reconnects(NULL), 0);
@@ -825,7 +830,8 @@ static void test_connect_retries_until_server_appears(void **state)
 	fake_start(&f, FAKE_LATE_LISTEN, &t);
 	int64_t t0 = (int64_t)now_mono_ms();
 	assert_int_equal(rs_connect(&c, "127.0.0.1", f.port, &o), 0);
-	assert_true((int64_t)now_mono_ms() - t0 >= 950); /* it retried until the listen */
+	assert_true((int64_t)now_mono_ms() - t0 >=
+		    950); /* it retried until the listen */
 	rs_close(c);
 	pthread_join(t, NULL);
 	close(f.lfd);
@@ -901,15 +907,15 @@ struct proxy {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	/* under mu */
-	int drop_after;        /* replies to forward before a drop; -1: none */
+	int drop_after; /* replies to forward before a drop; -1: none */
 	void (*on_drop)(void *); /* run after a drop, before the next accept */
 	void *arg;
-	bool refuse;           /* close accepted connections at once */
-	int accepted;          /* connections forwarded */
+	bool refuse;  /* close accepted connections at once */
+	int accepted; /* connections forwarded */
 	int refused;
 	int drops;
-	int unvalidated;       /* connections that did not open with VALIDATE */
-	int err;               /* an errno the proxy met, 0 if none */
+	int unvalidated; /* connections that did not open with VALIDATE */
+	int err;         /* an errno the proxy met, 0 if none */
 };
 
 /* A connected socket to the server under test, or -errno. */
@@ -1217,9 +1223,10 @@ static struct rs_client *proxy_client(struct proxy *p, unsigned flags,
 	proxy_start(p);
 	ret = rs_connect(&c, "127.0.0.1", p->port, &o);
 	if (ret)
-		fprintf(stderr, "connect via proxy :%u: %s (accepted %d, "
-				"refused %d, proxy error %d)\n", p->port,
-			rs_strerror(ret), proxy_count(p, &p->accepted),
+		fprintf(stderr,
+			"connect via proxy :%u: %s (accepted %d, "
+			"refused %d, proxy error %d)\n",
+			p->port, rs_strerror(ret), proxy_count(p, &p->accepted),
 			proxy_count(p, &p->refused), proxy_count(p, &p->err));
 	assert_int_equal(ret, 0);
 	return c;
@@ -1366,8 +1373,8 @@ static void test_reconnect_resends_reads(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(rs_reconnects(c), ++drops);
 	proxy_drop_reply(&p, 0, NULL, NULL);
-	assert_int_equal(rs_queue_pop(c, q, strlen(q), true, 5000, &val,
-				      &len), 0);
+	assert_int_equal(rs_queue_pop(c, q, strlen(q), true, 5000, &val, &len),
+			 0);
 	assert_string_equal(val, "i1");
 	rs_free(val);
 	assert_int_equal(rs_reconnects(c), ++drops);
@@ -1424,8 +1431,8 @@ static void test_reconnect_compare_set_reads_back(void **state)
 	/* nobody else writes: the read shows the swap */
 	server_set(k, "A");
 	proxy_drop_reply(&p, 0, NULL, NULL);
-	assert_int_equal(rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur,
-					&len), 0);
+	assert_int_equal(
+		rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur, &len), 0);
 	assert_int_equal(len, 1);
 	assert_memory_equal(cur, "B", 1);
 	rs_free(cur);
@@ -1437,8 +1444,8 @@ static void test_reconnect_compare_set_reads_back(void **state)
 	server_set(k, "A");
 	rw.value = "A";
 	proxy_drop_reply(&p, 0, rewrite_key, &rw);
-	assert_int_equal(rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur,
-					&len), 0);
+	assert_int_equal(
+		rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur, &len), 0);
 	assert_int_equal(rw.err, 0);
 	assert_int_equal(len, 1);
 	assert_memory_equal(cur, "A", 1);
@@ -1449,8 +1456,8 @@ static void test_reconnect_compare_set_reads_back(void **state)
 	/* deleted meanwhile: a missing key reads as expected (not swapped) */
 	rw.value = NULL;
 	proxy_drop_reply(&p, 0, rewrite_key, &rw);
-	assert_int_equal(rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur,
-					&len), 0);
+	assert_int_equal(
+		rs_compare_set(c, k, strlen(k), "A", 1, "B", 1, &cur, &len), 0);
 	assert_int_equal(rw.err, 0);
 	assert_int_equal(len, 1);
 	assert_memory_equal(cur, "A", 1);

@@ -35,13 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(x)                                                           \
-	do {                                                               \
-		if (!(x)) {                                                \
-			fprintf(stderr, "%s:%d: check failed: %s\n",       \
-				__FILE__, __LINE__, #x);                   \
-			abort();                                           \
-		}                                                          \
+#define CHECK(x)                                                               \
+	do {                                                                   \
+		if (!(x)) {                                                    \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, \
+				__LINE__, #x);                                 \
+			abort();                                               \
+		}                                                              \
 	} while (0)
 
 /* Small enough that random bytes hit every limit. */

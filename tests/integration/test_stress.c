@@ -188,9 +188,15 @@ static bool cl_wait_for(struct cl *c, const char *k, int ms)
 
 static int start_server(void **state)
 {
-	char *args[32] = { (char *)server_bin, "--port", "0", "--bind",
-			   "127.0.0.1", "--threads", (char *)server_threads,
-			   "--log-level", "warn" };
+	char *args[32] = { (char *)server_bin,
+			   "--port",
+			   "0",
+			   "--bind",
+			   "127.0.0.1",
+			   "--threads",
+			   (char *)server_threads,
+			   "--log-level",
+			   "warn" };
 	int na = 9;
 
 	(void)state;
@@ -285,8 +291,7 @@ static void test_add_is_exact(void **state)
 
 	(void)state;
 	run_workers(ws, THREADS, do_adds);
-	assert_int_equal(cl_add(&ws[0].c[0], "/cnt", 0),
-			 (int64_t)NCONN * ADDS);
+	assert_int_equal(cl_add(&ws[0].c[0], "/cnt", 0), (int64_t)NCONN * ADDS);
 	close_workers(ws);
 }
 
@@ -300,8 +305,8 @@ static void do_cas(struct worker *w)
 			char next[32];
 			uint64_t clen;
 
-			assert_int_equal(proto_enc_key(&c->b, OP_GET, "/cas", 4),
-					 0);
+			assert_int_equal(
+				proto_enc_key(&c->b, OP_GET, "/cas", 4), 0);
 			cl_send(c);
 			cur = rd_bytes(c, &clen);
 			/* Unique values: a lost CAS can never reply our own
@@ -411,7 +416,8 @@ static void do_queue(struct worker *w)
 			return;
 		if (!cl_wait_for(c, "/q", 50))
 			continue;
-		assert_int_equal(proto_enc_key(&c->b, OP_QUEUE_POP, "/q", 2), 0);
+		assert_int_equal(proto_enc_key(&c->b, OP_QUEUE_POP, "/q", 2),
+				 0);
 		cl_send(c);
 		int64_t before = rd_i64(c);
 		if (before <= 0)
@@ -503,10 +509,10 @@ static void do_wait_release(struct worker *w)
 			} else {
 				struct timespec ts = { 0, 200000 };
 				nanosleep(&ts, NULL);
-				assert_int_equal(proto_enc_key_val(
-							 &c->b, OP_SET, key,
-							 strlen(key), "x", 1),
-						 0);
+				assert_int_equal(
+					proto_enc_key_val(&c->b, OP_SET, key,
+							  strlen(key), "x", 1),
+					0);
 				cl_send(c);
 			}
 		}
@@ -602,7 +608,8 @@ int main(int argc, char **argv)
 	};
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s RINGSTORE_BINARY THREADS [FLAGS...]\n",
+		fprintf(stderr,
+			"usage: %s RINGSTORE_BINARY THREADS [FLAGS...]\n",
 			argv[0]);
 		return 2;
 	}

@@ -160,9 +160,8 @@ int t_store_exec(struct store_thread *th, struct wait_state *ws,
 
 	proto_limits_default(&lim);
 	proto_decoder_init(&d, &lim, false);
-	assert_int_equal(proto_decoder_feed(&d, buf_head(req), buf_used(req),
-					    &used),
-			 1);
+	assert_int_equal(
+		proto_decoder_feed(&d, buf_head(req), buf_used(req), &used), 1);
 	assert_int_equal(used, buf_used(req));
 	assert_int_equal(proto_parse(buf_head(req), used, &r), 0);
 	ret = store_exec(th, ws, &r, out);

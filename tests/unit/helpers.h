@@ -41,11 +41,11 @@ struct wait_state;
 #define T_EXIT_SKIP 77
 
 /* Skip the running test, printing why (printf-style) on stderr. */
-#define t_skip(...)                                                     \
-	do {                                                            \
-		fprintf(stderr, "skipped: " __VA_ARGS__);               \
-		fputc('\n', stderr);                                    \
-		skip();                                                 \
+#define t_skip(...)                                       \
+	do {                                              \
+		fprintf(stderr, "skipped: " __VA_ARGS__); \
+		fputc('\n', stderr);                      \
+		skip();                                   \
 	} while (0)
 
 /* malloc and calloc that fail the test instead of returning NULL. */

@@ -25,7 +25,7 @@ static void test_reuse_by_class(void **state)
 
 	char *a = blk_alloc(100); /* class 112 */
 	assert_non_null(a);
-	memset(a, 0xab, 112);     /* the whole class is usable */
+	memset(a, 0xab, 112); /* the whole class is usable */
 	blk_free(a, 100);
 	assert_int_equal(blk_cached_bytes(), 112);
 

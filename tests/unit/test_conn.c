@@ -98,11 +98,12 @@ static int setup(void **state)
 	proto_limits_default(&f->srv.cfg.limits);
 	assert_int_equal(store_init(&f->srv.store, 16, 1), 0);
 	assert_int_equal(store_thread_init(&f->th, &f->srv.store, &f->stats,
-					   no_deliver,
-					   NULL),
+					   no_deliver, NULL),
 			 0);
-	f->t = (struct conn_table){ .srv = &f->srv, .th = &f->th,
-				    .stats = &f->stats, .ops = &fake_ops,
+	f->t = (struct conn_table){ .srv = &f->srv,
+				    .th = &f->th,
+				    .stats = &f->stats,
+				    .ops = &fake_ops,
 				    .io = &f->io };
 	*state = f;
 	return 0;
@@ -168,8 +169,7 @@ static void build_session(struct buf *b)
 
 /* GET's reply (u64 length 5, "value"), then ADD's (i64 5). */
 static const uint8_t want_replies[] = {
-	5, 0, 0, 0, 0, 0, 0, 0, 'v', 'a', 'l', 'u', 'e',
-	5, 0, 0, 0, 0, 0, 0, 0,
+	5, 0, 0, 0, 0, 0, 0, 0, 'v', 'a', 'l', 'u', 'e', 5, 0, 0, 0, 0, 0, 0, 0,
 };
 
 static void test_input_whole_session(void **state)
@@ -218,8 +218,8 @@ static void test_input_requires_validate(void **state)
 	enum stats_close why = STATS_CLOSE_EOF;
 
 	assert_int_equal(proto_enc_key(&f->req, OP_GET, "k", 1), 0);
-	assert_true(conn_input(c, &f->th, buf_head(&f->req),
-			       buf_used(&f->req), &why, &f->stats) < 0);
+	assert_true(conn_input(c, &f->th, buf_head(&f->req), buf_used(&f->req),
+			       &why, &f->stats) < 0);
 	assert_int_equal(why, STATS_CLOSE_PROTO);
 	assert_int_not_equal(c->dec.err, PROTO_E_NONE);
 	assert_int_equal(outq_len(conn_out(c)), 0);
@@ -235,11 +235,10 @@ static void test_input_value_over_limit(void **state)
 	f->srv.cfg.limits.max_value = 4;
 	c = open_one(f);
 	assert_int_equal(proto_enc_validate(&f->req), 0);
-	assert_int_equal(proto_enc_key_val(&f->req, OP_SET, "k", 1, "12345",
-					   5),
+	assert_int_equal(proto_enc_key_val(&f->req, OP_SET, "k", 1, "12345", 5),
 			 0);
-	assert_true(conn_input(c, &f->th, buf_head(&f->req),
-			       buf_used(&f->req), &why, &f->stats) < 0);
+	assert_true(conn_input(c, &f->th, buf_head(&f->req), buf_used(&f->req),
+			       &why, &f->stats) < 0);
 	assert_int_equal(why, STATS_CLOSE_PROTO);
 	assert_int_equal(c->dec.err, PROTO_E_VALUE_TOO_LONG);
 	assert_int_equal(stat_get(&f->stats.requests[OP_SET]), 0);

@@ -46,7 +46,7 @@ struct fixture {
 	/* the last parsed response */
 	int status;
 	char headers[2048];
-	char *body;      /* owned, NUL-terminated */
+	char *body; /* owned, NUL-terminated */
 	size_t body_len;
 };
 
@@ -63,8 +63,8 @@ static int setup(void **state)
 
 	assert_non_null(f);
 	assert_int_equal(store_init(&f->st, 16, 1), 0);
-	assert_int_equal(store_thread_init(&f->th, &f->st, &f->stats, no_deliver,
-					   f), 0);
+	assert_int_equal(
+		store_thread_init(&f->th, &f->st, &f->stats, no_deliver, f), 0);
 	for (uint32_t i = 0; i < NCLIENTS; i++) {
 		struct sockaddr_in6 *a = &f->ws[i].peer;
 
@@ -112,7 +112,8 @@ static void exec(struct fixture *f, int cl)
 	proto_limits_default(&lim);
 	proto_decoder_init(&d, &lim, false);
 	assert_int_equal(proto_decoder_feed(&d, buf_head(&f->req),
-					    buf_used(&f->req), &used), 1);
+					    buf_used(&f->req), &used),
+			 1);
 	assert_int_equal(proto_parse(buf_head(&f->req), used, &r), 0);
 	assert_int_equal(store_exec(&f->th, &f->ws[cl], &r, &f->out[cl]), 0);
 	buf_reset(&f->req);
@@ -133,12 +134,13 @@ static void wait_keys(struct fixture *f, int cl, size_t n, const char **keys)
 	for (size_t i = 0; i < n; i++)
 		lens[i] = strlen(keys[i]);
 	assert_int_equal(proto_enc_keys(&f->req, OP_WAIT, n,
-					(const void *const *)keys, lens), 0);
+					(const void *const *)keys, lens),
+			 0);
 	exec(f, cl);
 }
 
-static void key_i64(struct fixture *f, int cl, enum proto_op op,
-		    const char *k, int64_t v)
+static void key_i64(struct fixture *f, int cl, enum proto_op op, const char *k,
+		    int64_t v)
 {
 	assert_int_equal(proto_enc_key_i64(&f->req, op, k, strlen(k), v), 0);
 	exec(f, cl);
@@ -203,8 +205,10 @@ static int post(struct fixture *f, const char *path)
 {
 	char req[1024];
 
-	snprintf(req, sizeof(req), "POST %s HTTP/1.1\r\nHost: x\r\n"
-		 "Content-Length: 0\r\n\r\n", path);
+	snprintf(req, sizeof(req),
+		 "POST %s HTTP/1.1\r\nHost: x\r\n"
+		 "Content-Length: 0\r\n\r\n",
+		 path);
 	return http(f, req);
 }
 
@@ -239,7 +243,9 @@ static const char *json_string(const char *p)
 			p++;
 			if (*p == 'u') {
 				for (int i = 1; i <= 4; i++)
-					if (!strchr("0123456789abcdefABCDEF", p[i]) || !p[i])
+					if (!strchr("0123456789abcdefABCDEF",
+						    p[i]) ||
+					    !p[i])
 						return NULL;
 				p += 4;
 			} else if (!*p || !strchr("\"\\/bfnrt", *p)) {
@@ -341,7 +347,8 @@ static void assert_json(const char *s)
 static void test_json_validator(void **state)
 {
 	(void)state;
-	assert_non_null(json_value("{\"a\":[1,-2.5e3,\"x\\u00ff\",true,null]}"));
+	assert_non_null(
+		json_value("{\"a\":[1,-2.5e3,\"x\\u00ff\",true,null]}"));
 	assert_null(json_value("{\"a\":1,}"));
 	assert_null(json_value("[\"\x01\"]"));
 	assert_null(json_value("[01]"));
@@ -424,13 +431,15 @@ static void test_bad_requests(void **state)
 	control_conn_destroy(f->cc);
 	f->cc = control_conn_create(f->c);
 	assert_int_equal(http(f, "POST /handler/ping HTTP/1.1\r\n"
-				 "Transfer-Encoding: chunked\r\n\r\n"), 1);
+				 "Transfer-Encoding: chunked\r\n\r\n"),
+			 1);
 	assert_int_equal(f->status, 411);
 
 	control_conn_destroy(f->cc);
 	f->cc = control_conn_create(f->c);
 	assert_int_equal(http(f, "POST /handler/ping HTTP/1.1\r\n"
-				 "Content-Length: 1000000\r\n\r\n"), 1);
+				 "Content-Length: 1000000\r\n\r\n"),
+			 1);
 	assert_int_equal(f->status, 413);
 
 	control_conn_destroy(f->cc);
@@ -481,7 +490,8 @@ static void test_keep_alive_and_pipelining(void **state)
 	control_conn_destroy(f->cc);
 	f->cc = control_conn_create(f->c);
 	assert_int_equal(http(f, "GET /health HTTP/1.0\r\n"
-				 "Connection: keep-alive\r\n\r\n"), 0);
+				 "Connection: keep-alive\r\n\r\n"),
+			 0);
 	assert_true(has_header(f, "Connection: keep-alive"));
 }
 
@@ -552,7 +562,8 @@ static void test_registry(void **state)
 	assert_json(f->body);
 
 	assert_int_equal(http(f, "POST /handler/echo?who=a%20b HTTP/1.1\r\n"
-				 "Content-Length: 5\r\n\r\nhello"), 0);
+				 "Content-Length: 5\r\n\r\nhello"),
+			 0);
 	assert_int_equal(f->status, 201);
 	assert_true(has_header(f, "Content-Type: text/x-echo"));
 	assert_string_equal(f->body, "POST a b hello");
@@ -587,7 +598,8 @@ static void test_keys(void **state)
 	assert_non_null(strstr(f->body, "\"count\":5,\"returned\":5,"
 					"\"truncated\":false"));
 	/* Sorted; binary keys escaped; values shown when short and text. */
-	assert_non_null(strstr(f->body,
+	assert_non_null(strstr(
+		f->body,
 		"{\"key\":\"/a\",\"size\":13,\"value\":\"hello \\\"world\\\"\"},\n"
 		"{\"key\":\"/b\",\"size\":1,\"value\":\"2\"},\n"
 		"{\"key\":\"/c\\u0001\\u00ff\",\"size\":2},\n"
@@ -674,13 +686,15 @@ static void test_delete_prefix(void **state)
 
 	/* Two now, the third in the next request. */
 	assert_int_equal(post(f, "/handler/delete?prefix=%2Fnccl2_reconfigure"
-			      "%2F&limit=2"), 0);
+				 "%2F&limit=2"),
+			 0);
 	assert_int_equal(f->status, 200);
 	assert_true(has_header(f, "Content-Type: application/json"));
 	assert_json(f->body);
-	assert_non_null(strstr(f->body, "{\"prefix\":\"/nccl2_reconfigure/\","
-					"\"deleted\":2,\"absent\":0,"
-					"\"remaining\":1,\"sample\":[\"/nccl2_"));
+	assert_non_null(strstr(f->body,
+			       "{\"prefix\":\"/nccl2_reconfigure/\","
+			       "\"deleted\":2,\"absent\":0,"
+			       "\"remaining\":1,\"sample\":[\"/nccl2_"));
 	assert_int_equal(table_count(f->st.table), 5);
 	for (size_t i = 0; i < ARRAY_SIZE(under); i++) {
 		if (!strstr(f->body, under[i])) {
@@ -693,8 +707,8 @@ static void test_delete_prefix(void **state)
 	}
 	assert_non_null(left);
 	/* The third key deleted by a client meanwhile: absent, not deleted. */
-	assert_int_equal(proto_enc_key(&f->req, OP_DELETE_KEY, left,
-				       strlen(left)), 0);
+	assert_int_equal(
+		proto_enc_key(&f->req, OP_DELETE_KEY, left, strlen(left)), 0);
 	exec(f, 0);
 	assert_int_equal(post(f, "/handler/delete?prefix=/nccl2_reconfigure/"),
 			 0);
@@ -730,7 +744,8 @@ static void test_delete_prefix_chunks(void **state)
 	set(f, "/bigger", 7, "x", 1);
 	for (int i = 0; remaining; i++) {
 		assert_int_equal(post(f, "/handler/delete?prefix=/big/&"
-				      "limit=300"), 0);
+					 "limit=300"),
+				 0);
 		assert_json(f->body);
 		assert_int_equal(body_num(f, "deleted"),
 				 remaining < 300 ? remaining : 300);
@@ -852,13 +867,15 @@ static size_t check_prometheus(const char *text)
 		lines++;
 		if (!strncmp(line, "# HELP ", 7)) {
 			assert_int_equal(sscanf(line + 7, "%127[a-z_]%n", name,
-						&used), 1);
+						&used),
+					 1);
 			assert_true(line[7 + used] == ' ');
 			continue;
 		}
 		if (!strncmp(line, "# TYPE ", 7)) {
 			assert_int_equal(sscanf(line + 7, "%127[a-z_] %31s",
-						word, type), 2);
+						word, type),
+					 2);
 			assert_string_equal(word, name);
 			assert_true(!strcmp(type, "counter") ||
 				    !strcmp(type, "gauge"));
@@ -871,8 +888,11 @@ static size_t check_prometheus(const char *text)
 			char value[128];
 			int u2 = 0;
 
-			assert_int_equal(sscanf(line + used, "{%127[a-z]=\"%127[A-Za-z0-9_]\"}%n",
-						word, value, &u2), 2);
+			assert_int_equal(
+				sscanf(line + used,
+				       "{%127[a-z]=\"%127[A-Za-z0-9_]\"}%n",
+				       word, value, &u2),
+				2);
 			used += u2;
 		}
 		assert_true(line[used] == ' ');
@@ -910,35 +930,56 @@ static void test_metrics(void **state)
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_true(check_prometheus(text) > 40);
-	assert_non_null(strstr(text, "\nringstore_requests_total{op=\"SET\"} 7\n"));
-	assert_non_null(strstr(text, "\nringstore_requests_total{op=\"BARRIER\"} 0\n"));
+	assert_non_null(
+		strstr(text, "\nringstore_requests_total{op=\"SET\"} 7\n"));
+	assert_non_null(
+		strstr(text, "\nringstore_requests_total{op=\"BARRIER\"} 0\n"));
 	assert_non_null(strstr(text, "\nringstore_connections_active 2\n"));
-	assert_non_null(strstr(text, "\nringstore_connections_accepted_total 9\n"));
-	assert_non_null(strstr(text, "\nringstore_connections_closed_total{reason=\"eof\"} 5\n"));
-	assert_non_null(strstr(text, "\nringstore_protocol_errors_total{kind=\"bad_magic\"} 1\n"));
-	assert_non_null(strstr(text, "\nringstore_reactor_loop_iterations_total{reactor=\"0\"} 10\n"));
-	assert_non_null(strstr(text, "\nringstore_reactor_loop_iterations_total{reactor=\"1\"} 0\n"));
-	assert_non_null(strstr(text, "\nringstore_reactor_loop_iterations_total{reactor=\"2\"} 20\n"));
-	assert_non_null(strstr(text, "\nringstore_reactor_completions_total{reactor=\"2\"} 33\n"));
+	assert_non_null(
+		strstr(text, "\nringstore_connections_accepted_total 9\n"));
+	assert_non_null(strstr(
+		text,
+		"\nringstore_connections_closed_total{reason=\"eof\"} 5\n"));
+	assert_non_null(strstr(
+		text,
+		"\nringstore_protocol_errors_total{kind=\"bad_magic\"} 1\n"));
+	assert_non_null(strstr(
+		text,
+		"\nringstore_reactor_loop_iterations_total{reactor=\"0\"} 10\n"));
+	assert_non_null(strstr(
+		text,
+		"\nringstore_reactor_loop_iterations_total{reactor=\"1\"} 0\n"));
+	assert_non_null(strstr(
+		text,
+		"\nringstore_reactor_loop_iterations_total{reactor=\"2\"} 20\n"));
+	assert_non_null(strstr(
+		text,
+		"\nringstore_reactor_completions_total{reactor=\"2\"} 33\n"));
 	assert_non_null(strstr(text, "\nringstore_keys 1\n"));
 	assert_non_null(strstr(text, "\nringstore_stored_bytes 6\n"));
-	assert_non_null(strstr(text, "# TYPE ringstore_requests_total counter\n"));
+	assert_non_null(
+		strstr(text, "# TYPE ringstore_requests_total counter\n"));
 	assert_null(strstr(text, "ringstore_resident_memory_bytes 0\n"));
-	assert_non_null(strstr(text, "\nringstore_info{backend=\"epoll\"} 1\n"));
+	assert_non_null(
+		strstr(text, "\nringstore_info{backend=\"epoll\"} 1\n"));
 
 	buf_reset(&out);
-	assert_int_equal(metrics_write(&out, true, "io_uring", rs, 3, &f->st), 0);
+	assert_int_equal(metrics_write(&out, true, "io_uring", rs, 3, &f->st),
+			 0);
 	assert_int_equal(buf_append(&out, "", 1), 0);
 	text = (char *)buf_head(&out);
 	assert_json(text);
-	assert_non_null(strstr(text, "\"ringstore_requests_total\":{\"VALIDATE\":0,\"SET\":7,"));
+	assert_non_null(strstr(
+		text,
+		"\"ringstore_requests_total\":{\"VALIDATE\":0,\"SET\":7,"));
 	assert_non_null(strstr(text, "\"ringstore_keys\":1,"));
 	assert_non_null(strstr(text, "{\"backend\":\"io_uring\",\"ringstore_"));
 
 	/* Through HTTP, with no server: no reactor counters, still valid. */
 	assert_int_equal(get(f, "/metrics"), 0);
 	assert_int_equal(f->status, 200);
-	assert_true(has_header(f, "Content-Type: text/plain; version=0.0.4; charset=utf-8"));
+	assert_true(has_header(
+		f, "Content-Type: text/plain; version=0.0.4; charset=utf-8"));
 	check_prometheus(f->body);
 	assert_non_null(strstr(f->body, "\nringstore_keys 1\n"));
 	assert_int_equal(get(f, "/handler/stats"), 0);
@@ -953,17 +994,21 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_json_validator),
 		cmocka_unit_test_setup_teardown(test_health, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_routing_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_routing_errors, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_head, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_keep_alive_and_pipelining, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_requests, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_keep_alive_and_pipelining,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expect_continue, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_registry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete_prefix, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_delete_prefix_chunks, setup,
-						teardown),
+		cmocka_unit_test_setup_teardown(test_delete_prefix_chunks,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_waiters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_barriers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),

@@ -64,8 +64,9 @@ static int teardown(void **state)
 	return t_rmtree(tree);
 }
 
-#define MI_V2 "30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 " \
-	      "cgroup2 rw,nsdelegate\n"
+#define MI_V2                                                       \
+	"30 25 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 " \
+	"cgroup2 rw,nsdelegate\n"
 #define MI_ROOT "25 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
 
 /* v2: the lowest cpu.max from the process's cgroup up to the root. */
@@ -107,8 +108,7 @@ static void test_v2_namespaced(void **state)
 static void test_v1_container_root(void **state)
 {
 	(void)state;
-	put("proc/self/mountinfo",
-	    MI_ROOT
+	put("proc/self/mountinfo", MI_ROOT
 	    "40 30 0:35 /docker/abc /sys/fs/cgroup/cpuacct rw - cgroup cgroup "
 	    "rw,cpuacct\n"
 	    "41 30 0:36 /docker/abc /sys/fs/cgroup/cpu rw - cgroup cgroup "
@@ -130,8 +130,7 @@ static void test_v1_container_root(void **state)
 static void test_v1_joined_parent(void **state)
 {
 	(void)state;
-	put("proc/self/mountinfo",
-	    MI_ROOT
+	put("proc/self/mountinfo", MI_ROOT
 	    "41 30 0:36 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup "
 	    "rw,cpu,cpuacct\n");
 	put("proc/self/cgroup", "2:cpu,cpuacct:/batch/job7\n");
@@ -146,8 +145,7 @@ static void test_v1_joined_parent(void **state)
 static void test_hybrid_and_escapes(void **state)
 {
 	(void)state;
-	put("proc/self/mountinfo",
-	    MI_ROOT
+	put("proc/self/mountinfo", MI_ROOT
 	    "41 30 0:36 / /sys/fs/cgroup/my\\040cpu rw - cgroup cgroup rw,cpu\n"
 	    "50 30 0:40 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
 	put("proc/self/cgroup", "1:cpu:/a\n0::/b\n");
@@ -175,8 +173,8 @@ static void test_missing_and_malformed(void **state)
 	put("sys/fs/cgroup/x/cpu.max", "100000 100000\n");
 	assert_true(cpus_cgroup_limit(tree) == 1.0); /* the same tree, sane */
 	/* A path outside the mount's root falls back to the mount point. */
-	put("proc/self/mountinfo",
-	    MI_ROOT "30 25 0:26 /other /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+	put("proc/self/mountinfo", MI_ROOT
+	    "30 25 0:26 /other /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
 	put("sys/fs/cgroup/cpu.max", "300000 100000\n");
 	assert_true(cpus_cgroup_limit(tree) == 3.0);
 }

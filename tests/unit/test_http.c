@@ -22,8 +22,8 @@
  * completes or fails. Returns http_feed's last result; *consumed is how many
  * bytes of @s the request took.
  */
-static int feed(struct http_parser *hp, const char *s, size_t len,
-		size_t chunk, size_t *consumed)
+static int feed(struct http_parser *hp, const char *s, size_t len, size_t chunk,
+		size_t *consumed)
 {
 	size_t off = 0;
 	int ret = 0;
@@ -55,8 +55,8 @@ static void test_simple_get(void **state)
 
 	(void)state;
 	http_parser_init(&hp);
-	assert_int_equal(feed_str(&hp, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"),
-			 1);
+	assert_int_equal(
+		feed_str(&hp, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"), 1);
 	assert_string_equal(hp.method, "GET");
 	assert_string_equal(hp.path, "/health");
 	assert_int_equal(hp.nparams, 0);
@@ -144,14 +144,17 @@ static void test_pipelining(void **state)
 	size_t off = 0, len;
 
 	(void)state;
-	len = (size_t)snprintf(all, sizeof(all), "%sGET /b HTTP/1.1\r\n\r\n"
-			       "GET /c?x=1 HTTP/1.1\r\n\r\n", post_req);
+	len = (size_t)snprintf(all, sizeof(all),
+			       "%sGET /b HTTP/1.1\r\n\r\n"
+			       "GET /c?x=1 HTTP/1.1\r\n\r\n",
+			       post_req);
 	http_parser_init(&hp);
 	for (int i = 0; i < 3; i++) {
 		size_t used = 0;
 
 		assert_int_equal(http_feed(&hp, (const uint8_t *)all + off,
-					   len - off, &used), 1);
+					   len - off, &used),
+				 1);
 		off += used;
 		assert_string_equal(hp.path, paths[i]);
 		if (i == 0)
@@ -206,12 +209,17 @@ static void test_keep_alive(void **state)
 {
 	(void)state;
 	assert_true(keep_alive_of("GET / HTTP/1.1\r\n\r\n"));
-	assert_false(keep_alive_of("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
-	assert_false(keep_alive_of("GET / HTTP/1.1\r\nconnection: Keep-Alive, CLOSE\r\n\r\n"));
-	assert_true(keep_alive_of("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n"));
+	assert_false(
+		keep_alive_of("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+	assert_false(keep_alive_of(
+		"GET / HTTP/1.1\r\nconnection: Keep-Alive, CLOSE\r\n\r\n"));
+	assert_true(
+		keep_alive_of("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n"));
 	assert_false(keep_alive_of("GET / HTTP/1.0\r\n\r\n"));
-	assert_true(keep_alive_of("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
-	assert_false(keep_alive_of("GET / HTTP/1.0\r\nConnection: keep-alive,close\r\n\r\n"));
+	assert_true(keep_alive_of(
+		"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+	assert_false(keep_alive_of(
+		"GET / HTTP/1.0\r\nConnection: keep-alive,close\r\n\r\n"));
 }
 
 static void test_lenient_framing(void **state)
@@ -241,8 +249,11 @@ static void test_percent(void **state)
 
 	(void)state;
 	http_parser_init(&hp);
-	assert_int_equal(feed_str(&hp, "GET /x%41%2f%7E+?k%3D=a%00b%26&=e&&z=%e2%82%AC HTTP/1.1\r\n\r\n"),
-			 1);
+	assert_int_equal(
+		feed_str(
+			&hp,
+			"GET /x%41%2f%7E+?k%3D=a%00b%26&=e&&z=%e2%82%AC HTTP/1.1\r\n\r\n"),
+		1);
 	assert_string_equal(hp.path, "/xA/~+");
 	v = param(&hp, "k=", &len);
 	assert_non_null(v);
@@ -280,8 +291,10 @@ static void test_bad_requests(void **state)
 		{ "GET / HTTP/1.1\r\n: empty\r\n\r\n", 400, -EBADMSG },
 		{ "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400, -EBADMSG },
 		{ "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", 400, -EBADMSG },
-		{ "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400, -EBADMSG },
-		{ "GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400, -EBADMSG },
+		{ "GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400,
+		  -EBADMSG },
+		{ "GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400,
+		  -EBADMSG },
 		{ "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
 		  400, -EBADMSG },
 		{ "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411,
@@ -310,7 +323,8 @@ static void test_bad_requests(void **state)
 
 	http_parser_init(&hp);
 	assert_int_equal(feed(&hp, "GET / HTTP/1.1\r\nA: \0\r\n\r\n", 24,
-			      SIZE_MAX, NULL), -EBADMSG);
+			      SIZE_MAX, NULL),
+			 -EBADMSG);
 	assert_int_equal(hp.status, 400);
 	http_parser_free(&hp);
 
@@ -357,7 +371,8 @@ static void test_limits(void **state)
 	http_parser_free(&hp);
 
 	/* A body of exactly HTTP_MAX_BODY bytes. */
-	n = (size_t)sprintf(big, "POST /x HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
+	n = (size_t)sprintf(big,
+			    "POST /x HTTP/1.1\r\nContent-Length: %u\r\n\r\n",
 			    HTTP_MAX_BODY);
 	memset(big + n, 'b', HTTP_MAX_BODY);
 	http_parser_init(&hp);
@@ -381,15 +396,16 @@ static void test_expect_continue(void **state)
 
 	(void)state;
 	http_parser_init(&hp);
-	assert_int_equal(http_feed(&hp, (const uint8_t *)head, strlen(head),
-				   &used), 0);
+	assert_int_equal(
+		http_feed(&hp, (const uint8_t *)head, strlen(head), &used), 0);
 	assert_true(hp.head_done);
 	assert_true(hp.expect_continue);
 	assert_int_equal(http_feed(&hp, (const uint8_t *)"abc", 3, &used), 1);
 	assert_false(hp.expect_continue);
 	/* No body: nothing to continue. */
-	assert_int_equal(feed_str(&hp, "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"),
-			 1);
+	assert_int_equal(
+		feed_str(&hp, "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"),
+		1);
 	assert_false(hp.expect_continue);
 	http_parser_free(&hp);
 }
@@ -397,29 +413,28 @@ static void test_expect_continue(void **state)
 static void test_response(void **state)
 {
 	struct buf out = { 0 };
-	const char *want =
-		"HTTP/1.1 200 OK\r\n"
-		"Content-Type: text/plain\r\n"
-		"Content-Length: 2\r\n"
-		"Connection: keep-alive\r\n"
-		"\r\n"
-		"ok";
-	const char *want405 =
-		"HTTP/1.1 405 Method Not Allowed\r\n"
-		"Content-Length: 4\r\n"
-		"Connection: close\r\n"
-		"Allow: GET\r\n"
-		"\r\n";
+	const char *want = "HTTP/1.1 200 OK\r\n"
+			   "Content-Type: text/plain\r\n"
+			   "Content-Length: 2\r\n"
+			   "Connection: keep-alive\r\n"
+			   "\r\n"
+			   "ok";
+	const char *want405 = "HTTP/1.1 405 Method Not Allowed\r\n"
+			      "Content-Length: 4\r\n"
+			      "Connection: close\r\n"
+			      "Allow: GET\r\n"
+			      "\r\n";
 
 	(void)state;
-	assert_int_equal(http_response(&out, 200, "text/plain", "ok", 2, NULL,
-				       0), 0);
+	assert_int_equal(
+		http_response(&out, 200, "text/plain", "ok", 2, NULL, 0), 0);
 	assert_int_equal(buf_used(&out), strlen(want));
 	assert_memory_equal(buf_head(&out), want, strlen(want));
 	buf_reset(&out);
 	assert_int_equal(http_response(&out, 405, NULL, "nope", 4,
 				       "Allow: GET\r\n",
-				       HTTP_R_CLOSE | HTTP_R_HEAD), 0);
+				       HTTP_R_CLOSE | HTTP_R_HEAD),
+			 0);
 	assert_int_equal(buf_used(&out), strlen(want405));
 	assert_memory_equal(buf_head(&out), want405, strlen(want405));
 	assert_string_equal(http_status_text(431),

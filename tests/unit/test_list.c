@@ -13,7 +13,7 @@
 
 struct item {
 	int v;
-	struct item *next, *prev;   /* on a struct items */
+	struct item *next, *prev;     /* on a struct items */
 	struct item *o_next, *o_prev; /* on a struct others */
 };
 
@@ -38,7 +38,10 @@ static void expect(const struct items *l, const int *want, int n)
 
 static void test_push_and_remove(void **state)
 {
-	struct item e[5] = { { .v = 0 }, { .v = 1 }, { .v = 2 }, { .v = 3 },
+	struct item e[5] = { { .v = 0 },
+			     { .v = 1 },
+			     { .v = 2 },
+			     { .v = 3 },
 			     { .v = 4 } };
 	struct items l = { 0 };
 

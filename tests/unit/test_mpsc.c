@@ -21,7 +21,9 @@
 
 static struct io_msg msg(uint32_t slot, uint32_t seq)
 {
-	return (struct io_msg){ .kind = IO_MSG_WAKE, .slot = slot, .gen = 1,
+	return (struct io_msg){ .kind = IO_MSG_WAKE,
+				.slot = slot,
+				.gen = 1,
 				.arg = (int32_t)seq };
 }
 
@@ -47,7 +49,8 @@ static void test_fifo_full_and_laps(void **state)
 	assert_int_equal(mpsc_push(&q, &extra), -EAGAIN);
 	/* Many laps, with the queue between empty and nearly full. */
 	for (int lap = 0; lap < 1000; lap++) {
-		while (next_out < next_in && (lap & 1 || next_in - next_out > 3)) {
+		while (next_out < next_in &&
+		       (lap & 1 || next_in - next_out > 3)) {
 			assert_true(mpsc_pop(&q, &m));
 			assert_int_equal(m.arg, next_out++);
 		}

@@ -61,9 +61,9 @@ static void refuse_v(const char *const *args, const char *msg, bool usage)
 	assert_int_equal(err.usage, usage);
 }
 
-#define REFUSE(msg, ...)                                                  \
+#define REFUSE(msg, ...) \
 	refuse_v((const char *const[]){ __VA_ARGS__, NULL }, (msg), false)
-#define REFUSE_LINE(msg, ...)                                             \
+#define REFUSE_LINE(msg, ...) \
 	refuse_v((const char *const[]){ __VA_ARGS__, NULL }, (msg), true)
 
 static int teardown(void **state)
@@ -138,8 +138,8 @@ static void test_values(void **state)
 	ACCEPT("--port", "1", "--port", "2");
 	assert_int_equal(o.port, 2);
 	ACCEPT("--max-key-bytes", "1", "--max-keys-per-request", "4294967295",
-	       "--max-connections", "100", "--keepalive", "0",
-	       "--spread-sends", "4294967295", "--recv-buffer-size", "512");
+	       "--max-connections", "100", "--keepalive", "0", "--spread-sends",
+	       "4294967295", "--recv-buffer-size", "512");
 	assert_int_equal(o.cfg.limits.max_key, 1);
 	assert_int_equal(o.cfg.limits.max_keys, UINT32_MAX);
 	assert_int_equal(o.cfg.max_conns, 100);
@@ -166,14 +166,17 @@ static void test_ranges(void **state)
 	REFUSE("--threads wants a number from 1 to 256, not '257'", "-t",
 	       "257");
 	REFUSE("--recv-buffer-size wants a number from 512 to 1048576, not "
-	       "'511'", "--recv-buffer-size", "511");
+	       "'511'",
+	       "--recv-buffer-size", "511");
 	REFUSE("--handshake-timeout wants a number from 0 to 86400, not "
-	       "'86401'", "--handshake-timeout", "86401");
+	       "'86401'",
+	       "--handshake-timeout", "86401");
 	/* Not a number: a sign, a blank, nothing, trailing junk, too big. */
 	REFUSE("--spread-sends wants a number from 0 to 4294967295, not '-1'",
 	       "--spread-sends", "-1");
 	REFUSE("--max-key-bytes wants a number from 1 to 4294967295, not "
-	       "'x'", "--max-key-bytes", "x");
+	       "'x'",
+	       "--max-key-bytes", "x");
 	REFUSE("--port wants a number from 0 to 65535, not '+80'", "--port",
 	       "+80");
 	REFUSE("--port wants a number from 0 to 65535, not ' 80'", "--port",
@@ -182,8 +185,8 @@ static void test_ranges(void **state)
 	REFUSE("--port wants a number from 0 to 65535, not '80x'", "--port",
 	       "80x");
 	REFUSE("--max-memory wants a number from 0 to 18446744073709551615, "
-	       "not '18446744073709551616'", "--max-memory",
-	       "18446744073709551616");
+	       "not '18446744073709551616'",
+	       "--max-memory", "18446744073709551616");
 	/* The checks after a value's range. */
 	REFUSE("--recv-buffers must be a power of two", "--recv-buffers",
 	       "100");
@@ -211,27 +214,33 @@ static void test_sizes(void **state)
 	assert_int_equal(o.cfg.limits.max_request, 3u << 20);
 	assert_int_equal(o.max_memory, 1ull << 30);
 	assert_int_equal(o.cfg.max_output, 4096);
-	ACCEPT("--max-value-bytes", "4194303K", "--max-memory",
-	       "17179869183G");
+	ACCEPT("--max-value-bytes", "4194303K", "--max-memory", "17179869183G");
 	assert_int_equal(o.cfg.limits.max_value, 4194303ull << 10);
 	assert_int_equal(o.max_memory, 17179869183ull << 30);
 	/* The range applies after the suffix. */
 	REFUSE("--max-value-bytes wants a number from 0 to 4294967295, not "
-	       "'4G'", "--max-value-bytes", "4G");
+	       "'4G'",
+	       "--max-value-bytes", "4G");
 	REFUSE("--max-output-bytes wants a number from 4096 to "
-	       "18446744073709551615, not '3K'", "--max-output-bytes", "3K");
+	       "18446744073709551615, not '3K'",
+	       "--max-output-bytes", "3K");
 	/* A suffix past 64 bits, an unknown one, two, or one alone. */
 	REFUSE("--max-memory wants a number from 0 to 18446744073709551615, "
-	       "not '17179869184G'", "--max-memory", "17179869184G");
+	       "not '17179869184G'",
+	       "--max-memory", "17179869184G");
 	REFUSE("--max-memory wants a number from 0 to 18446744073709551615, "
-	       "not '12Q'", "--max-memory", "12Q");
+	       "not '12Q'",
+	       "--max-memory", "12Q");
 	REFUSE("--max-memory wants a number from 0 to 18446744073709551615, "
-	       "not '1KB'", "--max-memory", "1KB");
+	       "not '1KB'",
+	       "--max-memory", "1KB");
 	REFUSE("--max-memory wants a number from 0 to 18446744073709551615, "
-	       "not 'K'", "--max-memory", "K");
+	       "not 'K'",
+	       "--max-memory", "K");
 	/* A plain number takes no suffix. */
 	REFUSE("--max-key-bytes wants a number from 1 to 4294967295, not "
-	       "'8K'", "--max-key-bytes", "8K");
+	       "'8K'",
+	       "--max-key-bytes", "8K");
 }
 
 static void test_words(void **state)
@@ -336,7 +345,8 @@ static void test_bad_lines(void **state)
 	REFUSE_LINE("unknown option '-Z'", "-Z");
 	REFUSE_LINE("ambiguous option '--control': --control-port, "
 		    "--control-bind, --control-socket, "
-		    "--control-idle-timeout", "--control", "1");
+		    "--control-idle-timeout",
+		    "--control", "1");
 	/* An exact name is not ambiguous with the longer ones it begins. */
 	ACCEPT("--recv-buffers", "32");
 	assert_int_equal(o.cfg.buf_count, 32);
@@ -356,28 +366,46 @@ static size_t usage_lines(char *text, char **lines, size_t max)
 static void test_usage(void **state)
 {
 	static const char *const flags[] = {
-		"  -p, --port N ", "  -b, --bind ADDR ", "      --listen-fd N ",
-		"      --backlog N ", "  -t, --threads N ", "      --io MODE ",
-		"      --accept MODE ", "      --max-key-bytes N ",
-		"      --max-value-bytes N ", "      --max-keys-per-request N ",
-		"      --max-request-bytes N ", "      --max-memory N ",
-		"      --max-output-bytes N ", "      --max-connections N ",
-		"      --handshake-timeout S ", "      --allow CIDR ",
-		"      --keepalive S ", "      --recv-buffers N ",
-		"      --recv-buffers-min N ", "      --recv-buffer-size N ",
-		"      --initial-keys N ", "      --mget-cache on|off ",
-		"      --fixed-files on|off ", "      --spread-sends N ",
-		"      --data-dir DIR ", "      --fsync MODE ",
-		"      --repair-log ", "      --compact-min-bytes N ",
-		"      --control-port N ", "      --control-bind ADDR ",
+		"  -p, --port N ",
+		"  -b, --bind ADDR ",
+		"      --listen-fd N ",
+		"      --backlog N ",
+		"  -t, --threads N ",
+		"      --io MODE ",
+		"      --accept MODE ",
+		"      --max-key-bytes N ",
+		"      --max-value-bytes N ",
+		"      --max-keys-per-request N ",
+		"      --max-request-bytes N ",
+		"      --max-memory N ",
+		"      --max-output-bytes N ",
+		"      --max-connections N ",
+		"      --handshake-timeout S ",
+		"      --allow CIDR ",
+		"      --keepalive S ",
+		"      --recv-buffers N ",
+		"      --recv-buffers-min N ",
+		"      --recv-buffer-size N ",
+		"      --initial-keys N ",
+		"      --mget-cache on|off ",
+		"      --fixed-files on|off ",
+		"      --spread-sends N ",
+		"      --data-dir DIR ",
+		"      --fsync MODE ",
+		"      --repair-log ",
+		"      --compact-min-bytes N ",
+		"      --control-port N ",
+		"      --control-bind ADDR ",
 		"      --control-socket PATH ",
-		"      --control-idle-timeout S ", "      --idle-exit S ",
+		"      --control-idle-timeout S ",
+		"      --idle-exit S ",
 		"  -l, --log-level LEVEL ",
-		"  -h, --help ", "  -V, --version ",
+		"  -h, --help ",
+		"  -V, --version ",
 	};
 	static const char *const sections[] = {
-		"Listening:", "Threads and I/O:", "Limits (", "Tuning:",
-		"Durability (", "Control plane (", "Other:",
+		"Listening:",   "Threads and I/O:", "Limits (", "Tuning:",
+		"Durability (", "Control plane (",  "Other:",
 	};
 	char *text = NULL, *lines[256] = { NULL };
 	size_t len = 0, n, f = 0, s = 0;
@@ -394,8 +422,9 @@ static void test_usage(void **state)
 				     "0 picks a free one (default 29500)\n"));
 	assert_non_null(strstr(text, "\n      --max-value-bytes N   longest "
 				     "value (default 8M)\n"));
-	assert_non_null(strstr(text, "\n      --backlog N           listen "
-				     "backlog (default: the kernel maximum)\n"));
+	assert_non_null(strstr(text,
+			       "\n      --backlog N           listen "
+			       "backlog (default: the kernel maximum)\n"));
 	assert_non_null(strstr(text, "\n      --max-keys-per-request N  keys "
 				     "in CHECK/WAIT/MULTI_* (default 131072)"
 				     "\n"));
@@ -403,10 +432,11 @@ static void test_usage(void **state)
 				     "address (default 127.0.0.1)\n"));
 	assert_non_null(strstr(text, "\n  -h, --help                this "
 				     "text\n"));
-	assert_non_null(strstr(text, "\n      --handshake-timeout S seconds "
-				     "a new connection has to send VALIDATE;"
-				     "\n                            0: no limit "
-				     "(default 10)\n"));
+	assert_non_null(strstr(text,
+			       "\n      --handshake-timeout S seconds "
+			       "a new connection has to send VALIDATE;"
+			       "\n                            0: no limit "
+			       "(default 10)\n"));
 	n = usage_lines(text, lines, ARRAY_SIZE(lines));
 	assert_true(n > 40);
 	assert_string_equal(lines[0], "Usage: ringstore [options]");

@@ -26,7 +26,10 @@ struct str {
 };
 
 /* Literal with its exact length, embedded NULs included. */
-#define STR(s) { s, sizeof(s) - 1 }
+#define STR(s)                   \
+	{                        \
+		s, sizeof(s) - 1 \
+	}
 
 struct sample {
 	enum proto_op op;
@@ -45,16 +48,21 @@ static const struct sample samples[] = {
 	{ .op = OP_SET, .key = STR("/a"), .v0 = STR("xy") },
 	{ .op = OP_SET, .key = STR(""), .v0 = STR("") },
 	{ .op = OP_SET, .key = STR("/bin\0key"), .v0 = STR("\0\1\2\377") },
-	{ .op = OP_COMPARE_SET, .key = STR("/rdzv"), .v0 = STR(""),
+	{ .op = OP_COMPARE_SET,
+	  .key = STR("/rdzv"),
+	  .v0 = STR(""),
 	  .v1 = STR("SENTINEL") },
-	{ .op = OP_COMPARE_SET, .key = STR("/rdzv"), .v0 = STR("old"),
+	{ .op = OP_COMPARE_SET,
+	  .key = STR("/rdzv"),
+	  .v0 = STR("old"),
 	  .v1 = STR("") },
 	{ .op = OP_GET, .key = STR("/a") },
 	{ .op = OP_GET, .key = STR("") },
 	{ .op = OP_ADD, .key = STR("init/"), .num = 1 },
 	{ .op = OP_ADD, .key = STR("/ctr"), .num = INT64_MIN },
 	{ .op = OP_CHECK, .n = 0 },
-	{ .op = OP_CHECK, .n = 3,
+	{ .op = OP_CHECK,
+	  .n = 3,
 	  .keys = { STR("/k1"), STR(""), STR("/longer/key/3") } },
 	{ .op = OP_WAIT, .n = 1, .keys = { STR("/a") } },
 	{ .op = OP_WAIT, .n = 2, .keys = { STR("/x"), STR("/yy") } },
@@ -63,10 +71,12 @@ static const struct sample samples[] = {
 	{ .op = OP_APPEND, .key = STR("/log"), .v0 = STR("line\n") },
 	{ .op = OP_APPEND, .key = STR("/log"), .v0 = STR("") },
 	{ .op = OP_MULTI_GET, .n = 0 },
-	{ .op = OP_MULTI_GET, .n = 4,
+	{ .op = OP_MULTI_GET,
+	  .n = 4,
 	  .keys = { STR("/m1"), STR("/m2"), STR(""), STR("/m4\0") } },
 	{ .op = OP_MULTI_SET, .n = 0 },
-	{ .op = OP_MULTI_SET, .n = 3,
+	{ .op = OP_MULTI_SET,
+	  .n = 3,
 	  .keys = { STR("/s1"), STR(""), STR("/s3") },
 	  .vals = { STR("v1"), STR("empty key"), STR("") } },
 	{ .op = OP_CANCEL_WAIT },
@@ -125,8 +135,8 @@ static void encode(struct buf *b, const struct sample *s)
 	case OP_SET:
 	case OP_APPEND:
 	case OP_QUEUE_PUSH:
-		rc = proto_enc_key_val(b, s->op, s->key.p, s->key.len,
-				       s->v0.p, s->v0.len);
+		rc = proto_enc_key_val(b, s->op, s->key.p, s->key.len, s->v0.p,
+				       s->v0.len);
 		break;
 	case OP_COMPARE_SET:
 		rc = proto_enc_compare_set(b, s->key.p, s->key.len, s->v0.p,
@@ -459,8 +469,9 @@ static void drive_stream(const uint8_t *p, size_t len, const size_t *sizes,
 
 static void test_coalesced(void **state)
 {
-	static const size_t fixed[] = { 1, 2, 3, 4, 5, 7, 8, 9, 13, 17, 64,
-					4096 };
+	static const size_t fixed[] = {
+		1, 2, 3, 4, 5, 7, 8, 9, 13, 17, 64, 4096
+	};
 	static const size_t mixed[] = { 9, 1, 30, 2, 8, 5, 100, 3 };
 	struct buf b = { 0 };
 
@@ -565,9 +576,9 @@ static void test_handshake(void **state)
 		proto_decoder_feed(&d, validate, sizeof(validate), &used), 1);
 	assert_false(d.handshake);
 	proto_decoder_next(&d);
-	assert_int_equal(
-		proto_decoder_feed(&d, validate, sizeof(validate), &used),
-		-EPROTO);
+	assert_int_equal(proto_decoder_feed(&d, validate, sizeof(validate),
+					    &used),
+			 -EPROTO);
 	assert_int_equal(used, 1);
 	assert_int_equal(d.err, PROTO_E_UNKNOWN_OP);
 
@@ -584,9 +595,8 @@ static void test_handshake(void **state)
 	}
 	/* Opcode 18, the last one, is known. */
 	proto_decoder_init(&d, &deflim, false);
-	assert_int_equal(proto_decoder_feed(&d, (const uint8_t *)"\x12", 1,
-					    &used),
-			 0);
+	assert_int_equal(
+		proto_decoder_feed(&d, (const uint8_t *)"\x12", 1, &used), 0);
 	assert_int_equal(used, 1);
 
 	/* An empty feed is need-more and changes nothing. */
@@ -636,8 +646,10 @@ static const char filler[64] = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 static void test_limit_key(void **state)
 {
-	struct proto_limits lim = { .max_key = 4, .max_value = 6,
-				    .max_keys = 3, .max_request = 1000 };
+	struct proto_limits lim = { .max_key = 4,
+				    .max_value = 6,
+				    .max_keys = 3,
+				    .max_request = 1000 };
 	static const enum proto_op ops[] = { OP_GET, OP_DELETE_KEY,
 					     OP_QUEUE_POP, OP_QUEUE_LEN };
 	struct buf b = { 0 };
@@ -655,20 +667,17 @@ static void test_limit_key(void **state)
 	/* Keys of key/value ops, ADD, BARRIER, COMPARE_SET. */
 	buf_reset(&b);
 	assert_int_equal(proto_enc_key_val(&b, OP_SET, filler, 5, "v", 1), 0);
-	expect_fail_at(&lim, b.data, b.len, 9, -EMSGSIZE,
-		       PROTO_E_KEY_TOO_LONG);
+	expect_fail_at(&lim, b.data, b.len, 9, -EMSGSIZE, PROTO_E_KEY_TOO_LONG);
 	buf_reset(&b);
 	assert_int_equal(proto_enc_key_i64(&b, OP_ADD, filler, 4, 1), 0);
 	expect_ok(&lim, b.data, b.len);
 	buf_reset(&b);
 	assert_int_equal(proto_enc_key_i64(&b, OP_BARRIER, filler, 5, 2), 0);
-	expect_fail_at(&lim, b.data, b.len, 9, -EMSGSIZE,
-		       PROTO_E_KEY_TOO_LONG);
+	expect_fail_at(&lim, b.data, b.len, 9, -EMSGSIZE, PROTO_E_KEY_TOO_LONG);
 	buf_reset(&b);
-	assert_int_equal(
-		proto_enc_compare_set(&b, filler, 5, "", 0, "d", 1), 0);
-	expect_fail_at(&lim, b.data, b.len, 9, -EMSGSIZE,
-		       PROTO_E_KEY_TOO_LONG);
+	assert_int_equal(proto_enc_compare_set(&b, filler, 5, "", 0, "d", 1),
+			 0);
+	expect_fail_at(&lim, b.data, b.len, 9, -EMSGSIZE, PROTO_E_KEY_TOO_LONG);
 
 	/* The second key of a list; the first is at the limit. */
 	const void *keys[] = { filler, filler };
@@ -691,10 +700,11 @@ static void test_limit_key(void **state)
 
 static void test_limit_value(void **state)
 {
-	struct proto_limits lim = { .max_key = 4, .max_value = 6,
-				    .max_keys = 3, .max_request = 1000 };
-	static const enum proto_op ops[] = { OP_SET, OP_APPEND,
-					     OP_QUEUE_PUSH };
+	struct proto_limits lim = { .max_key = 4,
+				    .max_value = 6,
+				    .max_keys = 3,
+				    .max_request = 1000 };
+	static const enum proto_op ops[] = { OP_SET, OP_APPEND, OP_QUEUE_PUSH };
 	struct buf b = { 0 };
 
 	(void)state;
@@ -748,8 +758,10 @@ static void test_limit_value(void **state)
 
 static void test_limit_count(void **state)
 {
-	struct proto_limits lim = { .max_key = 4, .max_value = 6,
-				    .max_keys = 3, .max_request = 1000 };
+	struct proto_limits lim = { .max_key = 4,
+				    .max_value = 6,
+				    .max_keys = 3,
+				    .max_request = 1000 };
 	static const enum proto_op ops[] = { OP_CHECK, OP_WAIT, OP_MULTI_GET };
 	const void *kp[] = { "a", "b", "c", "d" };
 	const void *vp[] = { "1", "2", "3", "4" };
@@ -810,8 +822,8 @@ static void test_limit_request(void **state)
 	proto_limits_default(&lim);
 
 	/* SET of a 10-byte key and 20-byte value: 1 + 8 + 10 + 8 + 20. */
-	assert_int_equal(
-		proto_enc_key_val(&b, OP_SET, filler, 10, filler, 20), 0);
+	assert_int_equal(proto_enc_key_val(&b, OP_SET, filler, 10, filler, 20),
+			 0);
 	assert_int_equal(b.len, 47);
 	lim.max_request = 47;
 	expect_ok(&lim, b.data, b.len);
@@ -847,9 +859,9 @@ static void test_limit_request(void **state)
 		       PROTO_E_REQUEST_TOO_LONG);
 
 	/* A huge announced length cannot wrap the sum past the check. */
-	static const uint8_t huge[] = { OP_SET, 1, 0, 0, 0, 0, 0, 0, 0, 'k',
-					0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-					0xff, 0xff };
+	static const uint8_t huge[] = { OP_SET, 1,    0,    0,    0,    0,
+					0,      0,    0,    'k',  0xff, 0xff,
+					0xff,   0xff, 0xff, 0xff, 0xff, 0xff };
 	lim.max_key = UINT64_MAX;
 	lim.max_value = UINT64_MAX;
 	lim.max_request = UINT64_MAX - 4;
@@ -930,21 +942,23 @@ static void test_protocol_examples(void **state)
 {
 	static const uint8_t validate[] = { 0x00, 0xce, 0xf7, 0x85, 0x3c };
 	static const uint8_t ping[] = { 0x0d, 0x39, 0x30, 0x00, 0x00 };
-	static const uint8_t set[] = { 0x01, 0x02, 0, 0, 0, 0, 0, 0, 0,
-				       0x2f, 0x61, 0x02, 0, 0, 0, 0, 0, 0,
-				       0,    0x78, 0x79 };
-	static const uint8_t add[] = { 0x04, 0x05, 0, 0, 0, 0, 0, 0, 0,
-				       0x69, 0x6e, 0x69, 0x74, 0x2f, 0x01, 0,
-				       0,    0,    0,    0,    0,    0 };
-	static const uint8_t wait[] = { 0x06, 0x01, 0, 0, 0, 0, 0, 0, 0,
-					0x02, 0,    0, 0, 0, 0, 0, 0, 0x2f,
-					0x61 };
-	static const uint8_t get[] = { 0x03, 0x02, 0, 0, 0, 0, 0, 0, 0,
-				       0x2f, 0x61 };
+	static const uint8_t set[] = {
+		0x01, 0x02, 0, 0, 0, 0, 0, 0, 0,    0x2f, 0x61,
+		0x02, 0,    0, 0, 0, 0, 0, 0, 0x78, 0x79
+	};
+	static const uint8_t add[] = { 0x04, 0x05, 0,    0,    0,    0,
+				       0,    0,    0,    0x69, 0x6e, 0x69,
+				       0x74, 0x2f, 0x01, 0,    0,    0,
+				       0,    0,    0,    0 };
+	static const uint8_t wait[] = { 0x06, 0x01, 0,    0,    0,   0, 0,
+					0,    0,    0x02, 0,    0,   0, 0,
+					0,    0,    0,    0x2f, 0x61 };
+	static const uint8_t get[] = { 0x03, 0x02, 0, 0,    0,   0,
+				       0,    0,    0, 0x2f, 0x61 };
 	static const uint8_t cancel[] = { 0x0c };
-	static const uint8_t barrier[] = { 0x12, 0x02, 0, 0, 0, 0, 0, 0, 0,
-					   0x2f, 0x62, 0x04, 0, 0, 0, 0, 0,
-					   0,    0 };
+	static const uint8_t barrier[] = { 0x12, 0x02, 0,    0,    0,    0, 0,
+					   0,    0,    0x2f, 0x62, 0x04, 0, 0,
+					   0,    0,    0,    0,    0 };
 	struct proto_req req;
 	struct proto_slice sl;
 	struct buf b = { 0 };
@@ -1041,8 +1055,7 @@ static void test_encoder_overflow(void **state)
 
 	(void)state;
 	assert_int_equal(proto_enc_ping(&b, 1), 0);
-	assert_int_equal(proto_enc_key(&b, OP_GET, "k", SIZE_MAX - 3),
-			 -ENOMEM);
+	assert_int_equal(proto_enc_key(&b, OP_GET, "k", SIZE_MAX - 3), -ENOMEM);
 	assert_int_equal(proto_enc_key_val(&b, OP_SET, "k", 1, "v",
 					   SIZE_MAX - 10),
 			 -ENOMEM);
@@ -1100,8 +1113,8 @@ static void build_replies(struct reply_case *rc, size_t *n)
 {
 	size_t k = 0;
 
-#define RC(o, nk) (rc[k] = (struct reply_case){ .op = (o), .nkeys = (nk) }, \
-		   &rc[k++].b)
+#define RC(o, nk) \
+	(rc[k] = (struct reply_case){ .op = (o), .nkeys = (nk) }, &rc[k++].b)
 	struct buf *b;
 
 	b = RC(OP_COMPARE_SET, 0);
@@ -1190,10 +1203,9 @@ static void test_reply_scanner(void **state)
 			assert_int_equal(proto_reply_feed(&r, p, cut, &used),
 					 0);
 			assert_int_equal(used, cut);
-			assert_int_equal(
-				proto_reply_feed(&r, p + cut, len - cut + 3,
-						 &used),
-				1);
+			assert_int_equal(proto_reply_feed(&r, p + cut,
+							  len - cut + 3, &used),
+					 1);
 			assert_int_equal(used, len - cut);
 			assert_int_equal(r.len, len);
 		}
@@ -1207,9 +1219,9 @@ static void test_reply_scanner(void **state)
 		/* A cap exactly at the largest length field passes. */
 		proto_reply_init(&r, rc[k].op, rc[k].nkeys, 5);
 		assert_int_equal(proto_reply_feed(&r, p, len, &used),
-				 rc[k].op == OP_COMPARE_SET && len == 16 ?
-					 -EMSGSIZE :
-					 1);
+				 rc[k].op == OP_COMPARE_SET && len == 16
+					 ? -EMSGSIZE
+					 : 1);
 		buf_free(&rc[k].b);
 	}
 }
@@ -1223,9 +1235,8 @@ static void test_reply_edges(void **state)
 	(void)state;
 	/* MULTI_GET of no keys has an empty reply. */
 	proto_reply_init(&r, OP_MULTI_GET, 0, 0);
-	assert_int_equal(proto_reply_feed(&r, (const uint8_t *)"\x00", 1,
-					  &used),
-			 1);
+	assert_int_equal(
+		proto_reply_feed(&r, (const uint8_t *)"\x00", 1, &used), 1);
 	assert_int_equal(used, 0);
 	assert_int_equal(r.len, 0);
 
@@ -1239,13 +1250,12 @@ static void test_reply_edges(void **state)
 					      OP_MULTI_SET, OP_QUEUE_PUSH };
 	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
 		proto_reply_init(&r, none[i], 0, 0);
-		assert_int_equal(proto_reply_feed(&r, (const uint8_t *)"\0",
-						  1, &used),
+		assert_int_equal(proto_reply_feed(&r, (const uint8_t *)"\0", 1,
+						  &used),
 				 -EPROTO);
 	}
 	proto_reply_init(&r, (enum proto_op)19, 0, 0);
-	assert_int_equal(proto_reply_feed(&r, (const uint8_t *)"\0", 1,
-					  &used),
+	assert_int_equal(proto_reply_feed(&r, (const uint8_t *)"\0", 1, &used),
 			 -EPROTO);
 
 	/* A GET value one over the cap is refused after its length. */
@@ -1253,31 +1263,27 @@ static void test_reply_edges(void **state)
 	proto_reply_init(&r, OP_GET, 0, 11);
 	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used), 1);
 	proto_reply_init(&r, OP_GET, 0, 10);
-	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used),
-			 -EMSGSIZE);
+	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used), -EMSGSIZE);
 	assert_int_equal(used, 8);
 	/* Also in the middle of a MULTI_GET and of a QUEUE_POP. */
 	buf_reset(&b);
 	put_str(&b, "ok", 2);
 	put_str(&b, "0123456789a", 11);
 	proto_reply_init(&r, OP_MULTI_GET, 2, 10);
-	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used),
-			 -EMSGSIZE);
+	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used), -EMSGSIZE);
 	assert_int_equal(used, 18);
 	buf_reset(&b);
 	put_i64(&b, 1);
 	put_str(&b, "0123456789a", 11);
 	proto_reply_init(&r, OP_QUEUE_POP, 0, 10);
-	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used),
-			 -EMSGSIZE);
+	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used), -EMSGSIZE);
 	assert_int_equal(used, 16);
 
 	/* LIST_KEYS: count over the cap, negative count. */
 	buf_reset(&b);
 	put_i64(&b, 11);
 	proto_reply_init(&r, OP_LIST_KEYS, 0, 10);
-	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used),
-			 -EMSGSIZE);
+	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used), -EMSGSIZE);
 	proto_reply_init(&r, OP_LIST_KEYS, 0, 11);
 	assert_int_equal(proto_reply_feed(&r, b.data, b.len, &used), 0);
 	assert_int_equal(used, 8);
@@ -1288,14 +1294,12 @@ static void test_reply_edges(void **state)
 
 	/* The "00 01" WAIT/CANCEL_WAIT race is two one-byte replies. */
 	proto_reply_init(&r, OP_WAIT, 0, 0);
-	assert_int_equal(proto_reply_feed(&r, (const uint8_t *)"\x00\x01", 2,
-					  &used),
-			 1);
+	assert_int_equal(
+		proto_reply_feed(&r, (const uint8_t *)"\x00\x01", 2, &used), 1);
 	assert_int_equal(used, 1);
 	proto_reply_init(&r, OP_CANCEL_WAIT, 0, 0);
-	assert_int_equal(proto_reply_feed(&r, (const uint8_t *)"\x01", 1,
-					  &used),
-			 1);
+	assert_int_equal(
+		proto_reply_feed(&r, (const uint8_t *)"\x01", 1, &used), 1);
 	assert_int_equal(used, 1);
 	buf_free(&b);
 }

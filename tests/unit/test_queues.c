@@ -86,7 +86,7 @@ static void test_queues_apart(void **state)
 	(void)state;
 	assert_non_null(qs);
 	assert_int_equal(push(qs, h, "/a", "a1"), 0);
-	assert_int_equal(push(qs, h, "/b", "b1"), 0);   /* same hash */
+	assert_int_equal(push(qs, h, "/b", "b1"), 0);    /* same hash */
 	assert_int_equal(push(qs, near, "/a", "n1"), 0); /* same stripe */
 	assert_int_equal(push(qs, h, "/aa", "x1"), 0);
 	assert_int_equal(push(qs, h, "/a", "a2"), 0);

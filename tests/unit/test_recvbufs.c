@@ -98,7 +98,8 @@ static void test_ring(void **state)
 	for (int i = 0; i < 4 * RECV_BUFS_QUIET; i++)
 		recv_bufs_flush(&rb); /* idle batches */
 	assert_int_equal(rb.target, 16);
-	assert_int_equal(rb.provided, 256); /* none taken back from the kernel */
+	assert_int_equal(rb.provided,
+			 256); /* none taken back from the kernel */
 	/* Batches of 4 receives, as the kernel would hand them out (ring
 	 * order), each buffer given back after use: nothing is added until
 	 * fewer than 16 are left in the ring. */
@@ -119,8 +120,9 @@ static void test_ring(void **state)
 	assert_int_equal(rb.nspare, 244 - 4);
 	tail = rb.br->tail;
 	for (unsigned k = 0; k < 4; k++)
-		assert_int_equal(rb.br->bufs[(uint16_t)(tail - 4 + k) & mask].bid,
-				 243 - k);
+		assert_int_equal(
+			rb.br->bufs[(uint16_t)(tail - 4 + k) & mask].bid,
+			243 - k);
 	recv_bufs_destroy(&rb, &ring);
 	io_uring_queue_exit(&ring);
 }

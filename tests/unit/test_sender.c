@@ -65,12 +65,14 @@ static void test_order_bytes_and_wakes(void **state)
 
 			snprintf(text[r][p], 8, "%03d-%03d", r, p);
 			/* One iovec of 7 bytes, or 3 and 4. */
-			iov[r][p][0] = (struct iovec){ text[r][p],
-						       n == 1 ? 7 : 3 };
+			iov[r][p][0] =
+				(struct iovec){ text[r][p], n == 1 ? 7 : 3 };
 			iov[r][p][1] = (struct iovec){ text[r][p] + 3, 4 };
 			j = (struct sender_job){ .iov = iov[r][p],
-						 .tag = posted, .fd = sv[p][0],
-						 .n = n, .res = -1 };
+						 .tag = posted,
+						 .fd = sv[p][0],
+						 .n = n,
+						 .res = -1 };
 			assert_true(sender_post(s, &j));
 			posted++;
 		}
@@ -146,7 +148,8 @@ static void test_full_socket_short_write_then_eagain(void **state)
 	(void)state;
 	t_socketpair(sv, true);
 	assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small,
-				    sizeof(small)), 0);
+				    sizeof(small)),
+			 0);
 	j.fd = sv[0];
 	assert_int_equal(sender_start(&s, "test-sender", wake_efd, &efd), 0);
 	assert_true(sender_post(s, &j));

@@ -61,7 +61,8 @@ static int setup_threads(void **state, unsigned threads)
 	assert_non_null(f);
 	assert_int_equal(store_init(&f->st, 16, threads), 0);
 	assert_int_equal(store_thread_init(&f->th, &f->st, &f->stats,
-					   fake_deliver, f), 0);
+					   fake_deliver, f),
+			 0);
 	for (uint32_t i = 0; i < 4; i++)
 		wait_state_init(&f->ws[i], (struct waiter_ref){ .slot = i });
 	*state = f;
@@ -444,9 +445,8 @@ static void test_wake_all_waiters(void **state)
 		assert_int_equal(do_keys(f, cl, OP_WAIT, 1, k), 0);
 		want_nothing(f, cl);
 	}
-	assert_int_equal(proto_enc_key_val(&f->req, OP_APPEND, "/go", 3, "x",
-					   1),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&f->req, OP_APPEND, "/go", 3, "x", 1), 0);
 	assert_int_equal(exec(f, 0), 0);
 	assert_int_equal(f->nwakes, 3);
 	arrive_all(f);
@@ -484,14 +484,12 @@ static void test_append(void **state)
 {
 	struct fixture *f = *state;
 
-	assert_int_equal(proto_enc_key_val(&f->req, OP_APPEND, "/p", 2, "po",
-					   2),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&f->req, OP_APPEND, "/p", 2, "po", 2), 0);
 	assert_int_equal(exec(f, 0), 0);
 	want_nothing(f, 0);
-	assert_int_equal(proto_enc_key_val(&f->req, OP_APPEND, "/p", 2,
-					   "tato", 4),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&f->req, OP_APPEND, "/p", 2, "tato", 4), 0);
 	assert_int_equal(exec(f, 0), 0);
 	assert_int_equal(do_key(f, 0, OP_GET, "/p"), 0);
 	want_value(f, 0, "potato");
@@ -610,8 +608,8 @@ static void test_multi_get_cache(void **state)
 	assert_int_equal(cache_hits(f), 2);
 
 	/* A write on another store thread invalidates it. */
-	assert_int_equal(proto_enc_key_val(&f->req, OP_SET, "/c005", 5, "new",
-					   3), 0);
+	assert_int_equal(
+		proto_enc_key_val(&f->req, OP_SET, "/c005", 5, "new", 3), 0);
 	assert_int_equal(exec_on(f, &th2, 1), 0);
 	vals[5] = "new";
 	mg_check(f, &f->th, MG_KEYS, keys, vals);
@@ -665,7 +663,8 @@ static void test_multi_get_cache(void **state)
 		struct store_thread th3;
 
 		assert_int_equal(store_thread_init(&th3, &f->st, &s3,
-						   fake_deliver, f), 0);
+						   fake_deliver, f),
+				 0);
 		mg_check(f, &f->th, MG_KEYS, keys, vals);
 		assert_int_equal(cache_builds(f), builds + 2);
 		store_thread_destroy(&th3);
@@ -750,9 +749,8 @@ static void test_queues(void **state)
 	/* Two blocked poppers; each push wakes exactly one. */
 	assert_int_equal(do_keys(f, 1, OP_WAIT, 1, q), 0);
 	assert_int_equal(do_keys(f, 2, OP_WAIT, 1, q), 0);
-	assert_int_equal(proto_enc_key_val(&f->req, OP_QUEUE_PUSH, "/q", 2,
-					   "1", 1),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&f->req, OP_QUEUE_PUSH, "/q", 2, "1", 1), 0);
 	assert_int_equal(exec(f, 0), 0);
 	want_nothing(f, 0);
 	assert_int_equal(f->nwakes, 1);
@@ -760,9 +758,8 @@ static void test_queues(void **state)
 	arrive_all(f);
 	want_u8(f, 1, PROTO_WAIT_STOP);
 	want_nothing(f, 2);
-	assert_int_equal(proto_enc_key_val(&f->req, OP_QUEUE_PUSH, "/q", 2,
-					   "2", 1),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&f->req, OP_QUEUE_PUSH, "/q", 2, "2", 1), 0);
 	assert_int_equal(exec(f, 0), 0);
 	assert_int_equal(f->nwakes, 1);
 	arrive_all(f);
@@ -800,9 +797,8 @@ static void test_list_keys(void **state)
 
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(do_set(f, 0, names[i], "v"), 0);
-	assert_int_equal(proto_enc_key_val(&f->req, OP_QUEUE_PUSH, "/q", 2,
-					   "x", 1),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&f->req, OP_QUEUE_PUSH, "/q", 2, "x", 1), 0);
 	assert_int_equal(exec(f, 0), 0);
 	assert_int_equal(do_bare(f, 0, OP_LIST_KEYS), 0);
 	take(f, 0);
@@ -893,8 +889,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_check_and_wait, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_wait_duplicate_keys,
-						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wait_duplicate_keys, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_wake_all_waiters, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_numkeys_delete, setup,

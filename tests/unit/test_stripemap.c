@@ -117,7 +117,8 @@ static void test_stripes_and_chains(void **state)
 	/* Hashes equal in their low bits share a stripe. */
 	assert_ptr_equal(stripemap_stripe(m, h),
 			 stripemap_stripe(m, h + STRIPEMAP_STRIPES));
-	assert_ptr_not_equal(stripemap_stripe(m, h), stripemap_stripe(m, h + 1));
+	assert_ptr_not_equal(stripemap_stripe(m, h),
+			     stripemap_stripe(m, h + 1));
 	for (int i = 0; i < 4; i++)
 		r[i] = add(m, h + (uint64_t)i * STRIPEMAP_STRIPES, "k");
 	/* The newest first; deleting from the middle, the head and the tail

@@ -225,7 +225,8 @@ static void test_put(void **state)
 
 			snprintf(k, sizeof(k), "grow-%d", i);
 			assert_int_equal(put_h(f, hash_key(k, strlen(k)), k,
-					       (uint64_t)(i + round)), 0);
+					       (uint64_t)(i + round)),
+					 0);
 		}
 		qsbr_quiescent(f->qt);
 	}
@@ -436,8 +437,8 @@ static void batch_check(struct t_table *f, int first, int n, int step)
 	}
 	table_get_batch(f->t, f->qt, m, h, kp, kl, 8, e);
 	for (size_t j = 0; j < m; j++)
-		assert_ptr_equal(e[j], table_get(f->t, f->qt, h[j], kp[j],
-						 kl[j]));
+		assert_ptr_equal(e[j],
+				 table_get(f->t, f->qt, h[j], kp[j], kl[j]));
 }
 
 static void test_get_batch(void **state)
@@ -467,8 +468,8 @@ static void test_get_batch(void **state)
 	/* Five keys of one hash: each lookup's prefetch stops at the first
 	 * slot with the tag, mostly another key's. */
 	for (size_t j = 0; j < 5; j++)
-		assert_int_equal(cas_h(f, h, same[j], NULL,
-				       mk_h(h, same[j], j + 1)), 0);
+		assert_int_equal(
+			cas_h(f, h, same[j], NULL, mk_h(h, same[j], j + 1)), 0);
 	assert_int_equal(cas_h(f, h, "c", get_h(f, h, "c"), NULL), 0);
 	{
 		const void *kp[6] = { "e", "d", "c", "b", "a", "z" };
@@ -545,9 +546,8 @@ static void set_batch_rounds(struct t_table *f, struct set_model *md, int n,
 		table_prefetch_begin(f->t, &pf);
 		for (size_t j = 0; j < m; j++) {
 			/* A repeat of the batch's previous key now and then. */
-			int i = j && rand_r(seed) % 8 == 0
-					? idx[j - 1]
-					: rand_r(seed) % n;
+			int i = j && rand_r(seed) % 8 == 0 ? idx[j - 1]
+							   : rand_r(seed) % n;
 
 			idx[j] = i;
 			snprintf(ks[j], sizeof(ks[j]), "key-%d", i);
@@ -570,8 +570,7 @@ static void set_batch_rounds(struct t_table *f, struct set_model *md, int n,
 			md->vlen[i] = vl[j];
 			memcpy(md->val[i], vs[j], vl[j]);
 		}
-		got = table_set_batch(f->t, f->qt, m, h, kp, kl, vp, vl,
-				      &done);
+		got = table_set_batch(f->t, f->qt, m, h, kp, kl, vp, vl, &done);
 		assert_int_equal(done, m);
 		assert_true(got >= 0 && got <= expect_in_place);
 		if (exact) {
@@ -584,7 +583,8 @@ static void set_batch_rounds(struct t_table *f, struct set_model *md, int n,
 				/* A key set twice may end in the batch's own
 				 * entry. */
 				for (size_t b = 0; b < m; b++)
-					once = once && (b == j || idx[b] != idx[j]);
+					once = once &&
+					       (b == j || idx[b] != idx[j]);
 				if (live_same[j] && once)
 					assert_ptr_equal(e, before[j]);
 			}
@@ -883,7 +883,8 @@ static void *writer(void *arg)
 
 			if (!n)
 				break;
-			r = table_cas(g.tab.t, qt, h, k, strlen(k), cur, seq, n);
+			r = table_cas(g.tab.t, qt, h, k, strlen(k), cur, seq,
+				      n);
 			if (r == 0)
 				break;
 			table_entry_unref(n);
@@ -900,7 +901,8 @@ static void *writer(void *arg)
 		{
 			struct table_entry *n = s_new(k, (uint64_t)i);
 
-			if (n && table_cas(g.tab.t, qt, h, k, strlen(k), NULL, 0, n))
+			if (n &&
+			    table_cas(g.tab.t, qt, h, k, strlen(k), NULL, 0, n))
 				s_fail();
 		}
 		/* Replace it for some i: by CAS, or every other time by an
@@ -912,11 +914,12 @@ static void *writer(void *arg)
 
 			if (!cur || sval(cur) != (uint64_t)i)
 				s_fail();
-			if (n && (i % 10 == 1
-					  ? table_put(g.tab.t, qt, h, k, strlen(k), n)
-					  : table_cas(g.tab.t, qt, h, k, strlen(k),
-						      cur, table_read_begin(cur),
-						      n)))
+			if (n &&
+			    (i % 10 == 1 ? table_put(g.tab.t, qt, h, k,
+						     strlen(k), n)
+					 : table_cas(g.tab.t, qt, h, k,
+						     strlen(k), cur,
+						     table_read_begin(cur), n)))
 				s_fail();
 		}
 		/* Everyone writes the shared key, a value of S_WORDS equal
@@ -934,23 +937,23 @@ static void *writer(void *arg)
 				 * which starts at the slot its prefetch saw. */
 				const void *kp = "shared-put", *vp = w;
 				size_t kl = 10, vl = sizeof(w), done;
-				int r = i % 16
-						? table_set(g.tab.t, qt, sh, kp, kl,
-							    w, sizeof(w))
-						: table_set_batch(g.tab.t, qt, 1, &sh,
-								  &kp, &kl, &vp,
-								  &vl, &done);
+				int r = i % 16 ? table_set(g.tab.t, qt, sh, kp,
+							   kl, w, sizeof(w))
+					       : table_set_batch(g.tab.t, qt, 1,
+								 &sh, &kp, &kl,
+								 &vp, &vl,
+								 &done);
 
 				if (r < 0)
 					s_fail();
 				atomic_fetch_add(&g.in_place, (uint64_t)r);
 			} else {
-				struct table_entry *n = table_entry_new(
-					sh, "shared-put", 10, w, sizeof(w),
-					NULL, 0);
+				struct table_entry *n =
+					table_entry_new(sh, "shared-put", 10, w,
+							sizeof(w), NULL, 0);
 
-				if (!n || table_put(g.tab.t, qt, sh, "shared-put",
-						    10, n))
+				if (!n || table_put(g.tab.t, qt, sh,
+						    "shared-put", 10, n))
 					s_fail();
 			}
 		}
@@ -1157,7 +1160,8 @@ static void stress_run(int writers, bool one_writer)
 		struct table_entry *e;
 
 		snprintf(k, sizeof(k), "counter-%d", c);
-		e = table_get(g.tab.t, qt, hash_key(k, strlen(k)), k, strlen(k));
+		e = table_get(g.tab.t, qt, hash_key(k, strlen(k)), k,
+			      strlen(k));
 		assert_non_null(e);
 		assert_int_equal(sval(e), atomic_load(&g.incs[c]));
 		want_bytes += strlen(k) + 8;
@@ -1257,9 +1261,9 @@ static void *t_writer(void *arg)
 	if (!qt)
 		return NULL;
 	uint64_t i;
-	for (i = 1; i <= T_WRITES || atomic_load_explicit(
-					     &tt->seen, memory_order_relaxed) <
-					     T_MIN_SEEN;
+	for (i = 1;
+	     i <= T_WRITES ||
+	     atomic_load_explicit(&tt->seen, memory_order_relaxed) < T_MIN_SEEN;
 	     i++) {
 		int r;
 
@@ -1268,9 +1272,11 @@ static void *t_writer(void *arg)
 		if (i % 1000 == 0) {
 			/* A read-modify-write, as ADD does: read at seq,
 			 * replace with a CAS that holds the lock. */
-			struct table_entry *cur = table_get(tt->tab.t, qt, h, kp, kl);
+			struct table_entry *cur =
+				table_get(tt->tab.t, qt, h, kp, kl);
 			uint64_t old[S_WORDS];
-			uint32_t seq = table_entry_read_val(cur, old, sizeof(old));
+			uint32_t seq =
+				table_entry_read_val(cur, old, sizeof(old));
 			struct table_entry *n =
 				table_entry_new(h, kp, kl, w, vl, NULL, 0);
 

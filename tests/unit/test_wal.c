@@ -92,11 +92,13 @@ struct db {
 /* A hook db_open installs (test_order_under_contention). */
 static void (*next_hook)(void *arg);
 
-static int db_open(struct db *d, const char *dir, unsigned writers,
-		   bool repair, enum wal_fsync fsync)
+static int db_open(struct db *d, const char *dir, unsigned writers, bool repair,
+		   enum wal_fsync fsync)
 {
-	struct wal_config cfg = { .dir = dir, .fsync = fsync,
-				  .repair = repair, .ring_bytes = SMALL_RING,
+	struct wal_config cfg = { .dir = dir,
+				  .fsync = fsync,
+				  .repair = repair,
+				  .ring_bytes = SMALL_RING,
 				  .writers = writers,
 				  .compact_min = UINT64_MAX / 4,
 				  .after_reserve = next_hook };
@@ -166,9 +168,8 @@ static void run(struct cli *c)
 
 static void set(struct cli *c, const char *k, const void *v, size_t vlen)
 {
-	assert_int_equal(proto_enc_key_val(&c->req, OP_SET, k, strlen(k), v,
-					   vlen),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&c->req, OP_SET, k, strlen(k), v, vlen), 0);
 	run(c);
 }
 
@@ -188,9 +189,8 @@ static void op_key(struct cli *c, enum proto_op op, const char *k)
 static void op_key_val(struct cli *c, enum proto_op op, const char *k,
 		       const char *v)
 {
-	assert_int_equal(proto_enc_key_val(&c->req, op, k, strlen(k), v,
-					   strlen(v)),
-			 0);
+	assert_int_equal(
+		proto_enc_key_val(&c->req, op, k, strlen(k), v, strlen(v)), 0);
 	run(c);
 }
 
@@ -202,8 +202,8 @@ static void op_key_val(struct cli *c, enum proto_op op, const char *k,
 struct dump {
 	char **line;
 	size_t n, cap;
-	char queue[256];   /* the queue being walked */
-	size_t idx;        /* the next item's place in it */
+	char queue[256]; /* the queue being walked */
+	size_t idx;      /* the next item's place in it */
 };
 
 static void dump_add(struct dump *d, char kind, const uint8_t *k, size_t kl,
@@ -339,14 +339,12 @@ static void test_replay_rebuilds_every_change(void **state)
 		size_t kl[3] = { 2, 2, 7 };
 		const void *vals[3] = { "one", "two", "55" };
 		size_t vl[3] = { 3, 3, 2 };
-		assert_int_equal(proto_enc_multi_set(&c.req, 3, keys, kl, vals,
-						     vl),
-				 0);
+		assert_int_equal(
+			proto_enc_multi_set(&c.req, 3, keys, kl, vals, vl), 0);
 		run(&c);
 	}
-	assert_int_equal(proto_enc_compare_set(&c.req, "m1", 2, "one", 3,
-					       "uno", 3),
-			 0);
+	assert_int_equal(
+		proto_enc_compare_set(&c.req, "m1", 2, "one", 3, "uno", 3), 0);
 	run(&c);
 	cli_done(&c);
 	dump_store(&d.st, &want);
@@ -498,8 +496,7 @@ static void race_once(const char *dir, bool multi)
 	next_hook = NULL;
 	a1 = (struct race_arg){ .d = &d, .multi = multi, .val = "first" };
 	a2 = (struct race_arg){ .d = &d, .multi = multi, .val = "second" };
-	assert_int_equal(pthread_create(&race.first, NULL, race_first, &a1),
-			 0);
+	assert_int_equal(pthread_create(&race.first, NULL, race_first, &a1), 0);
 	assert_int_equal(pthread_create(&t2, NULL, race_second, &a2), 0);
 	pthread_join(race.first, NULL);
 	pthread_join(t2, NULL);
@@ -659,8 +656,7 @@ static void test_damage_refuses_then_repairs(void **state)
 		dump_free(&got);
 	}
 	db_close(&d);
-	snprintf(aside, sizeof(aside), "%s.damaged-%lld", path,
-		 (long long)at);
+	snprintf(aside, sizeof(aside), "%s.damaged-%lld", path, (long long)at);
 	assert_int_equal(access(aside, F_OK), 0);
 	/* Repaired for good: a plain start now works. */
 	assert_replays_to(f->dir, &prefix);
