@@ -139,17 +139,6 @@ int store_parse_i64(const uint8_t *p, size_t len, int64_t *out)
 	return 0;
 }
 
-/* Helpers that append reply fields to an outq. */
-static int put_u8(struct outq *out, uint8_t v)
-{
-	return outq_put(out, &v, 1);
-}
-
-static int put_i64(struct outq *out, int64_t v)
-{
-	return outq_put(out, &v, sizeof(v));
-}
-
 /*
  * The write log (wal.h). Every change below is made as: the key's stripe
  * lock, the record's place (log_begin: the change as the request that
@@ -217,28 +206,10 @@ static const uint8_t *read_val(struct store_thread *th,
 	return th->scratch.data;
 }
 
-/* After a table write: every successful table_put/table_cas publishes with
- * a seq_cst CAS, which lets the wake-up skip its fence. */
-static void wake_all(struct store_thread *th, uint64_t h,
-		     const struct proto_slice *k)
-{
-	waiters_wake_sc(th->st->waiters, h, k->p, k->len, UINT64_MAX,
-			th->deliver, th->darg);
-}
-
 static struct table_entry *get(struct store_thread *th, uint64_t h,
 			       const struct proto_slice *k)
 {
 	return table_get(th->st->table, th->qt, h, k->p, k->len);
-}
-
-/* Present for CHECK/WAIT: in the table, or a non-empty queue. */
-static bool ready(void *arg, uint64_t h, const uint8_t *key, size_t klen)
-{
-	struct store_thread *th = arg;
-
-	return table_get(th->st->table, th->qt, h, key, klen) ||
-	       queues_len(th->st->queues, h, key, klen) > 0;
 }
 
 /*
@@ -324,16 +295,13 @@ static int op_set(struct store_thread *th, const struct proto_req *r)
 		return ret;
 	if (ret)
 		atomic_thread_fence(memory_order_seq_cst);
-	wake_all(th, h, &r->key);
+	store_wake_all(th, h, &r->key);
 	return 0;
 }
 
-/*
- * Add @delta to the counter at @k (created as @delta when missing); the new
- * value is stored as decimal text and returned in *res.
- */
-static int do_add(struct store_thread *th, const struct proto_slice *k,
-		  uint64_t h, int64_t delta, int64_t *res)
+/* ADD and BARRIER's count (store_impl.h). */
+int store_add(struct store_thread *th, const struct proto_slice *k, uint64_t h,
+	      int64_t delta, int64_t *res)
 {
 	struct table_entry *cur;
 	struct wal_rec rec;
@@ -381,12 +349,12 @@ static int op_add(struct store_thread *th, const struct proto_req *r,
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	int64_t v;
-	int ret = do_add(th, &r->key, h, r->num, &v);
+	int ret = store_add(th, &r->key, h, r->num, &v);
 
 	if (ret)
 		return ret;
-	wake_all(th, h, &r->key);
-	return put_i64(out, v);
+	store_wake_all(th, h, &r->key);
+	return store_put_i64(out, v);
 }
 
 static int op_compare_set(struct store_thread *th, const struct proto_req *r,
@@ -437,7 +405,7 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 		return store_put_bytes(out, exp->p, exp->len);
 	if (ret)
 		return ret;
-	wake_all(th, h, k);
+	store_wake_all(th, h, k);
 	return store_put_bytes(out, des->p, des->len);
 }
 
@@ -480,7 +448,7 @@ static int op_delete(struct store_thread *th, const struct proto_req *r,
 {
 	int ret = store_delete_key(th, r->key.p, r->key.len);
 
-	return ret < 0 ? ret : put_i64(out, ret);
+	return ret < 0 ? ret : store_put_i64(out, ret);
 }
 
 static int op_append(struct store_thread *th, const struct proto_req *r)
@@ -514,52 +482,10 @@ static int op_append(struct store_thread *th, const struct proto_req *r)
 	wal_unlock(th->ww.w, h);
 	if (ret)
 		return ret;
-	wake_all(th, h, k);
+	store_wake_all(th, h, k);
 	return 0;
 }
 
-static int op_check(struct store_thread *th, const struct proto_req *r,
-		    struct outq *out)
-{
-	const uint8_t *cur = r->list;
-	struct proto_slice k;
-
-	for (uint64_t i = 0; i < r->count; i++) {
-		proto_next_str(&cur, &k);
-		if (!ready(th, hash_key(k.p, k.len), k.p, k.len))
-			return put_u8(out, PROTO_CHECK_NOT_READY);
-	}
-	return put_u8(out, PROTO_CHECK_READY);
-}
-
-/*
- * A client that starts a new wait while one is pending breaks the protocol's
- * one-request-at-a-time rule; withdraw the old wait, answering it if it had
- * already completed, so that replies stay one per request.
- */
-static int drop_stale_wait(struct store_thread *th, struct wait_state *ws,
-			   struct outq *out)
-{
-	if (ws->active && waiters_cancel(th->st->waiters, ws))
-		return put_u8(out, PROTO_WAIT_STOP);
-	return 0;
-}
-
-static int op_wait(struct store_thread *th, struct wait_state *ws,
-		   const struct proto_req *r, struct outq *out)
-{
-	int ret = drop_stale_wait(th, ws, out);
-
-	if (ret)
-		return ret;
-	ws->barrier_ws = 0;
-	ret = waiters_wait(th->st->waiters, ws, r->list, r->count, ready, th);
-	if (ret == 1)
-		return put_u8(out, PROTO_WAIT_STOP);
-	return ret;
-}
-
-/* Keys looked up together, their cache misses overlapped by prefetching. */
 /*
  * MULTI_SET, LOOKUP_BATCH pairs at a time: prefetch every slot, then write
  * them all (table_set_batch prefetches every entry first), then wake their
@@ -650,18 +576,10 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 		for (j = 0; j < done; j++) { /* the pairs written */
 			k.p = kp[j];
 			k.len = kl[j];
-			wake_all(th, h[j], &k);
+			store_wake_all(th, h[j], &k);
 		}
 	}
 	return ret;
-}
-
-static int op_cancel_wait(struct store_thread *th, struct wait_state *ws,
-			  struct outq *out)
-{
-	int ret = drop_stale_wait(th, ws, out);
-
-	return ret ? ret : put_u8(out, PROTO_WAIT_CANCELED);
 }
 
 static int op_queue_push(struct store_thread *th, const struct proto_req *r)
@@ -703,7 +621,7 @@ static int op_queue_pop(struct store_thread *th, const struct proto_req *r,
 	wal_unlock(th->ww.w, h);
 	if (ret)
 		return ret;
-	ret = put_i64(out, len);
+	ret = store_put_i64(out, len);
 
 	if (e) {
 		if (!ret)
@@ -745,40 +663,12 @@ static int op_list_keys(struct store_thread *th, struct outq *out)
 	buf_reset(&th->scratch);
 	ret = table_foreach(th->st->table, th->qt, list_count, &lc);
 	if (!ret)
-		ret = put_i64(out, lc.n);
+		ret = store_put_i64(out, lc.n);
 	if (!ret)
 		ret = outq_put(out, buf_head(&th->scratch),
 			       buf_used(&th->scratch));
 	buf_shrink(&th->scratch, 1 << 20);
 	return ret;
-}
-
-static int op_barrier(struct store_thread *th, struct wait_state *ws,
-		      const struct proto_req *r, struct outq *out)
-{
-	uint64_t h = hash_key(r->key.p, r->key.len);
-	int64_t count;
-	int ret = drop_stale_wait(th, ws, out);
-
-	if (ret)
-		return ret;
-	/* Enlist before arriving, so the final arrival cannot miss us. The
-	 * views read barrier_ws under the stripe lock: set it first. */
-	ws->barrier_ws = r->num;
-	ret = waiters_enlist(th->st->waiters, ws, h, r->key.p, r->key.len);
-	if (ret)
-		return ret;
-	ret = do_add(th, &r->key, h, 1, &count);
-	if (ret) {
-		waiters_cancel(th->st->waiters, ws);
-		return ret;
-	}
-	if (count < r->num)
-		return 0; /* answered by the final arrival (or any write) */
-	/* Final arrival: one 00 for us, whether or not a waker beat us. */
-	waiters_cancel(th->st->waiters, ws);
-	wake_all(th, h, &r->key);
-	return put_u8(out, PROTO_WAIT_STOP);
 }
 
 /* Bytes a request may add to the store (an upper bound). */
@@ -826,11 +716,11 @@ static int exec(struct store_thread *th, struct wait_state *ws,
 	case OP_ADD:
 		return op_add(th, r, out);
 	case OP_CHECK:
-		return op_check(th, r, out);
+		return store_check(th, r, out);
 	case OP_WAIT:
-		return op_wait(th, ws, r, out);
+		return store_wait(th, ws, r, out);
 	case OP_GETNUMKEYS:
-		return put_i64(out, (int64_t)table_count(th->st->table));
+		return store_put_i64(out, (int64_t)table_count(th->st->table));
 	case OP_DELETE_KEY:
 		return op_delete(th, r, out);
 	case OP_APPEND:
@@ -840,7 +730,7 @@ static int exec(struct store_thread *th, struct wait_state *ws,
 	case OP_MULTI_SET:
 		return op_multi_set(th, r);
 	case OP_CANCEL_WAIT:
-		return op_cancel_wait(th, ws, out);
+		return store_cancel_wait(th, ws, out);
 	case OP_PING:
 		return outq_put(out, &r->u32, sizeof(r->u32));
 	case OP_QUEUE_PUSH:
@@ -848,13 +738,14 @@ static int exec(struct store_thread *th, struct wait_state *ws,
 	case OP_QUEUE_POP:
 		return op_queue_pop(th, r, out);
 	case OP_QUEUE_LEN:
-		return put_i64(out, queues_len(th->st->queues,
-					       hash_key(r->key.p, r->key.len),
-					       r->key.p, r->key.len));
+		return store_put_i64(out,
+				     queues_len(th->st->queues,
+						hash_key(r->key.p, r->key.len),
+						r->key.p, r->key.len));
 	case OP_LIST_KEYS:
 		return op_list_keys(th, out);
 	case OP_BARRIER:
-		return op_barrier(th, ws, r, out);
+		return store_barrier(th, ws, r, out);
 	case OP__COUNT:
 		break;
 	}
@@ -871,30 +762,4 @@ int store_exec(struct store_thread *th, struct wait_state *ws,
 	ret = exec(th, ws, r, out);
 	gen_end(th); /* after the request's last table write, if any */
 	return ret;
-}
-
-int store_wake_arrived(struct wait_state *ws, uint32_t seq, struct outq *out)
-{
-	if (!ws->active || ws->seq != seq)
-		return 0;
-	/*
-	 * Acquire: pairs with the waker's final decrement in waiters_wake,
-	 * which follows its last write to our nodes. The wake-up may have
-	 * come through another ring (MSG_RING), an ordering the C memory
-	 * model cannot see; this load makes reusing the nodes for the next
-	 * wait safe without relying on it.
-	 */
-	if (atomic_load_explicit(&ws->pending, memory_order_acquire) != 0)
-		return 0;
-	ws->active = false;
-	ws->nnodes = 0;
-	int ret = put_u8(out, PROTO_WAIT_STOP);
-	return ret ? ret : 1;
-}
-
-void store_client_gone(struct store_thread *th, struct wait_state *ws)
-{
-	if (ws->active)
-		waiters_cancel(th->st->waiters, ws);
-	wait_state_free(ws);
 }
