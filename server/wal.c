@@ -471,6 +471,12 @@ static void *flusher_main(void *arg)
 	struct wal *w = arg;
 	uint64_t busy_ms = 0;
 
+	/* Named by itself (the creator's pthread_setname_np would write
+	 * /proc/self/task/TID/comm, which a sandboxed /proc may refuse), and
+	 * before wal_start returns: it has its name before the server
+	 * announces itself (ps, top -H and tests look for it). */
+	pthread_setname_np(pthread_self(), "rs-wal");
+	sem_post(&w->named);
 	for (;;) {
 		uint64_t now = now_mono_ms();
 		bool pending =
@@ -518,9 +524,8 @@ int wal_start(struct wal *w)
 
 	if (ret)
 		return -ret;
-	/* Named from here: it has its name before the server announces
-	 * itself (ps, top -H and tests look for it). */
-	pthread_setname_np(w->thread, "rs-wal");
+	while (sem_wait(&w->named) && errno == EINTR)
+		;
 	w->started = true;
 	return 0;
 }
@@ -568,6 +573,7 @@ static void wal_free(struct wal *w)
 	pthread_mutex_destroy(&w->mu);
 	pthread_mutex_destroy(&w->wake_mu);
 	pthread_cond_destroy(&w->wake_cv);
+	sem_destroy(&w->named);
 	free(w->ring);
 	free(w->stripes);
 	free(w);
@@ -587,6 +593,7 @@ int wal_open(struct wal **out, const struct wal_config *cfg, struct store *st,
 	w->store = st;
 	w->fd = w->lock_fd = -1;
 	pthread_mutex_init(&w->mu, NULL);
+	sem_init(&w->named, 0, 0);
 	pthread_mutex_init(&w->wake_mu, NULL);
 	/* nap()'s deadlines are CLOCK_MONOTONIC (a condvar's default clock
 	 * is the wall clock: a monotonic deadline would lie in its past). */

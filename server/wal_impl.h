@@ -8,6 +8,7 @@
 #define RS_SERVER_WAL_IMPL_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -60,6 +61,7 @@ struct wal {
 	/* The flusher thread. */
 	pthread_t thread;
 	bool started;
+	sem_t named; /* the thread has its name */
 	pthread_mutex_t wake_mu;
 	pthread_cond_t wake_cv;
 	bool kicked, stop;
