@@ -9,7 +9,7 @@
  * so parsing never sees a partial reply. At most one reply-bearing request
  * is outstanding, exactly like PyTorch's client, with one exception: after a
  * WAIT or BARRIER times out, CANCEL_WAIT is sent while the wait is still
- * pending on the server (PROTOCOL.md section 5.6), and the one or two bytes
+ * pending on the server (docs/protocol.md section 5.6), and the one or two bytes
  * that follow are consumed here so the stream stays in sync.
  *
  * Invariants: between calls the input buffer is empty and c->fd is either a

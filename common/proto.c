@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * proto.c - the TCPStore codec: request decoder and parser, reply scanner,
- * and the request encoders (see proto.h and PROTOCOL.md).
+ * and the request encoders (see proto.h and docs/protocol.md).
  *
  * Each opcode's request body is described by a short "field program": a list
  * of fixed-width integers, length-prefixed strings and at most one counted,
@@ -59,7 +59,7 @@ struct prog {
 		.gsz = sizeof((const uint8_t[]){ __VA_ARGS__ }) \
 	}
 
-/* Request bodies, after the opcode byte (PROTOCOL.md section 2). */
+/* Request bodies, after the opcode byte (docs/protocol.md section 2). */
 static const struct prog req_prog[OP__COUNT] = {
 	[OP_VALIDATE] = P(F_U32),
 	[OP_SET] = P(F_KEY, F_VAL),

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * proto.h - the PyTorch c10d TCPStore wire protocol (see shared/PROTOCOL.md).
+ * proto.h - the PyTorch c10d TCPStore wire protocol (see docs/protocol.md).
  *
  * Sans-I/O: nothing here touches a socket. Three pieces:
  *  - the opcode list (one X-macro) and the reply enums;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * control.h - the control plane: a registry of named handlers behind a small
- * HTTP/1.1 server (shared/DESIGN.md "Control plane").
+ * HTTP/1.1 server (docs/design.md "The control plane").
  *
  * Routes: GET /health ("ok", 503 while shutting down), GET /metrics
  * (Prometheus text, metrics.h), GET /handler/ (JSON list of names), GET or

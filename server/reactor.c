@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * reactor.c - the event loop (see reactor.h), shared/DESIGN.md's request
+ * reactor.c - the event loop (see reactor.h), docs/design.md's request
  * path from top to bottom:
  *
  *   1. wait: the backend submits what is queued and waits for events;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store.c - see store.h. Semantics follow shared/PROTOCOL.md §5 (the libuv
+ * store.c - see store.h. Semantics follow docs/protocol.md §5 (the libuv
  * server's behaviour plus its recommendations):
  *  - GET / MULTI_GET of a missing key reply an empty value;
  *  - CHECK / WAIT count a non-empty queue of the same name as present;

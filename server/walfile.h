@@ -20,7 +20,7 @@
  *             through the files, so a stale or misplaced record is caught
  *   payload   the change as the request that makes it: an opcode byte and
  *             the wire body of SET, APPEND, DELETE_KEY, MULTI_SET,
- *             QUEUE_PUSH or QUEUE_POP (PROTOCOL.md), so that replay is the
+ *             QUEUE_PUSH or QUEUE_POP (docs/protocol.md), so that replay is the
  *             store executing the request again. ADD, COMPARE_SET and
  *             BARRIER are logged as the SET of the value they left.
  *   zeros     to the next multiple of 16 bytes.

@@ -4,7 +4,7 @@
 Installing the package registers the backend in the ``torchrun.handlers``
 entry-point group, so ``torchrun --rdzv-backend=ringstore
 --rdzv-endpoint=HOST:PORT --rdzv-id=JOB ...`` works with no import in the
-training script. The protocol is documented in the package's README.md and in
+training script. The protocol is documented in docs/rendezvous.md and in
 :mod:`ringstore.rendezvous`. :func:`server_path` finds the server binary that
 came with the package, and ``python -m ringstore [FLAGS...]`` runs it.
 Importing this package does not import torch.

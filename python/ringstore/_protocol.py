@@ -23,7 +23,7 @@ Every value is written and parsed in this module, by the class that names
 it (:class:`Beat`, :class:`LastCall`, :class:`Lease`, :class:`Result`, and
 the integers ``round`` and ``gc``).
 
-Model of a store restart (README.md "Store restarts" has the prose):
+Model of a store restart (docs/rendezvous.md "Store restarts" has the prose):
 
 * every client's connection breaks, so every client that uses the store
   again notices (its next request fails and it reconnects);
@@ -334,7 +334,7 @@ class Result:
 # ------------------------------------------------------ the state table
 # (state, event) -> next state. Join.run() looks every transition up here
 # and raises ProtocolError for one that is missing, so this table is the
-# whole machine; chart() renders it for README.md.
+# whole machine; chart() renders it for docs/rendezvous.md.
 FINAL = ("MEMBER", "CLOSED", "TIMED_OUT")
 
 STATES = {
@@ -402,7 +402,7 @@ del _s
 
 
 def chart() -> str:
-    """The table as Markdown (README.md embeds it; a test compares)."""
+    """The table as Markdown (docs/rendezvous.md embeds it; a test compares)."""
     rows = ["| state | requests | event → next state |", "|---|---|---|"]
     for s, doc in STATES.items():
         edges = [f"{e} → {t}" for (f, e), t in TABLE.items() if f == s and e != "restarted"]

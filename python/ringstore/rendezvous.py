@@ -128,8 +128,9 @@ DEFAULTS = {
     "commit_wait": 2.0,
 }
 MAY_BE_ZERO = ("commit_wait",)
-# Accepted for compatibility with the c10d backend's command lines; unused
-# because this backend never hosts a store and only uses TCP.
+# Accepted for compatibility with other backends' command lines, and unused:
+# the store is always a TCPStore server, and join_timeout bounds the join.
+# (is_host and the hosting keys are _host.py's.)
 IGNORED = ("store_type", "timeout")
 
 _local_ids = count()

@@ -438,7 +438,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # --------------------------------------------------------------------------------------
-# Raw wire helpers (PROTOCOL.md §1, §2, §12)
+# Raw wire helpers (docs/protocol.md §1, §2, §12)
 # --------------------------------------------------------------------------------------
 
 MAGIC = 0x3C85F7CE

@@ -100,7 +100,7 @@ def get(c: RawConn, key: str) -> bytes:
 class Writer(threading.Thread):
     """A torch client that ADDs 1 to 'counter' and SETs its own key to a rising
     number, counting what it sent and what was acknowledged, until its
-    connection fails. SET has no reply (PROTOCOL.md): a SET is acknowledged by
+    connection fails. SET has no reply (docs/protocol.md): a SET is acknowledged by
     the reply to the request after it on the same connection, which vouches
     for every write the client made before it."""
 

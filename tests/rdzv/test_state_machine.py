@@ -20,7 +20,7 @@ from ringstore._protocol import (
 )
 from sim import Sim
 
-README = Path(__file__).resolve().parents[2] / "python" / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "rendezvous.md"
 
 
 def cfg(nmin, nmax, **kw) -> Config:

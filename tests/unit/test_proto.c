@@ -8,7 +8,7 @@
  * byte at a time and coalesced into one stream cut into chunks of many
  * sizes. Every decoded request is parsed back and compared field by field
  * with what was encoded. Further tests pin the handshake rules, every limit
- * at and one past its value, the byte examples of PROTOCOL.md section 12
+ * at and one past its value, the byte examples of docs/protocol.md section 12
  * and the reply scanner (on replies written here as the server writes
  * them).
  */
@@ -160,7 +160,7 @@ static void encode(struct buf *b, const struct sample *s)
 	assert_int_equal(rc, 0);
 }
 
-/* The request size, computed from PROTOCOL.md's table, not from proto.c. */
+/* The request size, computed from docs/protocol.md's table, not from proto.c. */
 static size_t expected_len(const struct sample *s)
 {
 	size_t len = 1;
@@ -937,7 +937,7 @@ static void expect_reply(enum proto_op op, const uint8_t *p, size_t len)
 	assert_int_equal(r.len, len);
 }
 
-/* PROTOCOL.md section 12, byte for byte, both directions. */
+/* docs/protocol.md section 12, byte for byte, both directions. */
 static void test_protocol_examples(void **state)
 {
 	static const uint8_t validate[] = { 0x00, 0xce, 0xf7, 0x85, 0x3c };

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_store.c - the semantics of every opcode (shared/PROTOCOL.md §5),
+ * test_store.c - the semantics of every opcode (docs/protocol.md §5),
  * driven through store_exec without sockets. Requests are built with the
  * protocol encoders and parsed by the real decoder; replies are read back
  * from the outq byte for byte. Wake-ups are captured by a fake deliver
