@@ -213,3 +213,12 @@ void t_server_stop(pid_t pid)
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
+
+void t_no_deliver(void *arg, const struct waiter_ref *who, uint32_t seq)
+{
+	(void)arg;
+	(void)who;
+	fail_msg("a wake-up (seq %u) was delivered across threads in a test "
+		 "with one store thread",
+		 seq);
+}

@@ -37,6 +37,7 @@ struct qsbr_thread;
 struct store_thread;
 struct table;
 struct wait_state;
+struct waiter_ref;
 
 #define T_EXIT_SKIP 77
 
@@ -98,6 +99,12 @@ size_t t_outq_gather(const struct outq *q, uint8_t *out, size_t cap);
  */
 int t_store_exec(struct store_thread *th, struct wait_state *ws,
 		 struct buf *req, struct outq *out);
+
+/*
+ * A store thread's deliver callback (store_thread_init) for a test with one
+ * store thread, where no wake-up crosses threads: being called fails the test.
+ */
+void t_no_deliver(void *arg, const struct waiter_ref *who, uint32_t seq);
 
 /*
  * Start a server: @argv (NULL-terminated, argv[0] the binary) with its

@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "conn.h"
+#include "helpers.h"
 #include "io.h"
 #include "outq.h"
 #include "proto.h"
@@ -82,14 +83,6 @@ struct fixture {
 	struct buf req;
 };
 
-static void no_deliver(void *arg, const struct waiter_ref *who, uint32_t seq)
-{
-	(void)arg;
-	(void)who;
-	(void)seq;
-	fail_msg("no test here waits");
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
@@ -98,7 +91,7 @@ static int setup(void **state)
 	proto_limits_default(&f->srv.cfg.limits);
 	assert_int_equal(store_init(&f->srv.store, 16, 1), 0);
 	assert_int_equal(store_thread_init(&f->th, &f->srv.store, &f->stats,
-					   no_deliver, NULL),
+					   t_no_deliver, NULL),
 			 0);
 	f->t = (struct conn_table){ .srv = &f->srv,
 				    .th = &f->th,

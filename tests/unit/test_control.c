@@ -22,6 +22,7 @@
 
 #include "compiler.h"
 #include "hash.h"
+#include "helpers.h"
 
 #include "control.h"
 #include "metrics.h"
@@ -50,21 +51,15 @@ struct fixture {
 	size_t body_len;
 };
 
-static void no_deliver(void *arg, const struct waiter_ref *who, uint32_t seq)
-{
-	(void)arg;
-	(void)who;
-	(void)seq;
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
 	assert_int_equal(store_init(&f->st, 16, 1), 0);
-	assert_int_equal(
-		store_thread_init(&f->th, &f->st, &f->stats, no_deliver, f), 0);
+	assert_int_equal(store_thread_init(&f->th, &f->st, &f->stats,
+					   t_no_deliver, f),
+			 0);
 	for (uint32_t i = 0; i < NCLIENTS; i++) {
 		struct sockaddr_in6 *a = &f->ws[i].peer;
 

@@ -33,6 +33,7 @@
 
 #include "buf.h"
 #include "compact.h"
+#include "helpers.h"
 #include "log.h"
 #include "outq.h"
 #include "proto.h"
@@ -50,20 +51,12 @@ struct fixture {
 	char dir[64];
 };
 
-static void no_deliver(void *arg, const struct waiter_ref *who, uint32_t seq)
-{
-	(void)arg;
-	(void)who;
-	(void)seq;
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test_wal.XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	t_tmpdir(f->dir, sizeof(f->dir), "test_wal");
 	log_set_level(LOG_LVL_ERROR);
 	*state = f;
 	return 0;
@@ -72,10 +65,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char cmd[128];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(t_rmtree(f->dir), 0);
 	free(f);
 	return 0;
 }
@@ -139,7 +130,7 @@ static void cli_init(struct cli *c, struct db *d)
 {
 	memset(c, 0, sizeof(*c));
 	assert_int_equal(store_thread_init(&c->th, &d->st, &c->stats,
-					   no_deliver, NULL),
+					   t_no_deliver, NULL),
 			 0);
 	wait_state_init(&c->ws, (struct waiter_ref){ 0 });
 }
@@ -266,7 +257,7 @@ static void dump_store(struct store *st, struct dump *d)
 	struct stats stats;
 
 	memset(d, 0, sizeof(*d));
-	assert_int_equal(store_thread_init(&th, st, &stats, no_deliver, NULL),
+	assert_int_equal(store_thread_init(&th, st, &stats, t_no_deliver, NULL),
 			 0);
 	assert_int_equal(table_foreach(st->table, th.qt, dump_key, d), 0);
 	assert_int_equal(queues_foreach(st->queues, dump_item, d), 0);
