@@ -225,8 +225,8 @@ static int mget_build(struct store_thread *th, const struct proto_req *r,
 	return 0;
 }
 
-int store_multi_get(struct store_thread *th, const struct proto_req *r,
-		    struct outq *out)
+int store_op_multi_get(struct store_thread *th, const struct proto_req *r,
+		       struct outq *out)
 {
 	struct table_entry *e[LOOKUP_BATCH];
 	const uint8_t *cur = r->list;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store.c - see store.h. Semantics follow docs/protocol.md §5 (the libuv
- * server's behaviour plus its recommendations):
+ * store.c - the shared store (store_init) and the operations on keys and
+ * queues (store_impl.h; exec.c dispatches to them, mget.c and waits.c hold
+ * the rest). Semantics follow docs/protocol.md §5 (the libuv server's
+ * behaviour plus its recommendations):
  *  - GET / MULTI_GET of a missing key reply an empty value;
  *  - CHECK / WAIT count a non-empty queue of the same name as present;
  *  - COMPARE_SET wakes waiters iff the key exists afterwards;
@@ -23,7 +25,6 @@
 #include <string.h>
 
 #include "blkcache.h"
-#include "compiler.h"
 #include "hash.h"
 #include "outq.h"
 #include "qsbr.h"
@@ -71,49 +72,6 @@ void store_destroy(struct store *st)
 	/* The entries freed above sit in this thread's block cache. */
 	blk_drain();
 	memset(st, 0, sizeof(*st));
-}
-
-int store_thread_init(struct store_thread *th, struct store *st,
-		      struct stats *stats, waiters_deliver_fn deliver,
-		      void *darg)
-{
-	memset(th, 0, sizeof(*th));
-	th->st = st;
-	th->stats = stats;
-	th->deliver = deliver;
-	th->darg = darg;
-	th->gen = atomic_fetch_add(&st->ngens, 1);
-	/* More threads than store_init was told would break the table's
-	 * one-writer mode (and overflow st->gens). */
-	if (th->gen >= st->threads)
-		return -EINVAL;
-	/* A reused slot keeps counting up, so no snapshot can match again. */
-	th->genv = atomic_load_explicit(&st->gens[th->gen].v,
-					memory_order_relaxed);
-	th->ww.w = st->wal;
-	th->qt = qsbr_register(st->qsbr);
-	return th->qt ? 0 : -ENOMEM;
-}
-
-void store_thread_destroy(struct store_thread *th)
-{
-	unsigned last = th->gen + 1;
-
-	store_mget_cache_free(th->mget);
-	th->mget = NULL;
-	if (th->qt)
-		qsbr_unregister(th->qt);
-	buf_free(&th->scratch);
-	th->qt = NULL;
-	if (!th->st)
-		return;
-	/* The last thread registered gives its place back (the thread that
-	 * replays the write log before the reactors start), and with it the
-	 * one-writer table's writer role. A reused place keeps counting its
-	 * generation up (store_thread_init). */
-	atomic_compare_exchange_strong(&th->st->ngens, &last, th->gen);
-	table_writer_done(th->st->table);
-	th->st = NULL;
 }
 
 int store_parse_i64(const uint8_t *p, size_t len, int64_t *out)
@@ -213,31 +171,6 @@ static struct table_entry *get(struct store_thread *th, uint64_t h,
 }
 
 /*
- * The write generation (see the reply cache in store.h and in
- * mget.c). Before a request's first table write our counter goes odd;
- * store_exec makes it even again after the request. Both stores are
- * seq_cst, so they are ordered in S with the table's seq_cst CASes between
- * them and with the cache's seq_cst loads.
- */
-static void gen_begin(struct store_thread *th)
-{
-	if (th->genv & 1)
-		return;
-	th->genv++;
-	atomic_store_explicit(&th->st->gens[th->gen].v, th->genv,
-			      memory_order_seq_cst);
-}
-
-static void gen_end(struct store_thread *th)
-{
-	if (!(th->genv & 1))
-		return;
-	th->genv++;
-	atomic_store_explicit(&th->st->gens[th->gen].v, th->genv,
-			      memory_order_seq_cst);
-}
-
-/*
  * Publish @e (a new entry for @k, made with hash @h) in place of @cur, the
  * entry read before (NULL: absent) with its value read at @seq. Returns 0,
  * -EAGAIN when @cur was replaced or rewritten meanwhile (re-read and
@@ -252,7 +185,7 @@ static int replace(struct store_thread *th, uint64_t h,
 
 	if (!e)
 		return -ENOMEM;
-	gen_begin(th);
+	store_gen_begin(th);
 	ret = table_cas(th->st->table, th->qt, h, k->p, k->len, cur, seq, e);
 	if (ret)
 		table_entry_unref(e);
@@ -271,14 +204,14 @@ static int do_set(struct store_thread *th, const struct proto_slice *k,
 {
 	int ret;
 
-	gen_begin(th);
+	store_gen_begin(th);
 	ret = table_set(th->st->table, th->qt, h, k->p, k->len, v->p, v->len);
 	if (ret > 0)
 		stat_add(&th->stats->writes_in_place, 1);
 	return ret;
 }
 
-static int op_set(struct store_thread *th, const struct proto_req *r)
+int store_op_set(struct store_thread *th, const struct proto_req *r)
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	struct wal_rec rec;
@@ -344,8 +277,8 @@ int store_add(struct store_thread *th, const struct proto_slice *k, uint64_t h,
 	return ret;
 }
 
-static int op_add(struct store_thread *th, const struct proto_req *r,
-		  struct outq *out)
+int store_op_add(struct store_thread *th, const struct proto_req *r,
+		 struct outq *out)
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	int64_t v;
@@ -357,8 +290,8 @@ static int op_add(struct store_thread *th, const struct proto_req *r,
 	return store_put_i64(out, v);
 }
 
-static int op_compare_set(struct store_thread *th, const struct proto_req *r,
-			  struct outq *out)
+int store_op_compare_set(struct store_thread *th, const struct proto_req *r,
+			 struct outq *out)
 {
 	const struct proto_slice *k = &r->key, *exp = &r->val[0],
 				 *des = &r->val[1];
@@ -409,8 +342,8 @@ static int op_compare_set(struct store_thread *th, const struct proto_req *r,
 	return store_put_bytes(out, des->p, des->len);
 }
 
-static int op_get(struct store_thread *th, const struct proto_slice *k,
-		  struct outq *out)
+int store_op_get(struct store_thread *th, const struct proto_slice *k,
+		 struct outq *out)
 {
 	struct table_entry *e = get(th, hash_key(k->p, k->len), k);
 
@@ -433,25 +366,25 @@ int store_delete_key(struct store_thread *th, const void *key, size_t klen)
 		ret = log_begin(th, OP_DELETE_KEY, &k, NULL, &rec);
 		if (ret)
 			break;
-		gen_begin(th);
+		store_gen_begin(th);
 		ret = table_cas(th->st->table, th->qt, h, key, klen, cur,
 				table_read_begin(cur), NULL);
 		log_end(th, &rec, ret);
 	} while (ret == -EAGAIN);
 	wal_unlock(th->ww.w, h);
-	gen_end(th); /* our last table write, for callers outside exec */
+	store_gen_end(th); /* our last table write, for callers outside exec */
 	return cur ? (ret ? ret : 1) : 0;
 }
 
-static int op_delete(struct store_thread *th, const struct proto_req *r,
-		     struct outq *out)
+int store_op_delete(struct store_thread *th, const struct proto_req *r,
+		    struct outq *out)
 {
 	int ret = store_delete_key(th, r->key.p, r->key.len);
 
 	return ret < 0 ? ret : store_put_i64(out, ret);
 }
 
-static int op_append(struct store_thread *th, const struct proto_req *r)
+int store_op_append(struct store_thread *th, const struct proto_req *r)
 {
 	const struct proto_slice *k = &r->key, *v = &r->val[0];
 	uint64_t h = hash_key(k->p, k->len);
@@ -513,7 +446,7 @@ static int log_pairs(struct store_thread *th, uint64_t m, const uint8_t *from,
 	return 0;
 }
 
-static int op_multi_set(struct store_thread *th, const struct proto_req *r)
+int store_op_multi_set(struct store_thread *th, const struct proto_req *r)
 {
 	const void *kp[LOOKUP_BATCH], *vp[LOOKUP_BATCH];
 	size_t kl[LOOKUP_BATCH], vl[LOOKUP_BATCH];
@@ -548,7 +481,7 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 			wal_unlock_many(th->ww.w, held, nheld);
 			break;
 		}
-		gen_begin(th);
+		store_gen_begin(th);
 		ret = table_set_batch(th->st->table, th->qt, m, h, kp, kl, vp,
 				      vl, &done);
 		if (ret < 0 && rec.p) {
@@ -582,7 +515,7 @@ static int op_multi_set(struct store_thread *th, const struct proto_req *r)
 	return ret;
 }
 
-static int op_queue_push(struct store_thread *th, const struct proto_req *r)
+int store_op_queue_push(struct store_thread *th, const struct proto_req *r)
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	struct wal_rec rec;
@@ -603,8 +536,8 @@ static int op_queue_push(struct store_thread *th, const struct proto_req *r)
 	return 0;
 }
 
-static int op_queue_pop(struct store_thread *th, const struct proto_req *r,
-			struct outq *out)
+int store_op_queue_pop(struct store_thread *th, const struct proto_req *r,
+		       struct outq *out)
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	struct table_entry *e = NULL;
@@ -655,7 +588,7 @@ static int list_count(struct table_entry *e, void *arg)
 	return ret;
 }
 
-static int op_list_keys(struct store_thread *th, struct outq *out)
+int store_op_list_keys(struct store_thread *th, struct outq *out)
 {
 	struct list_ctx lc = { .b = &th->scratch };
 	int ret;
@@ -668,98 +601,5 @@ static int op_list_keys(struct store_thread *th, struct outq *out)
 		ret = outq_put(out, buf_head(&th->scratch),
 			       buf_used(&th->scratch));
 	buf_shrink(&th->scratch, 1 << 20);
-	return ret;
-}
-
-/* Bytes a request may add to the store (an upper bound). */
-static uint64_t write_bytes(const struct proto_req *r)
-{
-	switch (r->op) {
-	case OP_SET:
-	case OP_APPEND:
-	case OP_QUEUE_PUSH:
-		return r->key.len + r->val[0].len;
-	case OP_COMPARE_SET:
-		return r->key.len + r->val[1].len;
-	case OP_ADD:
-	case OP_BARRIER:
-		return r->key.len + 20;
-	case OP_MULTI_SET:
-		return (uint64_t)(r->end - r->list);
-	default:
-		return 0;
-	}
-}
-
-static bool over_memory(struct store *st, const struct proto_req *r)
-{
-	uint64_t add = write_bytes(r);
-
-	if (!st->max_memory || !add)
-		return false;
-	return table_bytes(st->table) + queues_bytes(st->queues) + add >
-	       st->max_memory;
-}
-
-static int exec(struct store_thread *th, struct wait_state *ws,
-		const struct proto_req *r, struct outq *out)
-{
-	switch (r->op) {
-	case OP_VALIDATE:
-		return 0; /* checked by the decoder; never answered */
-	case OP_SET:
-		return op_set(th, r);
-	case OP_COMPARE_SET:
-		return op_compare_set(th, r, out);
-	case OP_GET:
-		return op_get(th, &r->key, out);
-	case OP_ADD:
-		return op_add(th, r, out);
-	case OP_CHECK:
-		return store_check(th, r, out);
-	case OP_WAIT:
-		return store_wait(th, ws, r, out);
-	case OP_GETNUMKEYS:
-		return store_put_i64(out, (int64_t)table_count(th->st->table));
-	case OP_DELETE_KEY:
-		return op_delete(th, r, out);
-	case OP_APPEND:
-		return op_append(th, r);
-	case OP_MULTI_GET:
-		return store_multi_get(th, r, out);
-	case OP_MULTI_SET:
-		return op_multi_set(th, r);
-	case OP_CANCEL_WAIT:
-		return store_cancel_wait(th, ws, out);
-	case OP_PING:
-		return outq_put(out, &r->u32, sizeof(r->u32));
-	case OP_QUEUE_PUSH:
-		return op_queue_push(th, r);
-	case OP_QUEUE_POP:
-		return op_queue_pop(th, r, out);
-	case OP_QUEUE_LEN:
-		return store_put_i64(out,
-				     queues_len(th->st->queues,
-						hash_key(r->key.p, r->key.len),
-						r->key.p, r->key.len));
-	case OP_LIST_KEYS:
-		return op_list_keys(th, out);
-	case OP_BARRIER:
-		return store_barrier(th, ws, r, out);
-	case OP__COUNT:
-		break;
-	}
-	return -EPROTO;
-}
-
-int store_exec(struct store_thread *th, struct wait_state *ws,
-	       const struct proto_req *r, struct outq *out)
-{
-	int ret;
-
-	if (unlikely(over_memory(th->st, r)))
-		return -ENOSPC;
-	ret = exec(th, ws, r, out);
-	gen_end(th); /* after the request's last table write, if any */
 	return ret;
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * store.h - TCPStore semantics over the table, the waiters and the queues:
- * one function per opcode, dispatched by store_exec.
+ * one function per opcode (store.c, mget.c, waits.c), dispatched by
+ * store_exec (exec.c, with the store threads).
  *
  * Sans-I/O: a request comes in parsed (proto_req), replies go out into an
  * outq, and deferred WAIT/BARRIER answers go through the deliver callback
@@ -33,7 +34,7 @@
  * seqlock with one writer per counter, so writers share no cache line):
  * a reply is cached only if every counter was even and unchanged across
  * its build, and served only while every counter still has the value it
- * had then. See store.c for why that is linearizable.
+ * had then. See mget.c for why that is linearizable.
  */
 #ifndef RS_SERVER_STORE_H
 #define RS_SERVER_STORE_H

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * store_impl.h - what store.c (the operations), mget.c (MULTI_GET and its
- * reply cache) and waits.c (the requests that wait) share; not part of the
- * store's interface (store.h).
+ * store_impl.h - the store's inside, not part of its interface (store.h):
+ * the functions, one per opcode, that exec.c's dispatcher calls, and what
+ * they share. They live in store.c (the keys and the queues), mget.c
+ * (MULTI_GET and its reply cache) and waits.c (the requests that wait);
+ * exec.c, above them all, holds the store threads and store_exec.
  */
 #ifndef RS_SERVER_STORE_IMPL_H
 #define RS_SERVER_STORE_IMPL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "outq.h"
@@ -55,6 +58,31 @@ static inline void store_wake_all(struct store_thread *th, uint64_t h,
 }
 
 /*
+ * The write generation (see the reply cache in store.h and in mget.c).
+ * Before a request's first table write our counter goes odd (begin);
+ * store_exec makes it even again after the request (end). Both stores are
+ * seq_cst, so they are ordered in S with the table's seq_cst CASes between
+ * them and with the cache's seq_cst loads.
+ */
+static inline void store_gen_begin(struct store_thread *th)
+{
+	if (th->genv & 1)
+		return;
+	th->genv++;
+	atomic_store_explicit(&th->st->gens[th->gen].v, th->genv,
+			      memory_order_seq_cst);
+}
+
+static inline void store_gen_end(struct store_thread *th)
+{
+	if (!(th->genv & 1))
+		return;
+	th->genv++;
+	atomic_store_explicit(&th->st->gens[th->gen].v, th->genv,
+			      memory_order_seq_cst);
+}
+
+/*
  * Add @delta to the counter at @k (hashed to @h; created as @delta when
  * missing); the new value is stored as decimal text, logged as its SET, and
  * returned in *res. 0, -EINVAL (not a number), -ENOMEM or the log's error.
@@ -62,20 +90,41 @@ static inline void store_wake_all(struct store_thread *th, uint64_t h,
 int store_add(struct store_thread *th, const struct proto_slice *k, uint64_t h,
 	      int64_t delta, int64_t *res);
 
-/* The requests that wait (waits.c). */
-int store_check(struct store_thread *th, const struct proto_req *r,
-		struct outq *out);
-int store_wait(struct store_thread *th, struct wait_state *ws,
-	       const struct proto_req *r, struct outq *out);
-int store_cancel_wait(struct store_thread *th, struct wait_state *ws,
-		      struct outq *out);
-int store_barrier(struct store_thread *th, struct wait_state *ws,
-		  const struct proto_req *r, struct outq *out);
-
-/* MULTI_GET (mget.c). */
-int store_multi_get(struct store_thread *th, const struct proto_req *r,
+/*
+ * The operations, one per opcode (docs/protocol.md §5): each runs request
+ * @r of a client whose wait state is @ws, appending its immediate reply, if
+ * any, to @out. Return values are store_exec's.
+ */
+/* store.c: the keys and the queues. */
+int store_op_set(struct store_thread *th, const struct proto_req *r);
+int store_op_compare_set(struct store_thread *th, const struct proto_req *r,
+			 struct outq *out);
+int store_op_get(struct store_thread *th, const struct proto_slice *k,
+		 struct outq *out);
+int store_op_add(struct store_thread *th, const struct proto_req *r,
+		 struct outq *out);
+int store_op_delete(struct store_thread *th, const struct proto_req *r,
 		    struct outq *out);
-/* Free a thread's reply cache (NULL: nothing). */
+int store_op_append(struct store_thread *th, const struct proto_req *r);
+int store_op_multi_set(struct store_thread *th, const struct proto_req *r);
+int store_op_queue_push(struct store_thread *th, const struct proto_req *r);
+int store_op_queue_pop(struct store_thread *th, const struct proto_req *r,
+		       struct outq *out);
+int store_op_list_keys(struct store_thread *th, struct outq *out);
+
+/* waits.c: the requests that wait. */
+int store_op_check(struct store_thread *th, const struct proto_req *r,
+		   struct outq *out);
+int store_op_wait(struct store_thread *th, struct wait_state *ws,
+		  const struct proto_req *r, struct outq *out);
+int store_op_cancel_wait(struct store_thread *th, struct wait_state *ws,
+			 struct outq *out);
+int store_op_barrier(struct store_thread *th, struct wait_state *ws,
+		     const struct proto_req *r, struct outq *out);
+
+/* mget.c: MULTI_GET, and freeing a thread's reply cache (NULL: nothing). */
+int store_op_multi_get(struct store_thread *th, const struct proto_req *r,
+		       struct outq *out);
 void store_mget_cache_free(struct mget_cache *c);
 
 #endif

@@ -27,8 +27,8 @@ static bool ready(void *arg, uint64_t h, const uint8_t *key, size_t klen)
 	       queues_len(th->st->queues, h, key, klen) > 0;
 }
 
-int store_check(struct store_thread *th, const struct proto_req *r,
-		struct outq *out)
+int store_op_check(struct store_thread *th, const struct proto_req *r,
+		   struct outq *out)
 {
 	const uint8_t *cur = r->list;
 	struct proto_slice k;
@@ -54,8 +54,8 @@ static int drop_stale_wait(struct store_thread *th, struct wait_state *ws,
 	return 0;
 }
 
-int store_wait(struct store_thread *th, struct wait_state *ws,
-	       const struct proto_req *r, struct outq *out)
+int store_op_wait(struct store_thread *th, struct wait_state *ws,
+		  const struct proto_req *r, struct outq *out)
 {
 	int ret = drop_stale_wait(th, ws, out);
 
@@ -68,16 +68,16 @@ int store_wait(struct store_thread *th, struct wait_state *ws,
 	return ret;
 }
 
-int store_cancel_wait(struct store_thread *th, struct wait_state *ws,
-		      struct outq *out)
+int store_op_cancel_wait(struct store_thread *th, struct wait_state *ws,
+			 struct outq *out)
 {
 	int ret = drop_stale_wait(th, ws, out);
 
 	return ret ? ret : store_put_u8(out, PROTO_WAIT_CANCELED);
 }
 
-int store_barrier(struct store_thread *th, struct wait_state *ws,
-		  const struct proto_req *r, struct outq *out)
+int store_op_barrier(struct store_thread *th, struct wait_state *ws,
+		     const struct proto_req *r, struct outq *out)
 {
 	uint64_t h = hash_key(r->key.p, r->key.len);
 	int64_t count;
