@@ -20,9 +20,10 @@
 #include "waiters.h"
 
 /* Values longer than this are listed by size only. */
-#define CONTROL_MAX_SHOWN_VALUE 1024
-#define CONTROL_KEYS_DEFAULT 1000
-#define CONTROL_KEYS_MAX 100000
+#define KEYS_MAX_SHOWN_VALUE 1024
+/* Keys listed by GET /handler/keys without a limit, and its largest limit. */
+#define KEYS_LIMIT_DEFAULT 1000
+#define KEYS_LIMIT_MAX 100000
 
 /* Entries collected by a walk: borrowed or referenced, as its user says. */
 struct entries {
@@ -140,7 +141,7 @@ int views_keys(void *arg, const struct handler_request *req,
 	uint64_t limit;
 	int ret;
 
-	if (param_u64(req, "limit", 1, CONTROL_KEYS_MAX, CONTROL_KEYS_DEFAULT,
+	if (param_u64(req, "limit", 1, KEYS_LIMIT_MAX, KEYS_LIMIT_DEFAULT,
 		      &limit))
 		return handler_error(resp, 400,
 				     "limit must be a number from "
@@ -165,12 +166,12 @@ int views_keys(void *arg, const struct handler_request *req,
 		    kw.truncated ? "true" : "false");
 	for (size_t i = 0; i < kw.found.n; i++) {
 		const struct table_entry *e = kw.found.v[i];
-		uint8_t val[CONTROL_MAX_SHOWN_VALUE];
+		uint8_t val[KEYS_MAX_SHOWN_VALUE];
 
 		json_text(&o, i ? ",\n{\"key\":" : "\n{\"key\":");
 		json_str(&o, table_entry_key(e), e->klen);
 		json_printf(&o, ",\"size\":%" PRIu64, e->vlen);
-		if (e->vlen <= CONTROL_MAX_SHOWN_VALUE &&
+		if (e->vlen <= KEYS_MAX_SHOWN_VALUE &&
 		    (table_entry_read_val(e, val, sizeof(val)),
 		     printable(val, e->vlen))) {
 			json_text(&o, ",\"value\":");
