@@ -2,8 +2,9 @@
 /*
  * control.c - see control.h: the handler registry, the router, and the
  * per-connection glue between http.c and the reactor. The handlers are
- * elsewhere: the metrics (metrics.c) and the views of the store (views.c);
- * only "ping" and "stats" are here.
+ * elsewhere, the views of the store in views.c, but for three small ones
+ * here: "ping", "stats" (metrics.c's JSON) and "compact" (wal.h). All of
+ * them, these three too, see only handler.h's request and response.
  *
  * Everything here runs on the thread that owns the control plane.
  */
@@ -26,22 +27,22 @@
 /* More reply bytes than this queued: answer, then close (a flood). */
 #define CONTROL_MAX_OUT (4u << 20)
 
-#define CT_TEXT "text/plain; charset=utf-8"
 #define CT_PROM "text/plain; version=0.0.4; charset=utf-8"
 
-struct handler {
+/* One registered handler. */
+struct registration {
 	char name[CONTROL_MAX_NAME + 1];
-	control_handler_fn fn;
+	handler_fn fn;
 	void *arg;
 };
 
 struct control {
-	struct server *srv;       /* borrowed, may be NULL */
-	struct store_thread *th;  /* borrowed */
-	struct views *views;      /* owned */
-	struct handler *handlers; /* owned array */
+	struct server *srv;            /* borrowed, may be NULL */
+	struct store_thread *th;       /* borrowed */
+	struct views *views;           /* owned */
+	struct registration *handlers; /* owned array */
 	size_t nhandlers, cap;
-	struct control_response resp; /* reused for every request */
+	struct handler_response resp; /* reused for every request */
 	bool shutting_down;
 };
 
@@ -53,7 +54,7 @@ struct control_conn {
 /* ------------------------------------------------------------------ */
 /* Registry                                                            */
 
-static struct handler *find(const struct control *c, const char *name)
+static struct registration *find(const struct control *c, const char *name)
 {
 	for (size_t i = 0; i < c->nhandlers; i++)
 		if (!strcmp(c->handlers[i].name, name))
@@ -61,7 +62,7 @@ static struct handler *find(const struct control *c, const char *name)
 	return NULL;
 }
 
-int control_register(struct control *c, const char *name, control_handler_fn fn,
+int control_register(struct control *c, const char *name, handler_fn fn,
 		     void *arg)
 {
 	size_t len = strlen(name);
@@ -75,14 +76,14 @@ int control_register(struct control *c, const char *name, control_handler_fn fn,
 		return -EEXIST;
 	if (c->nhandlers == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 8;
-		struct handler *h = realloc(c->handlers, cap * sizeof(*h));
+		struct registration *h = realloc(c->handlers, cap * sizeof(*h));
 
 		if (!h)
 			return -ENOMEM;
 		c->handlers = h;
 		c->cap = cap;
 	}
-	struct handler *h = &c->handlers[c->nhandlers++];
+	struct registration *h = &c->handlers[c->nhandlers++];
 	memcpy(h->name, name, len + 1);
 	h->fn = fn;
 	h->arg = arg;
@@ -109,48 +110,31 @@ void control_shutting_down(struct control *c, bool on)
 	c->shutting_down = on;
 }
 
-const char *control_param(const struct control_request *req, const char *name,
-			  size_t *len)
-{
-	return http_param(req->params, req->nparams, name, len);
-}
-
-int control_error(struct control_response *resp, int status, const char *why)
-{
-	struct json_out o = { .b = &resp->body };
-
-	buf_reset(&resp->body);
-	resp->status = status;
-	resp->content_type = CONTROL_CT_JSON;
-	json_error(&o, why);
-	return o.err;
-}
-
 /* ------------------------------------------------------------------ */
 /* Built-in handlers                                                   */
 
-static int h_ping(void *arg, const struct control_request *req,
-		  struct control_response *resp)
+static int h_ping(void *arg, const struct handler_request *req,
+		  struct handler_response *resp)
 {
 	(void)arg;
 	(void)req;
 	return buf_append(&resp->body, "pong", 4);
 }
 
-static int h_stats(void *arg, const struct control_request *req,
-		   struct control_response *resp)
+static int h_stats(void *arg, const struct handler_request *req,
+		   struct handler_response *resp)
 {
 	struct control *c = arg;
 
 	(void)req;
-	resp->content_type = CONTROL_CT_JSON;
+	resp->content_type = HANDLER_CT_JSON;
 	return metrics_of_server(&resp->body, true, c->srv, c->th->st);
 }
 
 /* POST: start compacting the write log now (it runs in the background;
  * ringstore_log_compactions_total counts those that finished). */
-static int h_compact(void *arg, const struct control_request *req,
-		     struct control_response *resp)
+static int h_compact(void *arg, const struct handler_request *req,
+		     struct handler_response *resp)
 {
 	struct control *c = arg;
 	struct wal *w = c->th->st->wal;
@@ -158,21 +142,21 @@ static int h_compact(void *arg, const struct control_request *req,
 
 	if (strcmp(req->method, "POST")) {
 		resp->headers = "Allow: POST\r\n";
-		return control_error(resp, 405,
+		return handler_error(resp, 405,
 				     "compact changes the data "
 				     "directory: use POST");
 	}
 	if (!w)
-		return control_error(resp, 409,
+		return handler_error(resp, 409,
 				     "no write log: the server runs "
 				     "without --data-dir");
 	ret = wal_compact_now(w);
 	if (ret == -EBUSY)
-		return control_error(resp, 409, "a compaction is running");
+		return handler_error(resp, 409, "a compaction is running");
 	if (ret)
 		return ret;
 	resp->status = 202;
-	resp->content_type = CONTROL_CT_JSON;
+	resp->content_type = HANDLER_CT_JSON;
 	return buf_append(&resp->body, "{\"started\":true}\n", 16);
 }
 
@@ -185,7 +169,7 @@ struct control *control_create(struct server *srv, struct store_thread *th)
 	struct views *v = views_create(th);
 	const struct {
 		const char *name;
-		control_handler_fn fn;
+		handler_fn fn;
 		void *arg;
 	} builtin[] = {
 		{ "barriers", views_barriers, v }, { "compact", h_compact, c },
@@ -222,11 +206,11 @@ void control_destroy(struct control *c)
 	free(c);
 }
 
-static int list_handlers(struct control *c, struct control_response *resp)
+static int list_handlers(struct control *c, struct handler_response *resp)
 {
 	struct json_out o = { .b = &resp->body };
 
-	resp->content_type = CONTROL_CT_JSON;
+	resp->content_type = HANDLER_CT_JSON;
 	json_text(&o, "[");
 	for (size_t i = 0; i < c->nhandlers; i++) {
 		if (i)
@@ -237,7 +221,7 @@ static int list_handlers(struct control *c, struct control_response *resp)
 	return o.err;
 }
 
-static int index_page(struct control_response *resp)
+static int index_page(struct handler_response *resp)
 {
 	static const char text[] = "ringstore control plane\n"
 				   "GET /health\n"
@@ -249,17 +233,17 @@ static int index_page(struct control_response *resp)
 }
 
 /* Run a registered handler; a failure becomes a 500. */
-static int run_handler(struct control *c, const struct control_request *req,
+static int run_handler(struct control *c, const struct handler_request *req,
 		       const char *name)
 {
-	struct control_response *resp = &c->resp;
-	struct handler *h = find(c, name);
+	struct handler_response *resp = &c->resp;
+	struct registration *h = find(c, name);
 	char why[CONTROL_MAX_NAME + 96];
 	int ret;
 
 	if (!h) {
 		snprintf(why, sizeof(why), "handler '%.64s' not found", name);
-		return control_error(resp, 404, why);
+		return handler_error(resp, 404, why);
 	}
 	ret = h->fn(h->arg, req, resp);
 	if (!ret)
@@ -267,15 +251,15 @@ static int run_handler(struct control *c, const struct control_request *req,
 	snprintf(why, sizeof(why), "handler '%s' failed: %s", name,
 		 strerror(-ret));
 	resp->headers = NULL;
-	return control_error(resp, 500, why);
+	return handler_error(resp, 500, why);
 }
 
 /* Fill c->resp for @req. Returns 0 or -ENOMEM. */
-static int route(struct control *c, const struct control_request *req)
+static int route(struct control *c, const struct handler_request *req)
 {
 	static const char allow_get[] = "Allow: GET, HEAD\r\n";
 	static const char allow_run[] = "Allow: GET, HEAD, POST\r\n";
-	struct control_response *resp = &c->resp;
+	struct handler_response *resp = &c->resp;
 	const char *path = req->path;
 	bool get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
 	bool post = !strcmp(req->method, "POST");
@@ -301,23 +285,23 @@ static int route(struct control *c, const struct control_request *req)
 	} else if (strcmp(path, "/health") && strcmp(path, "/metrics") &&
 		   strcmp(path, "/handler/") && strcmp(path, "/handler") &&
 		   strcmp(path, "/")) {
-		return control_error(resp, 404, "not found");
+		return handler_error(resp, 404, "not found");
 	} else {
 		resp->headers = allow_get;
 	}
 	snprintf(why, sizeof(why), "method %.32s not allowed", req->method);
-	return control_error(resp, 405, why);
+	return handler_error(resp, 405, why);
 }
 
-int control_handle(struct control *c, const struct control_request *req,
+int control_handle(struct control *c, const struct handler_request *req,
 		   struct buf *out, unsigned flags)
 {
-	struct control_response *resp = &c->resp;
+	struct handler_response *resp = &c->resp;
 	int ret;
 
 	buf_reset(&resp->body);
 	resp->status = 200;
-	resp->content_type = CT_TEXT;
+	resp->content_type = HANDLER_CT_TEXT;
 	resp->headers = NULL;
 	ret = route(c, req);
 	if (!ret)
@@ -361,7 +345,7 @@ static int refuse(struct http_parser *hp, struct buf *out)
 
 	json_error(&o, hp->error ? hp->error : "bad request");
 	ret = o.err ? o.err
-		    : http_response(out, hp->status, CONTROL_CT_JSON,
+		    : http_response(out, hp->status, HANDLER_CT_JSON,
 				    json_bytes_of(&body), buf_used(&body), NULL,
 				    HTTP_R_CLOSE);
 	buf_free(&body);
@@ -375,7 +359,7 @@ int control_conn_input(struct control_conn *cc, const uint8_t *p, size_t n,
 	struct http_parser *hp = &cc->hp;
 
 	while (n) {
-		struct control_request req;
+		struct handler_request req;
 		unsigned flags = 0;
 		size_t used = 0;
 		int ret = http_feed(hp, p, n, &used);
@@ -393,7 +377,7 @@ int control_conn_input(struct control_conn *cc, const uint8_t *p, size_t n,
 			}
 			return 0;
 		}
-		req = (struct control_request){
+		req = (struct handler_request){
 			.method = hp->method,
 			.path = hp->path,
 			.params = hp->params,

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * control.h - the control plane: a registry of named handlers behind a small
- * HTTP/1.1 server (docs/design.md "The control plane").
+ * HTTP/1.1 server (docs/design.md "The control plane"). This is the top of
+ * the control plane: it knows every handler, and a handler knows only the
+ * interface of handler.h, never this file.
  *
  * Routes: GET /health ("ok", 503 while shutting down), GET /metrics
  * (Prometheus text, metrics.h), GET /handler/ (JSON list of names), GET or
  * POST /handler/<name> (run it). HEAD is accepted wherever GET is.
- * Built-in handlers: stats (the metrics as JSON), ping, and the views of
- * views.h: keys, waiters, barriers, and delete (POST only).
+ * Built-in handlers: stats (the metrics as JSON), ping, compact (POST only),
+ * and the views of views.h: keys, waiters, barriers, and delete (POST only).
  *
  * Sans-I/O like http.h: an HTTP client is a connection hosting the control
  * plane as a guest protocol (control_guest_ops): the reactor feeds each
@@ -24,6 +26,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "handler.h"
 #include "http.h"
 
 struct conn_guest_ops;
@@ -31,32 +34,6 @@ struct control;
 struct control_conn;
 struct server;
 struct store_thread;
-
-struct control_request {
-	const char *method;              /* "GET", "POST" or "HEAD" */
-	const char *path;                /* decoded, e.g. "/handler/keys" */
-	const struct http_param *params; /* decoded query parameters */
-	size_t nparams;
-	const uint8_t *body; /* Content-Length bytes */
-	size_t body_len;
-};
-
-struct control_response {
-	int status;               /* 200 unless the handler says otherwise */
-	const char *content_type; /* static string; plain text unless set */
-	const char *headers;      /* static "Name: value\r\n" lines, or NULL */
-	struct buf body;          /* owned by the control plane; append here */
-};
-
-#define CONTROL_CT_JSON "application/json"
-
-/*
- * A handler fills @resp from @req. Returns 0, or -errno for a failure that
- * becomes a 500 (anything already in resp->body is dropped). Handlers run on
- * the event loop and must not block it.
- */
-typedef int (*control_handler_fn)(void *arg, const struct control_request *req,
-				  struct control_response *resp);
 
 /*
  * Create the control plane of @srv (borrowed; NULL: report no reactor
@@ -71,7 +48,7 @@ void control_destroy(struct control *c);
  * Add handler @name (1 to 64 printable characters, no '/'). @arg is passed
  * to @fn. Returns 0, -EINVAL, -EEXIST or -ENOMEM.
  */
-int control_register(struct control *c, const char *name, control_handler_fn fn,
+int control_register(struct control *c, const char *name, handler_fn fn,
 		     void *arg);
 /* Is @name registered? */
 bool control_lookup(const struct control *c, const char *name);
@@ -82,22 +59,11 @@ const char *control_name(const struct control *c, size_t i);
 /* While on, /health answers 503 and every response closes its connection. */
 void control_shutting_down(struct control *c, bool on);
 
-/* Query parameter @name of @req (http_param), or NULL. */
-const char *control_param(const struct control_request *req, const char *name,
-			  size_t *len);
-
-/*
- * Make @resp the JSON error {"error": why} with @status (its body so far is
- * dropped; resp->headers is kept, e.g. a 405's Allow). Returns 0 or
- * -ENOMEM.
- */
-int control_error(struct control_response *resp, int status, const char *why);
-
 /*
  * Route one request and append the complete HTTP response to @out. @flags
  * are http_response's (HTTP_R_CLOSE, HTTP_R_HEAD). Returns 0 or -ENOMEM.
  */
-int control_handle(struct control *c, const struct control_request *req,
+int control_handle(struct control *c, const struct handler_request *req,
 		   struct buf *out, unsigned flags);
 
 /* One HTTP connection's state. Returns NULL on ENOMEM. */

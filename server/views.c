@@ -20,9 +20,10 @@
 #include "waiters.h"
 
 /* Values longer than this are listed by size only. */
-#define CONTROL_MAX_SHOWN_VALUE 1024
-#define CONTROL_KEYS_DEFAULT 1000
-#define CONTROL_KEYS_MAX 100000
+#define KEYS_MAX_SHOWN_VALUE 1024
+/* Keys listed by GET /handler/keys without a limit, and its largest limit. */
+#define KEYS_LIMIT_DEFAULT 1000
+#define KEYS_LIMIT_MAX 100000
 
 /* Entries collected by a walk: borrowed or referenced, as its user says. */
 struct entries {
@@ -107,10 +108,10 @@ static bool printable(const uint8_t *p, size_t n)
 }
 
 /* A decimal parameter in [lo, hi]; @def when absent. Returns 0 or -EINVAL. */
-static int param_u64(const struct control_request *req, const char *name,
+static int param_u64(const struct handler_request *req, const char *name,
 		     uint64_t lo, uint64_t hi, uint64_t def, uint64_t *v)
 {
-	const char *s = control_param(req, name, NULL);
+	const char *s = handler_param(req, name, NULL);
 	char *end;
 
 	*v = def;
@@ -130,8 +131,8 @@ static int param_u64(const struct control_request *req, const char *name,
  * at most N), each with its value size and, when short and printable, its
  * value.
  */
-int views_keys(void *arg, const struct control_request *req,
-	       struct control_response *resp)
+int views_keys(void *arg, const struct handler_request *req,
+	       struct handler_response *resp)
 {
 	struct views *v = arg;
 	struct store_thread *th = v->th;
@@ -140,13 +141,13 @@ int views_keys(void *arg, const struct control_request *req,
 	uint64_t limit;
 	int ret;
 
-	if (param_u64(req, "limit", 1, CONTROL_KEYS_MAX, CONTROL_KEYS_DEFAULT,
+	if (param_u64(req, "limit", 1, KEYS_LIMIT_MAX, KEYS_LIMIT_DEFAULT,
 		      &limit))
-		return control_error(resp, 400,
+		return handler_error(resp, 400,
 				     "limit must be a number from "
 				     "1 to 100000");
 	kw.limit = limit;
-	kw.prefix = (const uint8_t *)control_param(req, "prefix", &kw.plen);
+	kw.prefix = (const uint8_t *)handler_param(req, "prefix", &kw.plen);
 	if (!kw.prefix)
 		kw.prefix = (const uint8_t *)"";
 	ret = table_foreach(th->st->table, th->qt, keys_visit, &kw);
@@ -157,7 +158,7 @@ int views_keys(void *arg, const struct control_request *req,
 	if (kw.found.n)
 		qsort(kw.found.v, kw.found.n, sizeof(*kw.found.v), key_cmp);
 
-	resp->content_type = CONTROL_CT_JSON;
+	resp->content_type = HANDLER_CT_JSON;
 	json_printf(&o,
 		    "{\"count\":%zu,\"returned\":%zu,\"truncated\":%s,"
 		    "\"keys\":[",
@@ -165,12 +166,12 @@ int views_keys(void *arg, const struct control_request *req,
 		    kw.truncated ? "true" : "false");
 	for (size_t i = 0; i < kw.found.n; i++) {
 		const struct table_entry *e = kw.found.v[i];
-		uint8_t val[CONTROL_MAX_SHOWN_VALUE];
+		uint8_t val[KEYS_MAX_SHOWN_VALUE];
 
 		json_text(&o, i ? ",\n{\"key\":" : "\n{\"key\":");
 		json_str(&o, table_entry_key(e), e->klen);
 		json_printf(&o, ",\"size\":%" PRIu64, e->vlen);
-		if (e->vlen <= CONTROL_MAX_SHOWN_VALUE &&
+		if (e->vlen <= KEYS_MAX_SHOWN_VALUE &&
 		    (table_entry_read_val(e, val, sizeof(val)),
 		     printable(val, e->vlen))) {
 			json_text(&o, ",\"value\":");
@@ -257,15 +258,15 @@ static void waiters_visit(void *arg, const uint8_t *key, size_t klen,
 }
 
 /* GET /handler/waiters: every awaited key, with how many wait and who. */
-int views_waiters(void *arg, const struct control_request *req,
-		  struct control_response *resp)
+int views_waiters(void *arg, const struct handler_request *req,
+		  struct handler_response *resp)
 {
 	struct views *v = arg;
 	struct waiters_walk ww = { .o = { .b = &resp->body } };
 
 	(void)req;
 	clocks_now(&ww.now);
-	resp->content_type = CONTROL_CT_JSON;
+	resp->content_type = HANDLER_CT_JSON;
 	json_text(&ww.o, "{\"keys\":[");
 	waiters_foreach(v->th->st->waiters, waiters_visit, &ww);
 	json_printf(&ww.o, "],\"waited_keys\":%zu,\"waits\":%" PRIu64 "}\n",
@@ -379,8 +380,8 @@ static void barriers_visit(void *arg, const uint8_t *key, size_t klen,
  * who waits), and counters: "init/" (clients that connected with a world
  * size) and the counters of barriers built from ADD and WAIT.
  */
-int views_barriers(void *arg, const struct control_request *req,
-		   struct control_response *resp)
+int views_barriers(void *arg, const struct handler_request *req,
+		   struct handler_response *resp)
 {
 	struct views *v = arg;
 	struct barriers_walk *bw = calloc(1, sizeof(*bw));
@@ -394,7 +395,7 @@ int views_barriers(void *arg, const struct control_request *req,
 	bw->bar.b = &resp->body;
 	bw->cnt.b = &v->scratch;
 	clocks_now(&bw->now);
-	resp->content_type = CONTROL_CT_JSON;
+	resp->content_type = HANDLER_CT_JSON;
 	json_text(&bw->bar, "{\"barriers\":[");
 	json_text(&bw->cnt, "\n{\"key\":\"init/\",\"value\":");
 	put_counter(&bw->cnt, v->th, (const uint8_t *)"init/", 5);
@@ -506,8 +507,8 @@ static bool deletion_of(const struct deletion *d, const uint8_t *p, size_t n)
  * were gone when their turn came, "remaining": keys left for the next
  * requests, "sample": up to DELETE_SAMPLE names deleted}.
  */
-int views_delete(void *arg, const struct control_request *req,
-		 struct control_response *resp)
+int views_delete(void *arg, const struct handler_request *req,
+		 struct handler_response *resp)
 {
 	struct views *v = arg;
 	struct deletion *d = &v->del;
@@ -520,19 +521,19 @@ int views_delete(void *arg, const struct control_request *req,
 
 	if (strcmp(req->method, "POST")) {
 		resp->headers = "Allow: POST\r\n";
-		return control_error(resp, 405,
+		return handler_error(resp, 405,
 				     "delete changes the store: "
 				     "use POST");
 	}
-	p = (const uint8_t *)control_param(req, "prefix", &n);
+	p = (const uint8_t *)handler_param(req, "prefix", &n);
 	if (!p || !n)
-		return control_error(resp, 400,
+		return handler_error(resp, 400,
 				     "a prefix is required (the "
 				     "whole store is not deleted "
 				     "this way)");
 	if (param_u64(req, "limit", 1, DELETE_LIMIT_MAX, DELETE_LIMIT_DEFAULT,
 		      &limit))
-		return control_error(resp, 400,
+		return handler_error(resp, 400,
 				     "limit must be a number from 1 "
 				     "to 1000000");
 	if (!deletion_of(d, p, n) && (ret = deletion_begin(v, p, n)))
@@ -553,7 +554,7 @@ int views_delete(void *arg, const struct control_request *req,
 		table_entry_unref(e);
 		d->next++;
 	}
-	resp->content_type = CONTROL_CT_JSON;
+	resp->content_type = HANDLER_CT_JSON;
 	json_text(&o, "{\"prefix\":");
 	json_str(&o, p, n);
 	json_printf(&o,

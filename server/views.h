@@ -9,7 +9,9 @@
  *   GET|POST /handler/barriers                  pending barriers, counters
  *   POST     /handler/delete?prefix=P&limit=N   delete the keys under P
  *
- * Each handler is a control_handler_fn whose argument is the struct views.
+ * Each handler is a handler_fn (handler.h) whose argument is the struct
+ * views: it sees handler.h's request and response, never the router
+ * (control.c) that runs it.
  * They run on the control plane's thread with its store_thread: table
  * entries are borrowed between quiescent points through that thread's QSBR
  * handle, waiter lists are read under their stripe locks (waiters_foreach),
@@ -19,7 +21,7 @@
 #ifndef RS_SERVER_VIEWS_H
 #define RS_SERVER_VIEWS_H
 
-#include "control.h"
+#include "handler.h"
 
 struct store_thread;
 struct views;
@@ -28,13 +30,13 @@ struct views;
 struct views *views_create(struct store_thread *th);
 void views_destroy(struct views *v);
 
-int views_keys(void *v, const struct control_request *req,
-	       struct control_response *resp);
-int views_waiters(void *v, const struct control_request *req,
-		  struct control_response *resp);
-int views_barriers(void *v, const struct control_request *req,
-		   struct control_response *resp);
-int views_delete(void *v, const struct control_request *req,
-		 struct control_response *resp);
+int views_keys(void *v, const struct handler_request *req,
+	       struct handler_response *resp);
+int views_waiters(void *v, const struct handler_request *req,
+		  struct handler_response *resp);
+int views_barriers(void *v, const struct handler_request *req,
+		   struct handler_response *resp);
+int views_delete(void *v, const struct handler_request *req,
+		 struct handler_response *resp);
 
 #endif

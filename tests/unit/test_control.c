@@ -506,10 +506,10 @@ static void test_expect_continue(void **state)
 	assert_string_equal(f->body, "pong");
 }
 
-static int echo(void *arg, const struct control_request *req,
-		struct control_response *resp)
+static int echo(void *arg, const struct handler_request *req,
+		struct handler_response *resp)
 {
-	const char *who = control_param(req, "who", NULL);
+	const char *who = handler_param(req, "who", NULL);
 	char text[128];
 	int n;
 
@@ -522,8 +522,8 @@ static int echo(void *arg, const struct control_request *req,
 	return buf_append(&resp->body, text, (size_t)n);
 }
 
-static int broken(void *arg, const struct control_request *req,
-		  struct control_response *resp)
+static int broken(void *arg, const struct handler_request *req,
+		  struct handler_response *resp)
 {
 	(void)arg;
 	(void)req;
